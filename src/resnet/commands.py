@@ -1,0 +1,168 @@
+"""The subcommands. Each ``register_*`` adds a parser; each ``cmd_*`` is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from resnet.cli import add_config_flags, config_overrides, out_dir
+from resnet.config import build_config, from_dict, load_recipe, merge
+from resnet.errors import ConfigError
+
+
+# -- train ----------------------------------------------------------------------------------------------------
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a network with a recipe (the main job)",
+                       description="Train with a recipe; every recipe field can be overridden by its flag.")
+    p.add_argument("--recipe", default=None, help="recipe name (quick, paper-cifar, paper-imagenet) or a .toml path")
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    add_config_flags(p)
+    p.set_defaults(handler=cmd_train)
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """Recipe < flags; with --resume the run folder's config.toml replaces the recipe."""
+    import tomllib
+
+    flags = config_overrides(args)
+    if args.resume:
+        cfg_path = Path(args.resume) / "config.toml"
+        if not cfg_path.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.toml there; pass the folder of an earlier run")
+        base = from_dict(tomllib.loads(cfg_path.read_text()))
+        from resnet.config import to_dict
+
+        saved = to_dict(base)
+        recipe = saved.pop("recipe")
+        return build_config(merge(saved, flags), recipe=recipe)
+    recipe = args.recipe or "quick"
+    return build_config(merge(load_recipe(recipe), flags), recipe=Path(recipe).stem)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from resnet.config import to_dict
+    from resnet.engine.trainer import train
+
+    cfg = resolve_train_config(args)
+    out = Path(args.resume) if args.resume else out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("config:", json.dumps(to_dict(cfg)), flush=True)
+    result = train(cfg, out, resume=bool(args.resume))
+    if "stopped_by_signal" in result:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"stopped by signal {result['stopped_by_signal']} at iteration {result['step']}; checkpoint "
+                  f"written. Resume with: resnet train --resume {out}", flush=True)
+        return 128 + int(result["stopped_by_signal"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("final:", json.dumps(result), flush=True)
+        print(f"run folder: {out}")
+    return 0
+
+
+# -- eval / predict -------------------------------------------------------------------------------------------
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5 error of a run folder or weights file")
+    p.add_argument("target", help="run folder (uses its model.safetensors) or a .safetensors/.pth weights file")
+    p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--batch-size", type=int, default=100)
+    add_config_flags(p, sections=("data",))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from resnet.engine.inference import evaluate_weights
+
+    flags = config_overrides(args).get("data", {})
+    result = evaluate_weights(args.target, flags, split=args.split, batch_size=args.batch_size,
+                              device=args.device, arch=args.arch)
+    print(f"top-1 error: {result['top1_error']:.2f}%  top-5 error: {result['top5_error']:.2f}%  "
+          f"({result['count']} images, protocol {result['protocol']})")
+    return 0
+
+
+def register_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of images")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
+    p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(handler=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from resnet.engine.inference import predict_images
+
+    for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch):
+        print(path)
+        for rank, (label, prob) in enumerate(ranked, 1):
+            print(f"  {rank}. {label:<20} {prob:.4f}")
+    return 0
+
+
+# -- summary / list / export ------------------------------------------------------------------------------------
+def register_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="Table-1-style layout, parameters and multiply-adds")
+    p.add_argument("name", nargs="?", help="architecture (resnet list shows them)")
+    p.add_argument("--all", action="store_true", help="the whole zoo")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--stride-in-1x1", action=argparse.BooleanOptionalAction, default=None,
+                   help="paper v1 (default) or torchvision v1.5 (--no-stride-in-1x1)")
+    p.add_argument("--shortcut", default=None, help="A, B or C")
+    p.set_defaults(handler=cmd_summary)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from resnet.analysis.summary import format_summary, format_zoo
+
+    if args.all:
+        print(format_zoo(input_size=args.input_size))
+        return 0
+    if not args.name:
+        raise ConfigError("resnet summary needs a model name or --all (resnet list shows the names)")
+    opts = {k: v for k, v in (("stride_in_1x1", args.stride_in_1x1), ("shortcut", args.shortcut)) if v is not None}
+    print(format_summary(args.name, input_size=args.input_size, **opts))
+    return 0
+
+
+def register_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="registered architectures and recipes")
+    p.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from resnet.config import list_recipes
+    from resnet.models.registry import list_models
+
+    print("models: " + " ".join(list_models()))
+    print("recipes: " + " ".join(list_recipes()))
+    return 0
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export weights to ONNX (checked with ONNX Runtime) or TorchScript")
+    p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", default=None, help="output file (default beside the weights)")
+    p.add_argument("--input-size", type=int, default=None)
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from resnet.export import export_model
+
+    report = export_model(args.weights, args.format, out=args.out, input_size=args.input_size)
+    print(json.dumps(report))
+    return 0
+
+
+REGISTRARS = [register_train, register_eval, register_predict, register_summary, register_list, register_export]

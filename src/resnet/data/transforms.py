@@ -1,0 +1,249 @@
+"""The paper's image transforms on uint8 CHW tensors (Sec. 3.4 for ImageNet, Sec. 4.2 for CIFAR).
+
+Geometry (resize, crop, flip) runs on uint8, where it is cheap to move; the float math (scale to [0, 1],
+PCA lighting, per-pixel mean subtraction) runs by :func:`normalize` where the batch ends up (usually the GPU).
+
+Randomness always comes from an explicit ``torch.Generator`` seeded from integers (:func:`make_generator`), so a
+batch depends only on (seed, epoch, position) and a resumed run sees bit-identical inputs.
+
+Evaluation-view contract (what :class:`resnet.data.EvalLoader` yields and :func:`average_view_probs` consumes):
+a *view group* is a float tensor ``(B, V, 3, H, W)``: V views of each of B images, all of one size.
+
+- ``center``: one group, V = 1. Tensor datasets (32x32): the image itself. Image folders: shorter side resized
+  to ``round(256 * crop / 224)``, centre ``crop x crop``.
+- ``10crop`` (Sec. 3.4, from AlexNet): one group, V = 10: the 4 corner and the centre crops, then the same five of
+  the mirrored image (torchvision ``ten_crop`` order). Image folders: crops of ``crop`` from the image resized to
+  shorter side ``round(256 * crop / 224)``. Tensor datasets: the image zero-padded by 4 (the training padding of
+  Sec. 4.2), 4 corner crops + centre crop (= the image) of 32x32, and their mirrors, i.e. views the net saw in
+  training.
+- ``multiscale`` (Sec. 3.4, fully-convolutional): a list of groups, one per scale, V = 1 each: the whole image
+  (no crop) resized so its shorter side is ``round(s * input_size / 224)`` for each ``s`` in ``scales`` (the
+  scales are stated for the paper's 224 crop; a 32x32 set with the default scales gets 32, 37, 55, 69, 91).
+  The mean image is resized to each view's size (bilinear) before subtraction.
+
+Scores are averaged as softmax probabilities over every view of every group (:func:`average_view_probs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tvf
+
+CIFAR_PAD = 4
+"""Sec. 4.2: 4 pixels are padded on each side, and a 32x32 crop is randomly sampled from the padded image."""
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+"""Per-channel normalization torchvision's ImageNet weights were trained with (for evaluating those weights)."""
+REFERENCE_CROP = 224
+REFERENCE_RESIZE = 256
+"""Sec. 3.4 evaluates 224 crops of images whose shorter side is 256; other crop sizes keep that ratio."""
+
+# AlexNet PCA lighting ("standard color augmentation in [21]", Sec. 3.4), on the [0, 1] scale: the eigen-
+# decomposition of ImageNet's RGB covariance as published with fb.resnet.torch (datasets/imagenet.lua).
+IMAGENET_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+IMAGENET_EIGVEC = torch.tensor(
+    [
+        [-0.5675, 0.7192, 0.4009],
+        [-0.5808, -0.0045, -0.8140],
+        [-0.5836, -0.6948, 0.4203],
+    ]
+)
+
+
+def seed_from(*parts: int) -> int:
+    """Mix integers (seed, epoch, index, ...) into one 63-bit seed; neighbouring inputs give unrelated streams."""
+    state = np.random.SeedSequence([p % 2**64 for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def make_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from ``parts``: the same draws on every machine and device."""
+    return torch.Generator().manual_seed(seed_from(*parts))
+
+
+def eval_resize_size(crop: int) -> int:
+    """Shorter side before centre/10-crop evaluation: 256 for the paper's 224 crop, the same ratio otherwise."""
+    return round(REFERENCE_RESIZE * crop / REFERENCE_CROP)
+
+
+def scale_sizes(scales: Sequence[int], input_size: int) -> list[int]:
+    """Multiscale shorter sides for a net trained at ``input_size``; ``scales`` are given for a 224 crop."""
+    return [max(1, round(s * input_size / REFERENCE_CROP)) for s in scales]
+
+
+# ---------------------------------------------------------------------------------------------- normalization
+
+
+def pixel_mean(images: Tensor, chunk: int = 4096) -> Tensor:
+    """Per-pixel mean image (3, H, W) float32 on the [0, 1] scale ("per-pixel mean subtracted", Sec. 3.4/4.2)."""
+    if images.shape[0] == 0:
+        raise ValueError("cannot take the mean of an empty image set")
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for start in range(0, images.shape[0], chunk):
+        total += images[start : start + chunk].to(torch.float64).sum(0)
+    return (total / images.shape[0] / 255.0).float().cpu()
+
+
+def mean_for_size(mean: Tensor, height: int, width: int) -> Tensor:
+    """The mean image at (height, width): itself when sizes agree (or it is per-channel), else resized bilinearly."""
+    if tuple(mean.shape[-2:]) in ((height, width), (1, 1)):
+        return mean
+    return nnf.interpolate(mean[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def normalize(images: Tensor, mean: Tensor, offsets: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+    """uint8 (..., 3, H, W) -> float32 on [0, 1], plus per-image lighting ``offsets`` (N, 3), minus the mean.
+
+    ``std`` (3, 1, 1) divides afterwards: only for torchvision-trained weights; the paper subtracts the mean only.
+    """
+    x = images.to(torch.float32).div_(255.0)
+    if offsets is not None:
+        x = x + offsets.to(x.device, torch.float32).view(*offsets.shape, 1, 1)
+    x = x - mean_for_size(mean.to(x.device), x.shape[-2], x.shape[-1])
+    return x if std is None else x.div_(std.to(x.device))
+
+
+@dataclass
+class Normalizer:
+    """The float stage every loader ends with: ``(x / 255 + lighting - mean) [/ std]`` on the batch's device."""
+
+    mean: Tensor
+    """(3, H, W) per-pixel mean image (or (3, 1, 1) per-channel) on the [0, 1] scale."""
+    std: Tensor | None = None
+    """(3, 1, 1) divisor for torchvision-style weights; None (the paper) = mean subtraction only."""
+
+    def to(self, device: torch.device) -> Normalizer:
+        """A copy whose constants live on ``device``."""
+        return Normalizer(self.mean.to(device), None if self.std is None else self.std.to(device))
+
+    def __call__(self, images: Tensor, offsets: Tensor | None = None) -> Tensor:
+        return normalize(images, self.mean, offsets, self.std)
+
+
+# -------------------------------------------------------------------------------- CIFAR training (Sec. 4.2)
+
+
+def draw_crop_flip_params(n: int, generator: torch.Generator, pad: int = CIFAR_PAD) -> Tensor:
+    """(n, 3) int64 rows ``[top, left, flip]``: a crop window in the padded image and a mirror coin per sample."""
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.randint(0, 2, (n, 1), generator=generator)
+    return torch.cat([offsets, flips], dim=1)
+
+
+def pad_crop_flip(images: Tensor, params: Tensor, pad: int = CIFAR_PAD) -> Tensor:
+    """Batched zero-pad + crop + horizontal flip of uint8 (B, C, H, W) on its own device (Sec. 4.2).
+
+    One gather does the whole batch (as airbench's GPU-resident loader does), so it is as cheap on CUDA as a copy.
+    ``params`` rows are ``[top, left, flip]`` from :func:`draw_crop_flip_params`.
+    """
+    b, c, h, w = images.shape
+    params = params.to(images.device)
+    padded = nnf.pad(images, (pad, pad, pad, pad)) if pad else images
+    rows = params[:, 0:1] + torch.arange(h, device=images.device)  # (B, H)
+    cols_fwd = params[:, 1:2] + torch.arange(w, device=images.device)  # (B, W)
+    cols = torch.where(params[:, 2:3].bool(), cols_fwd.flip(1), cols_fwd)
+    bi = torch.arange(b, device=images.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    return padded[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
+# ----------------------------------------------------------------------------- ImageNet training (Sec. 3.4)
+
+
+def resize_shorter(image: Tensor, size: int) -> Tensor:
+    """Resize uint8 (..., H, W) so that its shorter side is ``size`` (bilinear, antialiased), keeping the aspect."""
+    if min(image.shape[-2:]) == size:
+        return image
+    return tvf.resize(image, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def lighting_offsets(std: float, generator: torch.Generator) -> Tensor:
+    """AlexNet PCA lighting: per-channel offset ``eigvec @ (alpha * eigval)``, alpha ~ N(0, std) (Sec. 3.4)."""
+    if std == 0:
+        return torch.zeros(3)
+    alpha = torch.randn(3, generator=generator) * std
+    return (IMAGENET_EIGVEC * (alpha * IMAGENET_EIGVAL).view(1, 3)).sum(1)
+
+
+def imagenet_train_sample(
+    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Scale augmentation + random crop + mirror of one uint8 image; returns (crop uint8, lighting offsets (3,)).
+
+    Sec. 3.4: "The image is resized with its shorter side randomly sampled in [256, 480] for scale augmentation.
+    A 224x224 crop is randomly sampled from an image or its horizontal flip". The lighting offsets are added by
+    :func:`normalize` after the uint8 batch reaches its device.
+    """
+    side = int(torch.randint(scale_min, scale_max + 1, (1,), generator=generator))
+    image = resize_shorter(image, max(side, crop))
+    h, w = image.shape[-2:]
+    top = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+    image = image[:, top : top + crop, left : left + crop]
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        image = image.flip(-1)
+    return image.contiguous(), lighting_offsets(lighting_std, generator)
+
+
+def center_view(image: Tensor, crop: int) -> Tensor:
+    """Shorter side to ``crop``, centre crop: how the mean image is gathered for image folders."""
+    return tvf.center_crop(resize_shorter(image, crop), [crop, crop]).contiguous()
+
+
+# ------------------------------------------------------------------------------------ evaluation (Sec. 3.4)
+
+
+def image_eval_views(image: Tensor, protocol: str, crop: int, scales: Sequence[int]) -> list[Tensor]:
+    """Evaluation views of one decoded uint8 (3, H, W) image of an image folder: a list of (V, 3, h, w) groups."""
+    if protocol == "multiscale":
+        return [resize_shorter(image, s)[None].contiguous() for s in scale_sizes(scales, crop)]
+    resized = resize_shorter(image, max(eval_resize_size(crop), crop))
+    if protocol == "center":
+        return [tvf.center_crop(resized, [crop, crop])[None].contiguous()]
+    if protocol == "10crop":
+        return [torch.stack(tvf.ten_crop(resized, [crop, crop])).contiguous()]
+    raise ValueError(f"unknown evaluation protocol {protocol!r}")
+
+
+def batch_eval_views(images: Tensor, protocol: str, scales: Sequence[int], pad: int = CIFAR_PAD) -> list[Tensor]:
+    """Evaluation views of a uint8 (B, 3, S, S) batch of a tensor dataset: a list of (B, V, 3, h, w) groups."""
+    size = images.shape[-1]
+    if protocol == "center":
+        return [images[:, None]]
+    if protocol == "10crop":
+        padded = nnf.pad(images, (pad, pad, pad, pad))
+        return [torch.stack(tvf.ten_crop(padded, [size, size]), dim=1)]
+    if protocol == "multiscale":
+        return [resize_shorter(images, s)[:, None] for s in scale_sizes(scales, size)]
+    raise ValueError(f"unknown evaluation protocol {protocol!r}")
+
+
+def num_views(protocol: str, scales: Sequence[int]) -> int:
+    """Views per image under ``protocol``."""
+    return {"center": 1, "10crop": 10}.get(protocol, len(scales))
+
+
+def average_view_probs(model: Callable[[Tensor], Tensor], views: Tensor | list[Tensor]) -> Tensor:
+    """Softmax scores (B, K) averaged over all views: the paper's 10-crop / multi-scale score averaging.
+
+    ``views`` is one (B, V, 3, H, W) group or a list of them (multiscale); each group goes through ``model`` as a
+    single (B*V, 3, H, W) batch.
+    """
+    groups = [views] if isinstance(views, Tensor) else list(views)
+    total: Tensor | None = None
+    count = 0
+    for group in groups:
+        b, v = group.shape[:2]
+        probs = model(group.flatten(0, 1)).float().softmax(-1).view(b, v, -1).sum(1)
+        total = probs if total is None else total + probs
+        count += v
+    if total is None:
+        raise ValueError("no views to score")
+    return total / count

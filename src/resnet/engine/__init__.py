@@ -1,0 +1,1 @@
+"""Training and evaluation engine: loop, evaluator, schedules, checkpoints, distributed set-up."""

@@ -1,0 +1,168 @@
+"""Resumable checkpoints: safetensors (every tensor) plus a JSON sidecar (everything else), written atomically.
+
+Layout in a run folder: ``checkpoints/ckpt-00001000.safetensors`` and ``ckpt-00001000.json``. The sidecar is
+written last and records the tensor file's size and SHA-256, so a torn or truncated tensor file is detected
+and the previous checkpoint is used instead. No pickle is involved anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from resnet.errors import WeightsError
+
+log = logging.getLogger("resnet.engine")
+_NAME = re.compile(r"^ckpt-(\d{8})\.json$")
+
+
+@dataclass
+class Checkpoint:
+    """What a training run needs to continue exactly where it stopped."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    extra: dict[str, Any]
+    """JSON-able state: schedule, data position, config, metrics so far."""
+    rng: dict[str, torch.Tensor]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and the JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[str, dict[str, Any]] = {}
+    for idx, pstate in state["state"].items():
+        scalars = {}
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[key] = value
+        per_param[str(idx)] = scalars
+    return tensors, {"param_groups": state["param_groups"], "scalars": per_param}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in meta["scalars"].items()}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Torch CPU (and CUDA) generator states as uint8 tensors."""
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def restore_rng(rng: dict[str, torch.Tensor]) -> None:
+    if "rng.cpu" in rng:
+        torch.set_rng_state(rng["rng.cpu"])
+    if "rng.cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["rng.cuda"])
+
+
+def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
+    """Write ``ckpt`` atomically; then delete all but the ``keep`` newest. Returns the sidecar's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"ckpt-{ckpt.step:08d}"
+    optim_tensors, optim_meta = _flatten_optimizer(ckpt.optimizer)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
+    tensors.update(optim_tensors)
+    tensors.update({k: v.cpu().contiguous() for k, v in ckpt.rng.items()})
+    tensor_path = stem.with_suffix(".safetensors")
+    _atomic_write(tensor_path, lambda p: save_file(tensors, str(p)))
+    sidecar = {
+        "step": ckpt.step,
+        "tensors": tensor_path.name,
+        "size": tensor_path.stat().st_size,
+        "sha256": _sha256(tensor_path),
+        "optimizer": optim_meta,
+        "extra": ckpt.extra,
+    }
+    json_path = stem.with_suffix(".json")
+    _atomic_write(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=1)))
+    for old in list_checkpoints(folder)[keep:]:
+        for p in (old, old.with_suffix(".safetensors")):
+            with contextlib.suppress(OSError):
+                p.unlink()
+    return json_path
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Sidecars in the folder, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+
+def load_checkpoint(json_path: Path) -> Checkpoint:
+    """Read one checkpoint, verifying size and hash; raise WeightsError naming the file if it is damaged."""
+    try:
+        sidecar = json.loads(json_path.read_text())
+        tensor_path = json_path.with_name(sidecar["tensors"])
+        expected_size, expected_hash = sidecar["size"], sidecar["sha256"]
+    except (OSError, ValueError, KeyError) as e:
+        raise WeightsError(f"checkpoint sidecar {json_path} is unreadable ({e}); delete it to use an older one") from None
+    if not tensor_path.is_file():
+        raise WeightsError(f"checkpoint {tensor_path} is missing")
+    if tensor_path.stat().st_size != expected_size or _sha256(tensor_path) != expected_hash:
+        raise WeightsError(f"checkpoint {tensor_path} is truncated or corrupt (size/hash mismatch)")
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"checkpoint {tensor_path} cannot be read: {e}") from None
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    return Checkpoint(step=int(sidecar["step"]), model=model,
+                      optimizer=_unflatten_optimizer(optim_t, sidecar["optimizer"]),
+                      extra=sidecar["extra"], rng=rng)
+
+
+def latest_checkpoint(folder: Path) -> Checkpoint | None:
+    """The newest intact checkpoint; damaged newer ones are reported and passed over."""
+    for json_path in list_checkpoints(folder):
+        try:
+            return load_checkpoint(json_path)
+        except WeightsError as e:
+            log.warning("skipping damaged checkpoint: %s", e)
+    return None

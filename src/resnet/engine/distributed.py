@@ -1,0 +1,78 @@
+"""One training path for CPU, one GPU and torchrun: the process group comes from the environment.
+
+Under ``torchrun`` the variables RANK, LOCAL_RANK and WORLD_SIZE are set (as in nanoGPT's train.py); without
+them the run is a single process and nothing here does any communication.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from resnet.errors import ConfigError, TrainingError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto picks CUDA when present; asking for cuda without one is an error, not a silent fallback."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPU)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo(), resolve_device(device_name)
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    device = resolve_device(device_name, info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        # A finite timeout makes a lost peer fail the survivors instead of hanging them forever.
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return info, device
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum across processes (identity in a single process); raise a clear error if a peer is gone."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        except (RuntimeError, dist.DistBackendError) as e:
+            raise TrainingError(f"a distributed peer was lost ({str(e).splitlines()[0]}); "
+                                "resume with --resume RUN_DIR, with the same or another number of processes") from None
+    return t
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

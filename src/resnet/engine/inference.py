@@ -1,0 +1,139 @@
+"""Using trained weights: load them with what they need to preprocess, evaluate a dataset, predict images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet.errors import ConfigError, DataError, WeightsError
+
+# torchvision's weights were trained on (x/255 - mean) / std; our runs subtract a per-pixel mean image only
+# (Sec. 3.4 "per-pixel mean subtracted"), which each weights file written by `resnet train` carries.
+_TV_MEAN = (0.485, 0.456, 0.406)
+_TV_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InferenceInfo:
+    """What preprocessing a weights file needs, read from its metadata."""
+
+    path: str
+    arch: str
+    input_size: int
+    in_chans: int
+    classes: list[str]
+    mean: torch.Tensor | None
+    """Per-pixel mean image (C,H,W) on the [0,1] scale, or None for torchvision-style normalization."""
+
+
+def _resolve_path(target: str) -> Path:
+    p = Path(target)
+    if p.is_dir():
+        p = p / "model.safetensors"
+        if not p.is_file():
+            raise WeightsError(f"{target} has no model.safetensors (the run did not finish?); "
+                               "pass a weights file, or resume the run with resnet train --resume")
+    elif not p.is_file():
+        raise WeightsError(f"weights file {target} does not exist")
+    return p
+
+
+def load_for_inference(target: str, arch: str | None = None,
+                       device: torch.device | str = "cpu") -> tuple[nn.Module, InferenceInfo]:
+    """A run folder or weights file -> (model in eval mode, preprocessing info)."""
+    from resnet.models.weights import from_torchvision, read_weights
+
+    path = _resolve_path(target)
+    if path.suffix in (".pth", ".pt"):
+        if not arch:
+            raise ConfigError(f"{path} is a torchvision state dict: pass --arch (e.g. resnet50)")
+        model = from_torchvision(str(path), arch)
+        n = model.fc.out_features
+        info = InferenceInfo(str(path), arch, 224, 3, [str(i) for i in range(n)], None)
+        return model.to(device).eval(), info
+    from resnet.models.weights import load_model
+
+    model = load_model(str(path))
+    _, meta, extra = read_weights(str(path))
+    classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(model.fc.out_features)]
+    default_size = 32 if getattr(model, "options", {}).get("stem") == "cifar" else 224
+    size = int(meta.get("input_size", default_size))
+    in_chans = int(getattr(model, "options", {}).get("in_chans", 3))
+    info = InferenceInfo(str(path), getattr(model, "arch", "?"), size, in_chans, classes, extra.get("input_mean"))
+    return model.to(device).eval(), info
+
+
+def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
+    """uint8 (C,H,W) -> normalized float (C,S,S): small nets see the whole image, large ones a centre crop."""
+    size = info.input_size
+    x = image.float().unsqueeze(0) / 255.0
+    if size <= 64:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    else:
+        short = round(size * 256 / 224)
+        h, w = x.shape[-2:]
+        scale = short / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
+                          antialias=True, align_corners=False)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    if info.mean is not None:
+        mean = info.mean.float()
+        if mean.shape[-2:] != x.shape[-2:]:
+            mean = F.interpolate(mean[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+        return (x[0] - mean)
+    return (x[0] - torch.tensor(_TV_MEAN)[:, None, None]) / torch.tensor(_TV_STD)[:, None, None]
+
+
+def read_image(path: str) -> torch.Tensor:
+    """Decode any image file as RGB uint8 (C,H,W); an unreadable file is a one-line DataError."""
+    from resnet.data.imagefolder import decode_image_file
+
+    return decode_image_file(Path(path))
+
+
+@torch.no_grad()
+def predict_images(weights: str, images: list[str], top: int = 5, device: str = "auto",
+                   arch: str | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Top-``top`` (label, probability) for each image file."""
+    from resnet.engine.distributed import resolve_device
+
+    dev = resolve_device(device)
+    model, info = load_for_inference(weights, arch, dev)
+    out = []
+    for path in images:
+        if not Path(path).is_file():
+            raise DataError(f"image {path} does not exist")
+        x = preprocess(read_image(path), info).unsqueeze(0).to(dev)
+        probs = F.softmax(model(x).float(), dim=1)[0].cpu()
+        values, idx = probs.topk(min(top, probs.numel()))
+        out.append((path, [(info.classes[i] if i < len(info.classes) else str(i), v.item())
+                           for v, i in zip(values, idx.tolist(), strict=True)]))
+    return out
+
+
+def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test", batch_size: int = 100,
+                     device: str = "auto", arch: str | None = None) -> dict[str, Any]:
+    """Top-1/top-5 error of saved weights on a dataset split with the chosen protocol."""
+    from resnet.config import DataCfg, build_config
+    from resnet.data import build_data
+    from resnet.engine.distributed import resolve_device
+    from resnet.engine.evaluate import evaluate
+
+    dev = resolve_device(device)
+    model, info = load_for_inference(target, arch, dev)
+    data_cfg: DataCfg = build_config({"data": data_flags}).data
+    if split == "test":
+        data_cfg = replace(data_cfg, val_split=0)
+    bundle = build_data(data_cfg, batch_size, dev, seed=0, mean=info.mean, normalize_std=info.mean is None)
+    if bundle.num_classes != model.fc.out_features:
+        raise ConfigError(f"the weights have {model.fc.out_features} classes but {data_cfg.dataset} has "
+                          f"{bundle.num_classes}; pass the dataset the weights were trained on")
+    result = evaluate(model, bundle.eval, dev)
+    return {**result, "protocol": data_cfg.protocol, "split": split}

@@ -1,0 +1,39 @@
+"""SGD as in Sec. 3.4 (momentum 0.9, weight decay 1e-4), with optional decay exemptions chosen by module type."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnet.config import OptimCfg
+
+# Normalization layers are recognised by type, never by a substring of the parameter name
+# (a name test like `'bn' in k` misses `downsample.1`: DESIGN.md example 10).
+_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    if isinstance(module, _NORM_TYPES):
+        return True
+    # The zoo's own norms (FRN, batch renorm) declare themselves.
+    return bool(getattr(module, "is_norm_layer", False))
+
+
+def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
+    """One group, or two when norm parameters and biases are exempt from weight decay."""
+    if not cfg.no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (no_decay if _is_norm(module) or name == "bias" else decay).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False) -> torch.optim.SGD:
+    """SGD; ``fused`` picks the fused CUDA kernel (same math), otherwise the foreach path."""
+    kwargs = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov, **kwargs)

@@ -1,0 +1,78 @@
+"""The run folder: what a run needs to be repeated (config, code version) and what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomli_w
+import torch
+
+import resnet
+from resnet.analysis.curves import plot_curves
+from resnet.config import to_dict
+from resnet.engine.evaluate import evaluate
+from resnet.models.weights import save_weights
+
+if TYPE_CHECKING:
+    from resnet.config import RunCfg
+    from resnet.engine.distributed import DistInfo
+    from resnet.engine.trainer import Trainer
+
+
+def code_version() -> dict[str, str]:
+    """Package version and, from a git checkout, the commit (and whether the tree had local changes)."""
+    info = {"resnet": resnet.__version__, "torch": torch.__version__}
+    root = Path(resnet.__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        if rev.returncode == 0:
+            info["git_commit"] = rev.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True,
+                                   text=True, timeout=5)
+            info["git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool) -> None:
+    """Write config.toml (enough to repeat the run) and run.json (code version, hardware, command)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(tomli_w.dumps(to_dict(cfg)))
+    meta = {"code": code_version(), "hardware": hardware(device), "world_size": dist.world_size,
+            "command": sys.argv, "python": platform.python_version()}
+    name = "run.json" if not resume else "run-resumed.json"
+    (out / name).write_text(json.dumps(meta, indent=1))
+
+
+def finish_run(trainer: Trainer) -> dict[str, Any]:
+    """Final test evaluation (when a validation split was used), model.safetensors, curves.png, final.json."""
+    final: dict[str, Any] = {"step": trainer.step, "iterations": trainer.total}
+    last = trainer.history[-1] if trainer.history else {}
+    final.update({k: last[k] for k in ("train_error", "test_error", "test_top5_error") if k in last})
+    if trainer.data.test is not None:
+        res = evaluate(trainer.model, trainer.data.test, trainer.device, trainer.sw.precision,
+                       trainer.sw.channels_last)
+        final.update({"val_error": last.get("test_error"), "test_error": res["top1_error"],
+                      "test_top5_error": res["top5_error"]})
+    if trainer.dist.is_main:
+        out = trainer.out
+        meta = {"dataset": trainer.cfg.data.dataset, "classes": json.dumps(trainer.data.classes),
+                "input_size": str(trainer.data.input_size), "step": str(trainer.step)}
+        save_weights(trainer.model, out / "model.safetensors", metadata=meta,
+                     extra={"input_mean": trainer.data.mean.detach().cpu().float()})
+        plot_curves(trainer.history, out / "curves.png", label=trainer.cfg.model.name)
+        (out / "final.json").write_text(json.dumps(final, indent=1))
+    return final

@@ -1,0 +1,81 @@
+"""What a run writes while it trains: metrics.jsonl, TensorBoard events, a progress bar (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class RunLog:
+    """One JSON object per evaluation in ``metrics.jsonl``, mirrored to TensorBoard; tqdm on stderr."""
+
+    def __init__(self, out: Path, total: int, start: int, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+        self.writer = None
+        self.bar = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
+
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start if start else None)
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True,
+                        file=sys.stderr, disable=None, mininterval=1.0)
+        self._last_t = time.perf_counter()
+
+    def progress(self, step: int, n: int, **values: float) -> None:
+        """Advance the bar by ``n`` iterations and show loss, error, lr, images/s (ETA is tqdm's)."""
+        if not self.enabled or self.bar is None:
+            return
+        self.bar.update(n)
+        self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in values.items()},
+                             refresh=False)
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Append one evaluation line and its scalars to TensorBoard."""
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(clean) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step",) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, row["step"])
+            self.writer.flush()
+        if self.bar is not None:
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in clean.items()
+                           if k in ("step", "lr", "train_loss", "train_error", "test_error", "test_top5_error"))
+            self.bar.write(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl (a torn last line from a killed run is ignored)."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint being resumed (they will be logged again)."""
+    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    if path.is_file():
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))

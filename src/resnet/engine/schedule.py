@@ -1,0 +1,70 @@
+"""Learning-rate schedules counted in iterations, as the paper counts them (Sec. 3.4, Sec. 4.2)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from resnet.config import OptimCfg
+
+
+class LRSchedule:
+    """lr as a function of the iteration, plus the two schedules that react to errors.
+
+    - step: lr x gamma at each milestone (CIFAR: /10 at 32k and 48k).
+    - plateau: lr x gamma when the validation error has not improved for ``plateau_patience`` evaluations
+      (ImageNet: "divided by 10 when the error plateaus").
+    - cosine / constant: not the paper's; offered for studies.
+    - warm-up (Sec. 4.2, ResNet-110): ``warmup_lr`` until the training error falls below ``warmup_error``.
+    """
+
+    def __init__(self, cfg: OptimCfg, total_iters: int) -> None:
+        self.cfg = cfg
+        self.total_iters = total_iters
+        self.plateau_drops = 0
+        self.best_error = math.inf
+        self.bad_evals = 0
+        self.warming_up = cfg.warmup_lr is not None
+
+    def lr_at(self, it: int) -> float:
+        """Learning rate for iteration ``it`` (0-based: the ``it``-th update)."""
+        cfg = self.cfg
+        if self.warming_up and cfg.warmup_lr is not None:
+            if it < cfg.warmup_max_iters:
+                return cfg.warmup_lr
+            self.warming_up = False
+        if cfg.schedule == "step":
+            return cfg.lr * cfg.gamma ** sum(it >= m for m in cfg.milestones)
+        if cfg.schedule == "plateau":
+            return cfg.lr * cfg.gamma**self.plateau_drops
+        if cfg.schedule == "cosine":
+            return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(it, self.total_iters) / self.total_iters))
+        return cfg.lr
+
+    def observe_train_error(self, error: float) -> None:
+        """End the warm-up once training error (%) is below the threshold (ResNet-110: 80%)."""
+        if self.warming_up and error < self.cfg.warmup_error:
+            self.warming_up = False
+
+    def observe_eval_error(self, error: float) -> None:
+        """Plateau detection on the validation error (%)."""
+        if self.cfg.schedule != "plateau":
+            return
+        if error < self.best_error - 1e-3:
+            self.best_error, self.bad_evals = error, 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals >= self.cfg.plateau_patience:
+            self.plateau_drops += 1
+            self.bad_evals = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        best = None if math.isinf(self.best_error) else self.best_error
+        return {"plateau_drops": self.plateau_drops, "best_error": best, "bad_evals": self.bad_evals,
+                "warming_up": self.warming_up}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau_drops = int(state["plateau_drops"])
+        self.best_error = math.inf if state["best_error"] is None else float(state["best_error"])
+        self.bad_evals = int(state["bad_evals"])
+        self.warming_up = bool(state["warming_up"])

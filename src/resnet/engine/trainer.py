@@ -1,0 +1,260 @@
+"""The training loop: one path for CPU, one GPU and torchrun (Sec. 3.4 / Sec. 4.2 recipes).
+
+Speed switches (channels_last, bf16 autocast, fused SGD, torch.compile) are chosen once in
+:func:`resolve_switches`; the loop itself does not branch on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from resnet.config import RunCfg
+from resnet.data import DataBundle, build_data
+from resnet.engine import checkpoint as ckpt
+from resnet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from resnet.engine.evaluate import autocast_for, evaluate
+from resnet.engine.optim import build_optimizer
+from resnet.engine.rundir import finish_run, prepare_run_dir
+from resnet.engine.runlog import RunLog, truncate_metrics
+from resnet.engine.schedule import LRSchedule
+from resnet.errors import TrainingError
+from resnet.models.registry import create_model
+
+log = logging.getLogger("resnet.engine")
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The engine's speed switches, resolved for the device (DESIGN.md example 6)."""
+
+    precision: str
+    channels_last: bool
+    compile: bool
+    fused_sgd: bool
+
+
+def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
+    """On by default on GPU, off on CPU: CPU behaviour stays the plain fp32 eager loop."""
+    t = cfg.train
+    cuda = device.type == "cuda"
+    precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+    channels_last = t.channels_last if t.channels_last is not None else cuda
+    return Switches(precision=precision, channels_last=channels_last, compile=t.compile, fused_sgd=cuda)
+
+
+def total_iterations(cfg: RunCfg, num_train: int) -> int:
+    """Iterations from the config; ``epochs`` (when set) converts with the global batch size."""
+    if cfg.train.epochs is not None:
+        return max(1, math.ceil(cfg.train.epochs * (num_train // cfg.train.batch_size)))
+    return cfg.train.iterations
+
+
+class Trainer:
+    """Holds the run's state; ``run()`` trains to the end (or to a signal) and returns the final metrics."""
+
+    def __init__(self, cfg: RunCfg, out: Path, resume: bool = False) -> None:
+        self.dist, self.device = init_distributed(cfg.train.device)
+        self.cfg, self.out = cfg, out
+        self.sw = resolve_switches(cfg, self.device)
+        torch.manual_seed(cfg.train.seed)
+        self.data: DataBundle = build_data(cfg.data, cfg.train.batch_size, self.device, cfg.train.seed,
+                                           self.dist.rank, self.dist.world_size)
+        self.total = total_iterations(cfg, self.data.num_train)
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.sw.fused_sgd)
+        self.schedule = LRSchedule(cfg.optim, self.total)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.stop_signal: int | None = None
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        if self.dist.is_main:
+            prepare_run_dir(out, cfg, self.dist, self.device, resume)
+        barrier()
+        if resume:
+            self._restore()
+        self.net = self._wrap(self.model)
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _build_model(self) -> nn.Module:
+        opts = self.cfg.model.options()
+        opts.setdefault("num_classes", self.data.num_classes)
+        model = create_model(self.cfg.model.name, **opts).to(self.device)
+        if self.sw.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled and self.cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net: nn.Module = model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+        if self.sw.compile:
+            net = torch.compile(net)
+        return net
+
+    def _restore(self) -> None:
+        state = ckpt.latest_checkpoint(self.out / "checkpoints")
+        if state is None:
+            log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
+            return
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.extra["schedule"])
+        self.data.train.load_state_dict(state.extra["data"])
+        ckpt.restore_rng(state.rng)
+        self.step = state.step
+        self.history = [r for r in state.extra.get("history", []) if r["step"] <= self.step]
+        if self.dist.is_main:
+            truncate_metrics(self.out / "metrics.jsonl", self.step)
+            log.info("resumed from iteration %d", self.step)
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD update; returns (loss, wrong-prediction count) as device tensors (no host sync)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.sw.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.device, self.sw.precision):
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
+        finite = torch.isfinite(loss)
+        if self.cfg.train.nan_policy == "skip" and not self._all_finite(finite):
+            log.warning("non-finite loss at iteration %d: step skipped (--nan-policy skip)", self.step + 1)
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.train.nan_policy == "stop":
+            self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
+        wrong = (logits.argmax(1) != y).sum()
+        return loss.detach(), wrong
+
+    def run(self) -> dict[str, Any]:
+        """Train from the current step to the end; evaluate, log and checkpoint along the way."""
+        runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
+        old_handlers = self._install_signal_handlers()
+        window = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, wrong, count
+        t0, seen = time.perf_counter(), 0
+        try:
+            while self.step < self.total and self.stop_signal is None:
+                lr = self.schedule.lr_at(self.step)
+                x, y = self.data.train.next()
+                loss, wrong = self.train_step(x, y, lr)
+                self.step += 1
+                window += torch.stack([loss.double() * y.numel(), wrong.double(), torch.tensor(
+                    float(y.numel()), dtype=torch.float64, device=self.device)])
+                seen += y.numel()
+                if self.schedule.warming_up and self.step % 10 == 0:
+                    self.schedule.observe_train_error(100.0 * wrong.item() / y.numel())
+                if self.step % 10 == 0 or self.step == self.total:
+                    self._check_finite()
+                    rate = seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
+                    runlog.progress(self.step, 10 if self.step % 10 == 0 else self.step % 10,
+                                    loss=loss.item(), lr=lr, img_s=round(rate))
+                if self.step % self.cfg.train.eval_every == 0 or self.step == self.total:
+                    self._evaluate_and_log(runlog, window, lr)
+                    window.zero_()
+                    t0, seen = time.perf_counter(), 0
+                elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
+                    self._save_checkpoint()
+            if self.stop_signal is not None:
+                self._save_checkpoint()
+                return {"stopped_by_signal": self.stop_signal, "step": self.step}
+            return finish_run(self)
+        finally:
+            runlog.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+    def _evaluate_and_log(self, runlog: RunLog, window: torch.Tensor, lr: float) -> None:
+        self._check_finite()
+        all_reduce_sum(window)
+        count = max(window[2].item(), 1.0)
+        result = evaluate(self.model, self.data.eval, self.device, self.sw.precision, self.sw.channels_last)
+        self.schedule.observe_eval_error(result["top1_error"])
+        row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),
+               "lr": lr, "train_loss": window[0].item() / count, "train_error": 100.0 * window[1].item() / count,
+               "test_error": result["top1_error"], "test_top5_error": result["top5_error"],
+               "test_loss": result["loss"], "eval_split": "val" if self.data.test is not None else "test"}
+        self.history.append(row)
+        runlog.record(row)
+        self._save_checkpoint()
+
+    def _all_finite(self, finite: torch.Tensor) -> bool:
+        """Every process agrees whether to skip (gradients are all-reduced, so all must skip together)."""
+        flags = all_reduce_sum((~finite).long().reshape(1))
+        return int(flags.item()) == 0
+
+    def _check_finite(self) -> None:
+        """Stop on the first non-finite loss, naming the iteration; the last checkpoint stays as it was."""
+        seen = all_reduce_sum(torch.stack([(self.bad_step >= 0).long(), self.bad_step.clamp_min(0)]))
+        bad = int(seen[1].item()) // max(int(seen[0].item()), 1) if int(seen[0].item()) else -1
+        if bad >= 0:
+            last = ckpt.list_checkpoints(self.out / "checkpoints")
+            keep = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
+            raise TrainingError(f"loss became NaN/Inf at iteration {bad}; {keep}. Lower --lr, or pass "
+                                "--nan-policy skip to skip such steps")
+
+    def _save_checkpoint(self) -> None:
+        self._check_finite()
+        if not self.dist.is_main:
+            barrier()
+            return
+        extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
+                 "history": self.history, "total": self.total}
+        state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
+                                optimizer=self.optimizer.state_dict(), extra=extra, rng=ckpt.rng_state())
+        try:
+            ckpt.save_checkpoint(self.out / "checkpoints", state, keep=self.cfg.train.keep_checkpoints)
+        except OSError as e:
+            raise TrainingError(f"could not write a checkpoint in {self.out / 'checkpoints'} ({e.strerror or e}); "
+                                "the previous checkpoint is intact. Free disk space, then --resume") from None
+        finally:
+            barrier()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM/SIGINT finish the current step, write a checkpoint and stop cleanly."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+
+def train(cfg: RunCfg, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked)."""
+    cfg = apply_recipe_rules(cfg)
+    return Trainer(cfg, out, resume=resume).run()
+
+
+def apply_recipe_rules(cfg: RunCfg) -> RunCfg:
+    """Sec. 4.2: for ResNet-110 and deeper on CIFAR, lr 0.01 until training error < 80%, then back to 0.1."""
+    digits = "".join(ch for ch in cfg.model.name.rsplit("_", 1)[-1] if ch.isdigit())
+    deep = digits.isdigit() and int(digits) >= 110
+    if cfg.recipe == "paper-cifar" and deep and cfg.optim.warmup_lr is None and "plain" not in cfg.model.name:
+        return replace(cfg, optim=replace(cfg.optim, warmup_lr=cfg.optim.lr / 10))
+    return cfg
+
+
+__all__ = ["DistInfo", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]
