@@ -85,8 +85,8 @@ class DataCfg:
     """Folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, or train/ and val/ class folders)."""
     download: bool = False
     """Fetch CIFAR with torchvision's downloader when it is missing (needs a network)."""
-    val_split: int = 5000
-    """Training images held out for validation (the paper's 45k/5k); 0 = train on all and report test error."""
+    val_split: int = 0
+    """Training images held out for validation (paper-cifar: 5000, the paper's 45k/5k); 0 = train on all, test."""
     crop_size: int = 224
     """ImageNet training/eval crop."""
     scale_min: int = 256

@@ -65,7 +65,7 @@ def test_cifar10_reads_the_standard_folder_in_channel_major_layout(tmp_path: Pat
     first = arrays["data_batch_1"][0]
     assert torch.equal(train_x[0, 0], torch.from_numpy(first[:1024].reshape(32, 32)))  # red plane first
     assert torch.equal(train_x[0, 2], torch.from_numpy(first[2048:].reshape(32, 32)))
-    assert torch.equal(train_x[N:2 * N].flatten(1), torch.from_numpy(arrays["data_batch_2"]))
+    assert torch.equal(train_x[N : 2 * N].flatten(1), torch.from_numpy(arrays["data_batch_2"]))
     assert train_y.tolist()[:N] == arrays["data_batch_1_labels"].tolist()
     assert test_y.tolist() == arrays["test_batch_labels"].tolist()
     assert classes == CIFAR10_CLASSES

@@ -90,7 +90,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA")  # PIL's advice for palette transparency; alpha is then dropped like RGBA's
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, LA, 1, RGBA (alpha dropped, as torchvision's decode_image does), CMYK, YCbCr
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy: torch tensors must not alias read-only PIL memory
 
 
 def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
@@ -110,6 +110,10 @@ def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{path}: image has no pixels ({arr.shape})")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+decode_rgb = decode_image_file
+"""Alias used by the inference code."""
 
 
 def try_decode(path: str) -> Tensor | BadSample:

@@ -14,6 +14,7 @@ seed-0 permutation), each resized to shorter side ``crop_size`` and centre-cropp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +25,17 @@ from torch.utils.data import DataLoader
 from resnet.config import DataCfg
 from resnet.data.cifar import load_cifar
 from resnet.data.digits import load_digits_split
-from resnet.data.imagefolder import FolderMeanSet, FolderTrainSet, Sample, collate_mean, scan_image_folder
-from resnet.data.streams import (
+from resnet.data.evaluation import EvalLoader, FolderEvalLoader, TensorEvalLoader
+from resnet.data.imagefolder import (
     BadImageLog,
-    EvalLoader,
-    FolderEvalLoader,
-    FolderTrainStream,
-    TensorEvalLoader,
-    TensorTrainStream,
-    TrainStream,
+    FolderMeanSet,
+    FolderTrainSet,
+    Sample,
+    collate_mean,
+    scan_image_folder,
 )
-from resnet.data.transforms import pixel_mean
+from resnet.data.streams import FolderTrainStream, TensorTrainStream, TrainStream
+from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, pixel_mean
 from resnet.errors import ConfigError, DataError
 
 HOLDOUT_SEED = 0
@@ -68,6 +69,8 @@ class DataBundle:
     """Images in ``eval`` over all ranks."""
     num_test: int = 0
     """Images in ``test`` over all ranks (0 when test is None)."""
+    std: Tensor | None = None
+    """(3, 1, 1) divisor when built with ``normalize_std=True`` (torchvision weights); None for the paper's runs."""
 
 
 def holdout(n: int, val_split: int, what: str) -> tuple[Tensor, Tensor]:
@@ -111,57 +114,97 @@ def build_data(
     rank: int = 0,
     world_size: int = 1,
     eval_batch_size: int | None = None,
+    mean: Tensor | None = None,
+    normalize_std: bool = False,
 ) -> DataBundle:
     """Load ``cfg.dataset`` and return its training stream and evaluation loaders for this rank.
 
     ``batch_size`` is the global training batch (each rank gets ``batch_size // world_size``);
     ``eval_batch_size`` (default ``batch_size``) is the global number of views per evaluation batch.
+    ``mean`` ((3, H, W) or (3,) on [0, 1], e.g. the one saved with a model's weights) replaces the mean computed from
+    the training images; ``normalize_std`` switches to torchvision's per-channel ``(x - mean) / std`` (for
+    torchvision-trained weights; ``mean`` defaults to torchvision's then).
     """
     device = torch.device(device)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not in 0..{world_size - 1}")
     if batch_size % world_size:
         raise ConfigError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
-    eval_bs = eval_batch_size or batch_size
+    setup = _Setup(cfg, batch_size, eval_batch_size or batch_size, device, seed, rank, world_size, mean, normalize_std)
     if cfg.dataset == "imagefolder":
-        return _build_folder(cfg, batch_size, eval_bs, device, seed, rank, world_size)
-    return _build_tensor(cfg, batch_size, eval_bs, device, seed, rank, world_size)
+        return _build_folder(setup)
+    return _build_tensor(setup)
 
 
-def _build_tensor(
-    cfg: DataCfg, batch_size: int, eval_bs: int, device: torch.device, seed: int, rank: int, world_size: int
-) -> DataBundle:
+@dataclass
+class _Setup:
+    cfg: DataCfg
+    batch_size: int
+    eval_bs: int
+    device: torch.device
+    seed: int
+    rank: int
+    world_size: int
+    mean: Tensor | None
+    normalize_std: bool
+
+    def normalizer(self, compute_mean: Callable[[], Tensor]) -> Normalizer:
+        """The given mean, torchvision's, or (the paper) the per-pixel mean of the training images."""
+        if self.mean is not None:
+            mean = self.mean.detach().float().cpu()
+            mean = mean.view(3, 1, 1) if mean.dim() == 1 else mean
+            if mean.dim() != 3 or mean.shape[0] != 3:
+                raise DataError(f"mean image has shape {tuple(mean.shape)}, expected (3, H, W) or (3,)")
+        else:
+            mean = torch.tensor(TORCHVISION_MEAN).view(3, 1, 1) if self.normalize_std else compute_mean()
+        std = torch.tensor(TORCHVISION_STD).view(3, 1, 1) if self.normalize_std else None
+        return Normalizer(mean, std)
+
+    def resident(self) -> torch.device:
+        """Where a tensor dataset lives: on the GPU when training there (unless data.gpu_resident says no)."""
+        on = self.device.type == "cuda" if self.cfg.gpu_resident is None else self.cfg.gpu_resident
+        return self.device if on else torch.device("cpu")
+
+
+def _full_mean(norm: Normalizer, size: int) -> Tensor:
+    return norm.mean.expand(3, size, size).clone() if norm.mean.shape[-2:] == (1, 1) else norm.mean
+
+
+def _build_tensor(s: _Setup) -> DataBundle:
+    cfg = s.cfg
     train_x, train_y, test_x, test_y, classes = load_tensor_dataset(cfg)
     val_x = val_y = None
     if cfg.val_split and cfg.dataset != "synthetic":
         keep, held = holdout(len(train_y), cfg.val_split, cfg.dataset)
         val_x, val_y = train_x[held], train_y[held]
         train_x, train_y = train_x[keep], train_y[keep]
-    resident = device.type == "cuda" if cfg.gpu_resident is None else cfg.gpu_resident
-    store = device if resident else torch.device("cpu")
-    mean = pixel_mean(train_x)
-    stream = TensorTrainStream(train_x.to(store), train_y.to(store), mean, batch_size, device, seed, rank, world_size)
+    store = s.resident()
+    norm = s.normalizer(lambda: pixel_mean(train_x))
+    args = (s.device, s.seed, s.rank, s.world_size)
+    stream = TensorTrainStream(train_x.to(store), train_y.to(store), norm, s.batch_size, *args)
 
     def loader(x: Tensor, y: Tensor) -> TensorEvalLoader:
         return TensorEvalLoader(
-            x.to(store), y.to(store), mean, cfg.protocol, cfg.scales, eval_bs, device, rank, world_size
+            x.to(store), y.to(store), norm, cfg.protocol, cfg.scales, s.eval_bs, s.device, s.rank, s.world_size
         )
 
     test = loader(test_x, test_y)
     held_out = loader(val_x, val_y) if val_x is not None and val_y is not None else None
+    size = int(train_x.shape[-1])
     return DataBundle(
         train=stream,
         eval=held_out if held_out is not None else test,
         test=test if held_out is not None else None,
         num_classes=len(classes),
         classes=classes,
-        input_size=int(train_x.shape[-1]),
-        mean=mean,
+        input_size=size,
+        mean=_full_mean(norm, size),
         num_train=len(train_y),
         bad_images=stream.bad,
         dataset=cfg.dataset,
         num_eval=len(val_y) if val_y is not None else len(test_y),
         num_test=len(test_y) if held_out is not None else 0,
+        std=norm.std,
     )
 
 
@@ -182,27 +225,26 @@ def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog
     return (total / count / 255.0).float()
 
 
-def _build_folder(
-    cfg: DataCfg, batch_size: int, eval_bs: int, device: torch.device, seed: int, rank: int, world_size: int
-) -> DataBundle:
+def _build_folder(s: _Setup) -> DataBundle:
+    cfg = s.cfg
     if not cfg.data:
-        raise ConfigError(
-            "data.dataset=imagefolder needs --data PATH (a folder holding train/<class>/ and val/<class>/)"
-        )
+        raise ConfigError("data.dataset=imagefolder needs --data PATH (a folder holding train/<class>/, val/<class>/)")
     index = scan_image_folder(cfg.data)
     train, held = index.train, []
     if cfg.val_split:
         keep, out = holdout(len(train), cfg.val_split, f"{index.root / 'train'}")
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
-    mean = folder_mean(train, cfg.crop_size, cfg.workers, bad)
-    dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, seed)
-    stream = FolderTrainStream(dataset, mean, batch_size, device, seed, rank, world_size, cfg.workers, bad)
+    norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad))
+    dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed)
+    args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
+    stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
 
     def loader(samples: list[Sample]) -> FolderEvalLoader:
         return FolderEvalLoader(
-            samples, mean, cfg.protocol, cfg.scales, cfg.crop_size, eval_bs, device, rank, world_size, cfg.workers, bad
-        )
+            samples, norm, cfg.protocol, cfg.scales, cfg.crop_size, s.eval_bs, s.device, s.rank, s.world_size,
+            cfg.workers, bad,
+        )  # fmt: skip
 
     test = loader(index.val)
     held_out = loader(held) if held else None
@@ -213,10 +255,11 @@ def _build_folder(
         num_classes=len(index.classes),
         classes=index.classes,
         input_size=cfg.crop_size,
-        mean=mean,
+        mean=_full_mean(norm, cfg.crop_size),
         num_train=len(train),
         bad_images=bad,
         dataset=cfg.dataset,
         num_eval=len(held) if held else len(index.val),
         num_test=len(index.val) if held else 0,
+        std=norm.std,
     )

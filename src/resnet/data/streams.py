@@ -1,4 +1,4 @@
-"""Training streams and evaluation loaders: what the engine iterates.
+"""Training streams: the infinite, resumable, sharded batches the training loop iterates.
 
 Order and augmentation are functions of (seed, epoch, position) only, never of the process layout:
 

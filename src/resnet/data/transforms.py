@@ -140,18 +140,15 @@ def draw_crop_flip_params(n: int, generator: torch.Generator, pad: int = CIFAR_P
 def pad_crop_flip(images: Tensor, params: Tensor, pad: int = CIFAR_PAD) -> Tensor:
     """Batched zero-pad + crop + horizontal flip of uint8 (B, C, H, W) on its own device (Sec. 4.2).
 
-    One gather does the whole batch (as airbench's GPU-resident loader does), so it is as cheap on CUDA as a copy.
+    One gather of all windows does the whole batch (as airbench's GPU-resident loader batches it), on CPU or CUDA.
     ``params`` rows are ``[top, left, flip]`` from :func:`draw_crop_flip_params`.
     """
     b, c, h, w = images.shape
     params = params.to(images.device)
     padded = nnf.pad(images, (pad, pad, pad, pad)) if pad else images
-    rows = params[:, 0:1] + torch.arange(h, device=images.device)  # (B, H)
-    cols_fwd = params[:, 1:2] + torch.arange(w, device=images.device)  # (B, W)
-    cols = torch.where(params[:, 2:3].bool(), cols_fwd.flip(1), cols_fwd)
-    bi = torch.arange(b, device=images.device).view(b, 1, 1, 1)
-    ci = torch.arange(c, device=images.device).view(1, c, 1, 1)
-    return padded[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, H, W): a view, nothing copied
+    out = windows[torch.arange(b, device=images.device), :, params[:, 0], params[:, 1]]  # (B, C, H, W)
+    return torch.where(params[:, 2].bool().view(b, 1, 1, 1), out.flip(3), out)
 
 
 # ----------------------------------------------------------------------------- ImageNet training (Sec. 3.4)
@@ -161,7 +158,11 @@ def resize_shorter(image: Tensor, size: int) -> Tensor:
     """Resize uint8 (..., H, W) so that its shorter side is ``size`` (bilinear, antialiased), keeping the aspect."""
     if min(image.shape[-2:]) == size:
         return image
-    return tvf.resize(image, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    try:
+        return tvf.resize(image, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    except RuntimeError:  # torch's uint8 antialias kernel asserts on a 1x1 output; the float kernel does not
+        out = tvf.resize(image.float(), [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return out.round_().clamp_(0, 255).to(image.dtype)
 
 
 def lighting_offsets(std: float, generator: torch.Generator) -> Tensor:

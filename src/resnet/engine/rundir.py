@@ -57,6 +57,25 @@ def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device
     (out / name).write_text(json.dumps(meta, indent=1))
 
 
+def replicas_identical(model: torch.nn.Module) -> bool:
+    """Under torchrun: after syncing buffers, does every process hold exactly rank 0's weights?
+
+    DDP keeps parameters equal by all-reducing gradients, but BatchNorm running statistics are per-process
+    between forwards (DDP broadcasts rank 0's buffers at the start of each forward), so they are synced first.
+    """
+    import torch.distributed as dist
+
+    from resnet.engine.distributed import all_reduce_sum
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+    flat = torch.cat([t.detach().reshape(-1).double() for t in model.state_dict().values() if t.is_floating_point()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    mismatches = torch.tensor([0 if torch.equal(flat, reference) else 1], device=flat.device)
+    return int(all_reduce_sum(mismatches).item()) == 0
+
+
 def finish_run(trainer: Trainer) -> dict[str, Any]:
     """Final test evaluation (when a validation split was used), model.safetensors, curves.png, final.json."""
     final: dict[str, Any] = {"step": trainer.step, "iterations": trainer.total}
@@ -67,6 +86,8 @@ def finish_run(trainer: Trainer) -> dict[str, Any]:
                        trainer.sw.channels_last)
         final.update({"val_error": last.get("test_error"), "test_error": res["top1_error"],
                       "test_top5_error": res["top5_error"]})
+    if trainer.dist.enabled:
+        final["replicas_identical"] = replicas_identical(trainer.model)
     if trainer.dist.is_main:
         out = trainer.out
         meta = {"dataset": trainer.cfg.data.dataset, "classes": json.dumps(trainer.data.classes),

@@ -184,6 +184,9 @@ class Trainer:
         self._check_finite()
         all_reduce_sum(window)
         count = max(window[2].item(), 1.0)
+        if self.dist.enabled:  # every shard is scored with rank 0's BN statistics (what gets saved)
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
         result = evaluate(self.model, self.data.eval, self.device, self.sw.precision, self.sw.channels_last)
         self.schedule.observe_eval_error(result["top1_error"])
         row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),

@@ -1,0 +1,252 @@
+"""The fast training step (resnet.engine.fast): CPU fallback is the eager step's exact math; the CUDA graph
+path (GPU-only tests, skipped without CUDA) captures once and tracks eager fp32 within bf16 tolerance."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet import create_model
+from resnet.config import OptimCfg
+from resnet.engine.fast import DeviceLR, FastStep, build_step, capture_inference, optimizer_state_dict
+from resnet.engine.optim import build_optimizer
+from resnet.engine.trainer import Switches
+
+CPU = torch.device("cpu")
+FP32 = Switches(precision="fp32", channels_last=False, compile=False, fused_sgd=False)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _batches(n: int, batch: int = 8, size: int = 32, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3, size, size, generator=g), torch.randint(0, 10, (batch,), generator=g))
+            for _ in range(n)]
+
+
+def _tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("resnet20")
+
+
+def _hand_written_sgd(model: torch.nn.Module, batches, lrs, momentum=0.9, wd=1e-4) -> list[torch.Tensor]:
+    """Sec. 3.4 SGD written out: g = grad + wd*w; buf = m*buf + g (buf = g at first); w -= lr*buf."""
+    bufs: dict[int, torch.Tensor] = {}
+    losses = []
+    for (x, y), lr in zip(batches, lrs, strict=True):
+        for p in model.parameters():
+            p.grad = None
+        loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                g = p.grad.add(p, alpha=wd)
+                bufs[i] = g.clone() if i not in bufs else bufs[i].mul_(momentum).add_(g)
+                p.add_(bufs[i], alpha=-lr)
+        losses.append(loss.detach())
+    return losses
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cpu_fallback_gives_bit_identical_parameters_to_a_hand_written_sgd_step():
+    ours, ref = _tiny_model(), _tiny_model()
+    batches, lrs = _batches(3), [0.1, 0.1, 0.05]
+    step = build_step(ours, build_optimizer(ours, OptimCfg()), FP32, CPU)
+    assert not step.graphs and step.setup_calls == 0
+    losses = [step(x, y, lr)[0] for (x, y), lr in zip(batches, lrs, strict=True)]
+    ref_losses = _hand_written_sgd(ref, batches, lrs)
+    assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses, strict=True))
+    assert _same_state(ours, ref)  # parameters and BN running statistics
+
+
+def test_step_returns_the_wrong_prediction_count_of_the_batch():
+    model = _tiny_model()
+    (x, y), = _batches(1)
+    with torch.no_grad():
+        expected = int((model(x).argmax(1) != y).sum())  # BN in train mode: the step sees the same logits
+    step = build_step(model, build_optimizer(model, OptimCfg()), FP32, CPU)
+    _, wrong = step(x, y, 0.1)
+    assert int(wrong) == expected
+
+
+def test_device_tensor_lr_follows_a_schedule_exactly_like_a_float_lr():
+    a, b = _tiny_model(), _tiny_model()
+    batches, lrs = _batches(4), [0.1, 0.02, 0.02, 0.005]
+    fused = OptimCfg()
+    step_t = FastStep(a, build_optimizer(a, fused, fused=True), FP32, CPU, tensor_lr=True)
+    step_f = FastStep(b, build_optimizer(b, fused, fused=True), FP32, CPU, tensor_lr=False)
+    assert step_t.lr is not None
+    lr_tensor = step_t.lr.value
+    for (x, y), lr in zip(batches, lrs, strict=True):
+        step_t(x, y, lr)
+        step_f(x, y, lr)
+        assert all(g["lr"] is lr_tensor for g in step_t.optimizer.param_groups)  # never re-pointed
+        assert lr_tensor.item() == pytest.approx(lr)
+    assert _same_state(a, b)
+
+
+def test_device_lr_refills_only_when_the_value_changes():
+    model = _tiny_model()
+    lr = DeviceLR(build_optimizer(model, OptimCfg(), fused=True), CPU)
+    lr.set(0.1)
+    version = lr.value._version
+    lr.set(0.1)
+    assert lr.value._version == version
+    lr.set(0.01)
+    assert lr.value._version > version and lr.value.item() == pytest.approx(0.01)
+    lr.set(torch.tensor(0.5))
+    assert lr.value.item() == 0.5
+
+
+def test_zero_tensor_lr_leaves_parameters_unchanged():
+    model = _tiny_model()
+    step = FastStep(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, tensor_lr=True)
+    (x, y), (x2, y2) = _batches(2)
+    step(x, y, 0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    step(x2, y2, 0.0)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_skip_nonfinite_drops_the_update_without_a_host_check():
+    model = _tiny_model()
+    opt = build_optimizer(model, OptimCfg(), fused=True)
+    step = FastStep(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
+    (x, y), (x2, y2) = _batches(2)
+    step(x, y, 0.1)
+    params = [p.detach().clone() for p in model.parameters()]
+    bufs = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    loss, _ = step(torch.full_like(x2, float("nan")), y2, 0.1)
+    assert not torch.isfinite(loss)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(model.parameters(), bufs, strict=True))
+    assert not hasattr(opt, "found_inf")  # the flag does not leak into later optimizer use
+
+
+def test_tensor_lr_and_graphs_are_refused_where_they_cannot_work():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="fused SGD"):
+        FastStep(model, build_optimizer(model, OptimCfg()), FP32, CPU, tensor_lr=True)
+    with pytest.raises(ValueError, match="CUDA"):
+        FastStep(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, cuda_graphs=True)
+
+
+def test_optimizer_state_dict_with_a_tensor_lr_stays_json_serializable():
+    model = _tiny_model()
+    opt = build_optimizer(model, OptimCfg(), fused=True)
+    step = FastStep(model, opt, FP32, CPU, tensor_lr=True)
+    (x, y), = _batches(1)
+    step(x, y, 0.05)
+    state = optimizer_state_dict(opt)
+    json.dumps(state["param_groups"])
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.05)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is left as it was
+
+
+# ------------------------------------------------------------------------------------------------ GPU only
+def _teacher_batches(n: int, batch: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A learnable task (noisy copies of 10 class prototypes), so the loss really falls within 200 steps."""
+    g = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(10, 3, 1, 1, generator=g) + 0.5 * torch.randn(10, 3, 32, 32, generator=g)
+    out = []
+    for _ in range(n):
+        y = torch.randint(0, 10, (batch,), generator=g)
+        x = prototypes[y] + torch.randn(batch, 3, 32, 32, generator=g)
+        out.append((x.to(device), y.to(device)))
+    return out
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_graph_step_captures_once_and_replays_with_a_live_lr():
+    dev = torch.device("cuda")
+    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
+    sw = Switches(precision="bf16", channels_last=True, compile=False, fused_sgd=True)
+    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    assert step.graphs
+    batches = _teacher_batches(step.setup_calls + 3, 32, dev)
+    for x, y in batches[:-1]:
+        loss, _ = step(x, y, 0.1)
+    assert step.captured and torch.isfinite(loss)
+    graph = step.graph
+    before = [p.detach().clone() for p in model.parameters()]
+    step(*batches[-1], 0.0)  # lr changed after capture: the replay must use it
+    assert step.graph is graph
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    step(*batches[0], 0.1)
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_graph_step_takes_the_eager_path_for_a_batch_of_another_shape():
+    dev = torch.device("cuda")
+    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
+    sw = Switches(precision="bf16", channels_last=True, compile=False, fused_sgd=True)
+    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    for x, y in _teacher_batches(step.setup_calls + 1, 32, dev):
+        step(x, y, 0.1)
+    (x, y), = _teacher_batches(1, 16, dev)
+    loss, _ = step(x, y, 0.1)
+    assert torch.isfinite(loss)
+    for x, y in _teacher_batches(2, 32, dev):
+        loss, _ = step(x, y, 0.1)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fast_path_losses_track_eager_fp32_over_200_iterations():
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    batches = _teacher_batches(20, 64, dev)
+    runs = {}
+    for name, sw, graphs in (("eager", FP32, False),
+                             ("fast", Switches("bf16", True, False, True), True)):
+        model = _tiny_model().to(dev)
+        if sw.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev, cuda_graphs=graphs)
+        runs[name] = torch.stack([step(*batches[i % len(batches)], 0.05)[0] for i in range(200)]).float().cpu()
+        assert step.captured == graphs
+    eager, fast = runs["eager"], runs["fast"]
+    assert torch.isfinite(fast).all()
+    assert abs(fast[0] - eager[0]) / eager[0] < 2e-2  # same weights, same batch: bf16 rounding only
+    window_eager, window_fast = eager.view(10, 20).mean(1), fast.view(10, 20).mean(1)
+    assert ((window_fast - window_eager).abs() / window_eager).max() < 0.15, (window_eager, window_fast)
+    assert window_fast[-1] < 0.7 * window_fast[0] and window_eager[-1] < 0.7 * window_eager[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@needs_cuda
+def test_graph_step_captures_a_compiled_model():
+    dev = torch.device("cuda")
+    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
+    sw = Switches(precision="bf16", channels_last=True, compile=True, fused_sgd=True)
+    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    for x, y in _teacher_batches(step.setup_calls + 2, 32, dev):
+        loss, _ = step(x, y, 0.1)
+    assert step.captured and torch.isfinite(loss)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_captured_inference_matches_the_eager_forward():
+    dev = torch.device("cuda")
+    model = copy.deepcopy(_tiny_model()).to(dev).eval()
+    (x, _), = _teacher_batches(1, 16, dev)
+    forward = capture_inference(model, x, "fp32", channels_last=False)
+    x2 = torch.randn_like(x)
+    with torch.no_grad():
+        expected = model(x2)
+    got = forward(x2).clone()
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)

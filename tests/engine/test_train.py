@@ -1,0 +1,67 @@
+"""The real training entry point on the embedded digits: exact resume, and a 2-process gloo DDP run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnet.config import build_config
+from resnet.engine.trainer import Trainer, train
+
+
+def _cfg(**train):
+    t = {"iterations": 24, "batch_size": 32, "eval_every": 12, "checkpoint_every": 6, "device": "cpu", **train}
+    return build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
+                         "optim": {"milestones": [10, 20]}, "train": t}, recipe="quick")
+
+
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
+    full = train(_cfg(), tmp_path / "full")
+    trainer = Trainer(_cfg(), tmp_path / "cut")
+    original_step = trainer.train_step
+
+    def stop_after_15(x, y, lr):
+        out = original_step(x, y, lr)
+        if trainer.step + 1 == 15:
+            trainer.stop_signal = 15  # what the SIGTERM handler sets
+        return out
+
+    trainer.train_step = stop_after_15
+    assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
+    resumed = train(_cfg(), tmp_path / "cut", resume=True)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_error"] == full["test_error"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [12, 24]
+
+
+def test_run_folder_holds_everything_the_issue_lists(tmp_path):
+    train(_cfg(iterations=6, eval_every=3, checkpoint_every=0), tmp_path)
+    for name in ("config.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors", "final.json"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"step", "epoch", "lr", "train_loss", "train_error", "test_error"} <= row.keys()
+    assert 0.0 <= row["test_error"] <= 100.0
+
+
+@pytest.mark.dist
+def test_two_gloo_processes_train_identical_replicas(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "resnet", "train", "--device", "cpu", "--iterations", "8", "--batch-size", "32",
+           "--eval-every", "4", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["replicas_identical"] is True and final["step"] == 8
+    assert json.loads((tmp_path / "run.json").read_text())["world_size"] == 2
+    assert Path(tmp_path / "model.safetensors").is_file()

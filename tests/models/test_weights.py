@@ -1,0 +1,152 @@
+"""Safetensors weights files: round trip from the file alone, metadata, extras, and one-line errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnet
+from resnet.errors import WeightsError
+from resnet.models.weights import ARCH_KEY, OPTIONS_KEY, load_weights, read_weights
+
+
+class WritesMarker:
+    """A pickle payload that would create a file if it were ever unpickled with code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def trained_like(name: str, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = resnet.create_model(name, **options)
+    model.train()
+    with torch.no_grad():  # a few batches move the BN running statistics off their defaults
+        for _ in range(2):
+            model(torch.randn(4, model.options["in_chans"], 32, 32))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("resnet20", {}), ("preact_resnet164", {"norm": "gn", "num_classes": 100}), ("resnet50", {"stem": "cifar"}),
+     ("plain20", {"norm": "brn", "in_chans": 1, "shortcut": None})],
+)
+def test_safetensors_round_trip_rebuilds_the_same_model_from_the_file_alone(tmp_path, name, options):
+    model = trained_like(name, **options)
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(model, path)
+    loaded = resnet.load_model(path)
+    assert loaded.arch == name and loaded.options == model.options and not loaded.training
+    x = torch.randn(2, model.options["in_chans"], 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_metadata_and_extra_tensors_are_stored_but_extras_never_enter_the_model(tmp_path):
+    model = trained_like("resnet20")
+    path = tmp_path / "m.safetensors"
+    mean = torch.rand(3, 32, 32)
+    resnet.save_weights(model, path, metadata={"classes": json.dumps(["a", "b"])}, extra={"input_mean": mean})
+    state, metadata, extra = read_weights(path)
+    assert metadata[ARCH_KEY] == "resnet20" and json.loads(metadata[OPTIONS_KEY]) == model.options
+    assert json.loads(metadata["classes"]) == ["a", "b"]
+    assert torch.equal(extra["input_mean"], mean) and not any(k.startswith("extra.") for k in state)
+    resnet.load_model(path)  # strict load still succeeds with the extra tensor in the file
+    assert not (tmp_path / "m.safetensors.tmp").exists()
+
+
+def test_metadata_must_be_strings_and_cannot_override_the_arch(tmp_path):
+    model = resnet.create_model("resnet20")
+    with pytest.raises(WeightsError, match="reserved"):
+        resnet.save_weights(model, tmp_path / "m.safetensors", metadata={ARCH_KEY: "resnet56"})
+    with pytest.raises(WeightsError, match="str to str"):
+        resnet.save_weights(model, tmp_path / "m.safetensors", metadata={"epoch": 3})
+
+
+def test_missing_file_raises_weights_error(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        resnet.load_model(tmp_path / "nope.safetensors")
+    with pytest.raises(WeightsError, match="not found"):
+        resnet.from_torchvision(tmp_path / "nope.pth", "resnet18")
+
+
+def test_truncated_safetensors_raises_weights_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt") as err:
+        resnet.load_model(path)
+    assert "\n" not in str(err.value)
+
+
+def test_garbage_file_raises_weights_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        resnet.load_model(path)
+
+
+def test_weights_for_another_architecture_name_the_differing_keys(tmp_path):
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), path)
+    with pytest.raises(WeightsError, match=r"does not fit resnet32: missing: layer1\.3\.conv1\.weight"):
+        load_weights(resnet.create_model("resnet32"), path)
+    with pytest.raises(WeightsError, match=r"num_classes.*fc\.weight \(10, 64\) vs \(100, 64\)"):
+        load_weights(resnet.create_model("resnet20", num_classes=100), path)
+
+
+def test_file_whose_metadata_disagrees_with_its_tensors_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), path)
+    state, metadata, _ = read_weights(path)
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={**metadata, ARCH_KEY: "resnet56"})
+    with pytest.raises(WeightsError, match="does not fit resnet56"):
+        resnet.load_model(path)
+
+
+def test_safetensors_without_arch_metadata_points_to_from_torchvision(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(WeightsError, match="from_torchvision"):
+        resnet.load_model(path)
+
+
+def test_malicious_pickle_is_refused_as_unsafe_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"fc.weight": torch.zeros(1), "payload": WritesMarker(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(WeightsError, match="unsafe") as err:
+        resnet.from_torchvision(path, "resnet18")
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_corrupt_pth_raises_weights_error(tmp_path):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError):
+        resnet.from_torchvision(path, "resnet18")
+
+
+def test_unknown_extension_is_refused(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"")
+    with pytest.raises(WeightsError, match=".pth, .pt, .safetensors"):
+        resnet.from_torchvision(path, "resnet18")
+
+
+def test_load_model_moves_to_the_requested_device(tmp_path):
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), path)
+    assert next(resnet.load_model(path, device="cpu").parameters()).device.type == "cpu"

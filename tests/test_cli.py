@@ -1,0 +1,88 @@
+"""The CLI end to end on the embedded digits: the main job reaches >= 97%, then eval, predict and export."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    assert main(["train", "--recipe", "quick", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_quick_recipe_reaches_97_percent_test_accuracy(quick_run):
+    final = json.loads((quick_run / "final.json").read_text())
+    assert final["test_error"] <= 3.0, final
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["center", "10crop", "multiscale"])
+def test_eval_prints_top1_and_top5_error(quick_run, capsys, protocol):
+    assert main(["eval", str(quick_run), "--dataset", "digits", "--protocol", protocol, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 error:" in out and "top-5 error:" in out and protocol in out
+    top1 = float(out.split("top-1 error:")[1].split("%")[0])
+    assert 0.0 <= top1 <= (5.0 if protocol == "center" else 20.0)
+
+
+@pytest.mark.slow
+def test_predict_prints_top5_classes_with_probabilities(quick_run, tmp_path, capsys):
+    from resnet.data import load_digits_split
+
+    images = load_digits_split("test")[0][:2]
+    paths = []
+    for i, img in enumerate(images):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(path)
+        paths.append(str(path))
+    assert main(["predict", *paths, "--weights", str(quick_run / "model.safetensors"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  1. ") == 2 and out.count("  5. ") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_checks_the_file_against_pytorch(quick_run, tmp_path, capsys, fmt):
+    dest = tmp_path / f"model.{fmt}"
+    assert main(["export", "--weights", str(quick_run), "--format", fmt, "--out", str(dest)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert dest.is_file() and dest.stat().st_size > 100_000
+    if fmt == "onnx":
+        assert report["identical_top1"] is True and report["onnxruntime_max_abs_diff"] < 1e-3
+    else:
+        assert report["max_abs_diff"] < 1e-5
+
+
+def test_summary_prints_table_1_for_resnet50(capsys):
+    assert main(["summary", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2_x" in out and "conv5_x" in out and "25,557,032" in out
+
+
+def test_list_shows_models_and_recipes(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet1202" in out and "paper-cifar" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--model", "resnet9000"], "resnet1202"),
+        (["train", "--recipe", "nope"], "paper-cifar"),
+        (["train", "--lr", "-1"], "optim.lr"),
+        (["train", "--dataset", "cifar10", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
+        (["eval", "/nonexistent/run", "--dataset", "digits"], "/nonexistent/run"),
+    ],
+)
+def test_bad_input_is_one_line_error_with_exit_2(argv, needle, capsys, tmp_path):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "train" else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
