@@ -32,14 +32,22 @@ def resolve_train_config(args: argparse.Namespace):
         cfg_path = Path(args.resume) / "config.toml"
         if not cfg_path.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.toml there; pass the folder of an earlier run")
-        base = from_dict(tomllib.loads(cfg_path.read_text()))
+        try:
+            base = from_dict(tomllib.loads(cfg_path.read_text()))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{cfg_path} is damaged ({e}); restore it, or start a new run with --out") from None
         from resnet.config import to_dict
 
         saved = to_dict(base)
         recipe = saved.pop("recipe")
         return build_config(merge(saved, flags), recipe=recipe)
     recipe = args.recipe or "quick"
-    return build_config(merge(load_recipe(recipe), flags), recipe=Path(recipe).stem)
+    tables = load_recipe(recipe)
+    for section, values in tables.items():  # merge() below needs tables: say which line is not one
+        if not isinstance(values, dict):
+            raise ConfigError(f"recipe {recipe}: config section [{section}] must be a table of key = value "
+                              f"(got {section} = {values!r}); valid sections: model, data, optim, train")
+    return build_config(merge(tables, flags), recipe=Path(recipe).stem)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -84,8 +92,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     flags = config_overrides(args).get("data", {})
     result = evaluate_weights(args.target, flags, split=args.split, batch_size=args.batch_size,
                               device=args.device, arch=args.arch)
+    skipped = f", {result['skipped']} unreadable skipped" if result.get("skipped") else ""
     print(f"top-1 error: {result['top1_error']:.2f}%  top-5 error: {result['top5_error']:.2f}%  "
-          f"({result['count']} images, protocol {result['protocol']})")
+          f"({result['count']} images{skipped}, protocol {result['protocol']})")
     return 0
 
 
@@ -165,4 +174,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS = [register_train, register_eval, register_predict, register_summary, register_list, register_export]
+def register_experiment(sub: argparse._SubParsersAction) -> None:
+    from resnet.experiments.cli import register
+
+    register(sub)
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    from resnet.bench import register
+
+    register(sub)
+
+
+REGISTRARS = [register_train, register_eval, register_predict, register_summary, register_list, register_export,
+              register_experiment, register_bench]

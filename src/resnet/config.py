@@ -7,13 +7,15 @@ wrong types and out-of-range values raise :class:`ConfigError` naming the field 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from resnet.errors import ConfigError
 
@@ -34,6 +36,8 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
@@ -187,6 +191,8 @@ class TrainCfg:
     """NHWC memory format; None = on for CUDA."""
     compile: bool = False
     """torch.compile the model."""
+    cuda_graphs: bool | None = None
+    """Capture the whole step (forward, backward, SGD) in one CUDA graph; None = on for one CUDA process."""
     sync_bn: bool = False
     """Convert BatchNorm to SyncBatchNorm under torchrun."""
     nan_policy: str = "stop"
@@ -257,7 +263,7 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError(value)
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         tname = getattr(hint, "__name__", str(hint))
         raise ConfigError(f"{where}={value!r} is not a valid {tname}") from None
     return value

@@ -2,7 +2,7 @@
 
 import pytest
 
-from resnet.config import OptimCfg, RunCfg, ModelCfg, build_config
+from resnet.config import ModelCfg, OptimCfg, RunCfg, build_config
 from resnet.engine.schedule import LRSchedule
 from resnet.engine.trainer import apply_recipe_rules
 

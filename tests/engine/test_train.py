@@ -65,3 +65,21 @@ def test_two_gloo_processes_train_identical_replicas(tmp_path):
     assert final["replicas_identical"] is True and final["step"] == 8
     assert json.loads((tmp_path / "run.json").read_text())["world_size"] == 2
     assert Path(tmp_path / "model.safetensors").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
+    cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits"},
+                        "optim": {"milestones": [40]}, "train": {"iterations": 60, "batch_size": 64, "eval_every": 30,
+                                                                 "device": "cuda", "cuda_graphs": True}}, "quick")
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.fast_step is not None and trainer.fast_step.graphs
+    final = trainer.run()
+    assert final["test_error"] < 50.0
+    assert train(cfg, tmp_path, resume=True)["step"] == 60
+
+
+def test_cpu_training_keeps_the_plain_eager_step(tmp_path):
+    trainer = Trainer(_cfg(iterations=1, eval_every=1), tmp_path)
+    assert trainer.fast_step is None and trainer.sw.precision == "fp32" and not trainer.sw.channels_last

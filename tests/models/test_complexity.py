@@ -36,7 +36,7 @@ def meta(name: str, **options) -> nn.Module:
         return resnet.create_model(name, **options)
 
 
-@pytest.mark.parametrize(("name", "expected"), PARAMS.items(), ids=[f"{n}_has_{p}_parameters" for n, p in PARAMS.items()])
+@pytest.mark.parametrize(("name", "expected"), PARAMS.items(), ids=[f"{n}_has_{p}" for n, p in PARAMS.items()])
 def test_parameter_count_matches_reference(name, expected):
     assert count_parameters(meta(name)) == expected
 

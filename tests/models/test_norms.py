@@ -74,12 +74,12 @@ def test_frn_replaces_relu_after_norms_but_not_before_the_addition():
 def test_brn_equals_bn_in_eval():
     torch.manual_seed(0)
     brn, bn = BatchRenorm2d(8), nn.BatchNorm2d(8)
+    values = {"running_mean": torch.randn(8), "running_var": torch.rand(8) + 0.5, "weight": torch.randn(8),
+              "bias": torch.randn(8)}
     with torch.no_grad():
         for layer in (brn, bn):
-            layer.running_mean.copy_(torch.randn(8))
-            layer.running_var.copy_(torch.rand(8) + 0.5)
-            layer.weight.copy_(torch.randn(8))
-            layer.bias.copy_(torch.randn(8))
+            for key, value in values.items():
+                getattr(layer, key).copy_(value)
     x = torch.randn(4, 8, 6, 6)
     torch.testing.assert_close(brn.eval()(x), bn.eval()(x))
 

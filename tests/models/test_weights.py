@@ -150,3 +150,12 @@ def test_load_model_moves_to_the_requested_device(tmp_path):
     path = tmp_path / "m.safetensors"
     resnet.save_weights(resnet.create_model("resnet20"), path)
     assert next(resnet.load_model(path, device="cpu").parameters()).device.type == "cpu"
+
+
+def test_save_weights_unwraps_compiled_and_data_parallel_models(tmp_path):
+    model = resnet.create_model("resnet20")
+    wrapper = torch.nn.Module()
+    wrapper.module = model  # the attribute DistributedDataParallel uses
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(wrapper, path)
+    assert resnet.load_model(path).arch == "resnet20"

@@ -3,13 +3,13 @@
 ``python tests/reliability/_util.py train ...`` is ``python -m resnet train ...`` after installing the fault
 that the ``RESNET_TEST_FAULT`` environment variable describes (JSON), for example::
 
-    {"kill": "step", "step": 3}            SIGKILL itself while running iteration 3
+    {"kill": "step", "step": 3}            SIGKILL itself as iteration 3 begins (its batch being drawn)
     {"kill": "tensor_write", "step": 4}     SIGKILL with ckpt-4's tensor file half written (only the .tmp exists)
     {"kill": "sidecar", "step": 6}          SIGKILL after ckpt-6's tensors were renamed, before its sidecar
     {"kill": "final_weights"}               SIGKILL with model.safetensors.tmp written but not renamed
-    {"nan": 5}                              iteration 5's batch is all NaN (a poisoned data hook)
     {"slow": 0.3}                           sleep 0.3 s per iteration (a window to send a signal in)
     {"rank": 1, ...}                        the fault applies on that torchrun rank only
+    {"mark": PATH, ...}                     write time.time() to PATH just before the SIGKILL
 
 The kills are real ``SIGKILL``s: no ``finally``, no atexit, nothing flushed, exactly as ``kill -9``.
 """
@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 HERE = Path(__file__).resolve()
 FAULT_ENV = "RESNET_TEST_FAULT"
 
@@ -32,11 +34,6 @@ FAULT_ENV = "RESNET_TEST_FAULT"
 # drop at 8 (so the schedule must resume too), an evaluation every 6 and a checkpoint every 2 iterations.
 TRAIN_ARGS = ["--recipe", "quick", "--iterations", "12", "--batch-size", "32", "--eval-every", "6",
               "--checkpoint-every", "2", "--milestones", "8", "--device", "cpu", "--workers", "0"]
-TRAIN_OVERRIDES: dict[str, dict[str, Any]] = {
-    "data": {"workers": 0},
-    "optim": {"milestones": [8]},
-    "train": {"iterations": 12, "batch_size": 32, "eval_every": 6, "checkpoint_every": 2, "device": "cpu"},
-}
 
 
 def subprocess_env(fault: dict[str, Any] | None = None) -> dict[str, str]:
@@ -63,9 +60,9 @@ def run_resnet(*args: str, fault: dict[str, Any] | None = None, timeout: float =
 
 def start_resnet(*args: str, fault: dict[str, Any] | None = None, log: Path) -> subprocess.Popen:
     """Start ``resnet ARGS`` in the background; stdout and stderr go to ``log`` (never a pipe that could fill)."""
-    handle = open(log, "w")  # noqa: SIM115 (closed by the child's exit; the test reads the file)
-    return subprocess.Popen(resnet_cmd(*args, fault=fault), env=subprocess_env(fault), stdout=handle,
-                            stderr=subprocess.STDOUT, text=True)
+    with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(resnet_cmd(*args, fault=fault), env=subprocess_env(fault), stdout=handle,
+                                stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
@@ -114,37 +111,77 @@ def one_line_error(text: str) -> str:
     return lines[0]
 
 
+@pytest.fixture
+def one_thread():
+    """In-process training on one thread (as the subprocesses run), restoring the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``resnet ARGV`` in this process: (exit code, stdout, stderr)."""
+    from resnet.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def iteration_of_next_batch(stream) -> int:
+    """The (1-based) training iteration that a TrainStream's next batch is drawn for (one batch per iteration)."""
+    return stream.epoch * stream.batches_per_epoch + stream.position // stream.batch_size + 1
+
+
+def poison_batch(monkeypatch, iteration: int) -> None:
+    """Make iteration ``iteration``'s training batch all NaN (a data hook in this process)."""
+    import torch
+
+    from resnet.data.streams import TrainStream
+
+    next_fn = TrainStream.next
+
+    def next_batch(self):
+        poisoned = iteration_of_next_batch(self) == iteration
+        x, y = next_fn(self)
+        return (torch.full_like(x, float("nan")) if poisoned else x), y
+
+    monkeypatch.setattr(TrainStream, "next", next_batch)
+
+
 # ------------------------------------------------------------------------------------------- the fault runner
 
 
-def _sigkill() -> None:
+def _sigkill(fault: dict[str, Any]) -> None:
+    if fault.get("mark"):  # when it happened, for the test to time what follows
+        Path(fault["mark"]).write_text(repr(time.time()))
     sys.stdout.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _install(fault: dict[str, Any]) -> None:
-    import torch
-
-    from resnet.engine import checkpoint, trainer
+    from resnet.data.streams import TrainStream
+    from resnet.engine import checkpoint
     from resnet.models import weights
 
     if "rank" in fault and int(os.environ.get("RANK", "0")) != int(fault["rank"]):
         return
     kill, at = fault.get("kill"), fault.get("step")
-    step_fn = trainer.Trainer.train_step
+    next_fn = TrainStream.next
 
-    def train_step(self, x, y, lr):
-        n = self.step + 1
-        if fault.get("nan") == n:
-            x = torch.full_like(x, float("nan"))
+    def next_batch(self):  # hooked at the data stream: whatever runs the step, one batch is one iteration
+        iteration = iteration_of_next_batch(self)
+        if kill == "step" and iteration == at:  # iteration `at` has begun: its batch is being drawn
+            _sigkill(fault)
         if fault.get("slow"):
             time.sleep(float(fault["slow"]))
-        out = step_fn(self, x, y, lr)
-        if kill == "step" and n == at:  # partway into iteration `at`: after its update, before any checkpoint
-            _sigkill()
-        return out
+        return next_fn(self)
 
-    trainer.Trainer.train_step = train_step
+    TrainStream.next = next_batch
     save_tensors, atomic = checkpoint.save_file, checkpoint._atomic_write
 
     def save_file(tensors, filename, metadata=None):
@@ -152,11 +189,11 @@ def _install(fault: dict[str, Any]) -> None:
         if kill == "tensor_write" and f"ckpt-{at:08d}." in filename:
             with open(filename, "r+b") as f:  # torn: the first half of the bytes made it to disk
                 f.truncate(os.path.getsize(filename) // 2)
-            _sigkill()
+            _sigkill(fault)
 
     def atomic_write(path, write):
         if kill == "sidecar" and path.name == f"ckpt-{at:08d}.json":
-            _sigkill()
+            _sigkill(fault)
         atomic(path, write)
 
     checkpoint.save_file, checkpoint._atomic_write = save_file, atomic_write
@@ -165,7 +202,7 @@ def _install(fault: dict[str, Any]) -> None:
     def save_final(tensors, filename, metadata=None):
         save_weights_file(tensors, filename, metadata=metadata)
         if kill == "final_weights":
-            _sigkill()
+            _sigkill(fault)
 
     weights.save_file = save_final
 

@@ -64,7 +64,7 @@ def _stage_groups(model: nn.Module) -> list[tuple[str, tuple[str, ...], str, int
     stages = list(getattr(model, "stage_names", ()))
     depths = list(getattr(model, "depths", [len(getattr(model, s)) for s in stages]))
     groups: list[tuple[str, tuple[str, ...], str, int]] = [("conv1", ("conv1", "bn1", "relu"), "conv1", 1)]
-    for i, (stage, depth) in enumerate(zip(stages, depths)):
+    for i, (stage, depth) in enumerate(zip(stages, depths, strict=True)):
         # Table 1 puts the max pool at the top of conv2_x.
         mods = ("maxpool", stage) if i == 0 else (stage,)
         groups.append((f"conv{i + 2}_x", mods, stage, depth))

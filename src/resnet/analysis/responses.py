@@ -96,6 +96,7 @@ class _Moments:
         self.n += x.shape[1]
 
     def stds(self) -> tuple[float, float]:
+        """(mean over channels of the per-channel std, std over all elements), population stds."""
         assert self.s1 is not None and self.s2 is not None, "the layer never ran"
         mean_c = self.s1 / self.n
         per_channel = (self.s2 / self.n - mean_c**2).clamp_min(0).sqrt()
@@ -121,7 +122,8 @@ def layer_responses(model: nn.Module, batches: Iterable[Tensor]) -> list[LayerRe
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return [LayerResponse(i + 1, name, *mom.stds()) for i, ((name, _), mom) in enumerate(zip(layers, moments))]
+    pairs = zip(layers, moments, strict=True)
+    return [LayerResponse(i + 1, name, *mom.stds()) for i, ((name, _), mom) in enumerate(pairs)]
 
 
 def sorted_stds(responses: list[LayerResponse]) -> list[float]:

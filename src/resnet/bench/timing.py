@@ -139,5 +139,6 @@ def environment(device: torch.device) -> dict[str, Any]:
             cudnn_benchmark=torch.backends.cudnn.benchmark,
         )
     else:
-        env["device_name"] = f"{env['cpu']} ({env['torch_threads']} threads)"
+        threads = env["torch_threads"]
+        env["device_name"] = f"{env['cpu']} ({threads} thread{'' if threads == 1 else 's'})"
     return env

@@ -25,6 +25,7 @@ from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.fast import build_step, capture_inference, step_autocast
 from resnet.engine.optim import build_optimizer
+from resnet.errors import ConfigError
 from resnet.models.registry import create_model
 
 TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -189,9 +190,14 @@ class _CifarEagerSet(Dataset):
 
 
 def forever(loader: DataLoader) -> Iterator[Any]:
-    """Cycle a DataLoader (persistent workers make the epoch boundary cheap)."""
+    """Cycle a DataLoader (persistent workers make the epoch boundary cheap); an empty pass is an error."""
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("the reference loader yields no full batch: fewer images than --batch-size")
 
 
 def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: bool = False) -> Built:

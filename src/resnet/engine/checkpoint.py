@@ -141,7 +141,8 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
         tensor_path = json_path.with_name(sidecar["tensors"])
         expected_size, expected_hash = sidecar["size"], sidecar["sha256"]
     except (OSError, ValueError, KeyError) as e:
-        raise WeightsError(f"checkpoint sidecar {json_path} is unreadable ({e}); delete it to use an older one") from None
+        raise WeightsError(f"checkpoint sidecar {json_path} is unreadable ({e}); "
+                           "delete it to use an older one") from None
     if not tensor_path.is_file():
         raise WeightsError(f"checkpoint {tensor_path} is missing")
     if tensor_path.stat().st_size != expected_size or _sha256(tensor_path) != expected_hash:

@@ -6,7 +6,9 @@ them the run is a single process and nothing here does any communication.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -57,14 +59,36 @@ def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistIn
     return info, device
 
 
+# What a collective raises when a peer process died (gloo's and NCCL's words; DistError covers the typed ones).
+_PEER_LOST = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out", "timeout")
+
+
+def _peer_lost_error(e: BaseException) -> TrainingError:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return TrainingError(f"a distributed peer was lost ({text}); resume with --resume RUN_DIR, "
+                         "with the same or another number of processes")
+
+
+@contextlib.contextmanager
+def peer_loss_is_training_error() -> Iterator[None]:
+    """Under torchrun, a collective that fails because a peer died (in DDP's forward/backward as much as in our
+    own all-reduces) becomes one TrainingError line instead of a traceback on every surviving rank."""
+    try:
+        yield
+    except RuntimeError as e:
+        joined = dist.is_available() and dist.is_initialized()
+        if joined and (isinstance(e, dist.DistError) or any(w in str(e).lower() for w in _PEER_LOST)):
+            raise _peer_lost_error(e) from None
+        raise
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum across processes (identity in a single process); raise a clear error if a peer is gone."""
     if dist.is_available() and dist.is_initialized():
         try:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         except (RuntimeError, dist.DistBackendError) as e:
-            raise TrainingError(f"a distributed peer was lost ({str(e).splitlines()[0]}); "
-                                "resume with --resume RUN_DIR, with the same or another number of processes") from None
+            raise _peer_lost_error(e) from None
     return t
 
 

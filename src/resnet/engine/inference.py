@@ -131,9 +131,11 @@ def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)
-    bundle = build_data(data_cfg, batch_size, dev, seed=0, mean=info.mean, normalize_std=info.mean is None)
+    # The training stream is never drawn from here: batch 1, so a small training split cannot refuse the eval.
+    bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=info.mean,
+                        normalize_std=info.mean is None)
     if bundle.num_classes != model.fc.out_features:
         raise ConfigError(f"the weights have {model.fc.out_features} classes but {data_cfg.dataset} has "
                           f"{bundle.num_classes}; pass the dataset the weights were trained on")
     result = evaluate(model, bundle.eval, dev)
-    return {**result, "protocol": data_cfg.protocol, "split": split}
+    return {**result, "protocol": data_cfg.protocol, "split": split, "skipped": bundle.bad_images.skipped}

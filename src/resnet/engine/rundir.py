@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import resnet
 from resnet.analysis.curves import plot_curves
 from resnet.config import to_dict
 from resnet.engine.evaluate import evaluate
+from resnet.errors import TrainingError
 from resnet.models.weights import save_weights
 
 if TYPE_CHECKING:
@@ -50,11 +53,18 @@ def hardware(device: torch.device) -> str:
 def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool) -> None:
     """Write config.toml (enough to repeat the run) and run.json (code version, hardware, command)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(tomli_w.dumps(to_dict(cfg)))
+    _write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
     meta = {"code": code_version(), "hardware": hardware(device), "world_size": dist.world_size,
             "command": sys.argv, "python": platform.python_version()}
     name = "run.json" if not resume else "run-resumed.json"
-    (out / name).write_text(json.dumps(meta, indent=1))
+    _write_atomic(out / name, json.dumps(meta, indent=1))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temporary file + rename: a kill mid-write (resumes rewrite it too) never leaves a torn config.toml."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def replicas_identical(model: torch.nn.Module) -> bool:
@@ -86,14 +96,24 @@ def finish_run(trainer: Trainer) -> dict[str, Any]:
                        trainer.sw.channels_last)
         final.update({"val_error": last.get("test_error"), "test_error": res["top1_error"],
                       "test_top5_error": res["top5_error"]})
+    if trainer.data.bad_images.skipped:  # --bad-images skip: say how much was left out
+        final["bad_images_skipped"] = trainer.data.bad_images.skipped
+        final["bad_image_files"] = len(trainer.data.bad_images.files)
     if trainer.dist.enabled:
         final["replicas_identical"] = replicas_identical(trainer.model)
     if trainer.dist.is_main:
         out = trainer.out
         meta = {"dataset": trainer.cfg.data.dataset, "classes": json.dumps(trainer.data.classes),
                 "input_size": str(trainer.data.input_size), "step": str(trainer.step)}
-        save_weights(trainer.model, out / "model.safetensors", metadata=meta,
-                     extra={"input_mean": trainer.data.mean.detach().cpu().float()})
-        plot_curves(trainer.history, out / "curves.png", label=trainer.cfg.model.name)
-        (out / "final.json").write_text(json.dumps(final, indent=1))
+        target = out / "model.safetensors"
+        try:
+            save_weights(trainer.model, target, metadata=meta,
+                         extra={"input_mean": trainer.data.mean.detach().cpu().float()})
+            plot_curves(trainer.history, out / "curves.png", label=trainer.cfg.model.name)
+            (out / "final.json").write_text(json.dumps(final, indent=1))
+        except OSError as e:  # a full disk: the last checkpoint holds everything, so the run can be finished later
+            with contextlib.suppress(OSError):
+                target.with_name(target.name + ".tmp").unlink()
+            raise TrainingError(f"could not write the results in {out} ({e.strerror or e}); the checkpoint of "
+                                f"iteration {trainer.step} is intact. Free disk space, then --resume {out}") from None
     return final

@@ -22,13 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 from resnet.config import RunCfg
 from resnet.data import DataBundle, build_data
 from resnet.engine import checkpoint as ckpt
-from resnet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from resnet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, peer_loss_is_training_error
 from resnet.engine.evaluate import autocast_for, evaluate
 from resnet.engine.optim import build_optimizer
 from resnet.engine.rundir import finish_run, prepare_run_dir
 from resnet.engine.runlog import RunLog, truncate_metrics
 from resnet.engine.schedule import LRSchedule
-from resnet.errors import TrainingError
+from resnet.errors import ConfigError, TrainingError
 from resnet.models.registry import create_model
 
 log = logging.getLogger("resnet.engine")
@@ -71,6 +71,7 @@ class Trainer:
         self.data: DataBundle = build_data(cfg.data, cfg.train.batch_size, self.device, cfg.train.seed,
                                            self.dist.rank, self.dist.world_size)
         self.total = total_iterations(cfg, self.data.num_train)
+        self._check_num_classes()
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.sw.fused_sgd)
         self.schedule = LRSchedule(cfg.optim, self.total)
@@ -78,14 +79,26 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_signal: int | None = None
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        # Training loss sum, wrong predictions, images since the last evaluation: checkpointed, so a resumed run
+        # logs the same metrics as an uninterrupted one.
+        self.window = torch.zeros(3, dtype=torch.float64, device=self.device)
         if self.dist.is_main:
             prepare_run_dir(out, cfg, self.dist, self.device, resume)
         barrier()
         if resume:
             self._restore()
         self.net = self._wrap(self.model)
+        self.fast_step = self._build_fast_step()
 
     # -- set-up -------------------------------------------------------------------------------------------
+    def _check_num_classes(self) -> None:
+        """A classifier narrower than the labels would fail deep in the loss (IndexError, or a CUDA assert)."""
+        wanted, have = self.cfg.model.num_classes, self.data.num_classes
+        if wanted is not None and wanted < have:
+            raise ConfigError(f"model.num_classes={wanted} is smaller than the {have} classes of "
+                              f"{self.cfg.data.dataset} (labels 0..{have - 1}); set --num-classes {have} "
+                              "or leave it unset")
+
     def _build_model(self) -> nn.Module:
         opts = self.cfg.model.options()
         opts.setdefault("num_classes", self.data.num_classes)
@@ -105,6 +118,16 @@ class Trainer:
             net = torch.compile(net)
         return net
 
+    def _build_fast_step(self):
+        """On CUDA the whole step may be one CUDA graph (engine/fast.py); CPU keeps the plain eager step below."""
+        if self.device.type != "cuda":
+            return None
+        from resnet.engine.fast import build_step
+
+        skip = self.cfg.train.nan_policy == "skip" and not self.dist.enabled
+        return build_step(self.net, self.optimizer, self.sw, self.device, cuda_graphs=self.cfg.train.cuda_graphs
+                          if not self.dist.enabled else False, skip_nonfinite=skip)
+
     def _restore(self) -> None:
         state = ckpt.latest_checkpoint(self.out / "checkpoints")
         if state is None:
@@ -115,6 +138,8 @@ class Trainer:
         self.schedule.load_state_dict(state.extra["schedule"])
         self.data.train.load_state_dict(state.extra["data"])
         ckpt.restore_rng(state.rng)
+        if self.dist.is_main and "window" in state.extra:  # global sums: held by rank 0 alone, zeros elsewhere
+            self.window += torch.tensor(state.extra["window"], dtype=torch.float64, device=self.device)
         self.step = state.step
         self.history = [r for r in state.extra.get("history", []) if r["step"] <= self.step]
         if self.dist.is_main:
@@ -124,17 +149,29 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD update; returns (loss, wrong-prediction count) as device tensors (no host sync)."""
+        if self.fast_step is not None:
+            loss, wrong = self.fast_step(x, y, lr)
+            if self.cfg.train.nan_policy == "stop":
+                finite = torch.isfinite(loss)
+                self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
+            return loss.detach(), wrong
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.sw.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        skip = self.cfg.train.nan_policy == "skip"
+        # A non-finite batch also poisons BatchNorm's running statistics in the forward: a skipped step undoes that.
+        buffers = [b.detach().clone() for b in self.model.buffers()] if skip else []
         with autocast_for(self.device, self.sw.precision):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         finite = torch.isfinite(loss)
-        if self.cfg.train.nan_policy == "skip" and not self._all_finite(finite):
+        if skip and not self._all_finite(finite):
             log.warning("non-finite loss at iteration %d: step skipped (--nan-policy skip)", self.step + 1)
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -147,7 +184,7 @@ class Trainer:
         """Train from the current step to the end; evaluate, log and checkpoint along the way."""
         runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
         old_handlers = self._install_signal_handlers()
-        window = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, wrong, count
+        window = self.window
         t0, seen = time.perf_counter(), 0
         try:
             while self.step < self.total and self.stop_signal is None:
@@ -167,7 +204,6 @@ class Trainer:
                                     loss=loss.item(), lr=lr, img_s=round(rate))
                 if self.step % self.cfg.train.eval_every == 0 or self.step == self.total:
                     self._evaluate_and_log(runlog, window, lr)
-                    window.zero_()
                     t0, seen = time.perf_counter(), 0
                 elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
                     self._save_checkpoint()
@@ -195,6 +231,7 @@ class Trainer:
                "test_loss": result["loss"], "eval_split": "val" if self.data.test is not None else "test"}
         self.history.append(row)
         runlog.record(row)
+        window.zero_()
         self._save_checkpoint()
 
     def _all_finite(self, finite: torch.Tensor) -> bool:
@@ -207,20 +244,34 @@ class Trainer:
         seen = all_reduce_sum(torch.stack([(self.bad_step >= 0).long(), self.bad_step.clamp_min(0)]))
         bad = int(seen[1].item()) // max(int(seen[0].item()), 1) if int(seen[0].item()) else -1
         if bad >= 0:
-            last = ckpt.list_checkpoints(self.out / "checkpoints")
-            keep = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
-            raise TrainingError(f"loss became NaN/Inf at iteration {bad}; {keep}. Lower --lr, or pass "
-                                "--nan-policy skip to skip such steps")
+            self._stop_nonfinite(f"loss became NaN/Inf at iteration {bad}", "Lower --lr, or pass --nan-policy skip "
+                                 "to skip such steps")
+
+    def _check_weights_finite(self) -> None:
+        """A finite loss can still come with an update that overflows: never checkpoint NaN/Inf weights."""
+        state = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        finite = torch.stack([torch.isfinite(t).all() for t in state]).all()
+        if int(all_reduce_sum((~finite).long().reshape(1)).item()):
+            self._stop_nonfinite(f"weights became NaN/Inf at iteration {self.step}", "Lower --lr")
+
+    def _stop_nonfinite(self, what: str, fix: str) -> None:
+        last = ckpt.list_checkpoints(self.out / "checkpoints")
+        keep = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
+        raise TrainingError(f"{what}; {keep}. {fix}")
 
     def _save_checkpoint(self) -> None:
         self._check_finite()
+        self._check_weights_finite()
+        window = all_reduce_sum(self.window.clone())
         if not self.dist.is_main:
             barrier()
             return
         extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
-                 "history": self.history, "total": self.total}
+                 "history": self.history, "total": self.total, "window": window.tolist()}
+        from resnet.engine.fast import optimizer_state_dict  # tensor lrs (CUDA graphs) become floats
+
         state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
-                                optimizer=self.optimizer.state_dict(), extra=extra, rng=ckpt.rng_state())
+                                optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state())
         try:
             ckpt.save_checkpoint(self.out / "checkpoints", state, keep=self.cfg.train.keep_checkpoints)
         except OSError as e:
@@ -248,7 +299,8 @@ class Trainer:
 def train(cfg: RunCfg, out: Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked)."""
     cfg = apply_recipe_rules(cfg)
-    return Trainer(cfg, out, resume=resume).run()
+    with peer_loss_is_training_error():
+        return Trainer(cfg, out, resume=resume).run()
 
 
 def apply_recipe_rules(cfg: RunCfg) -> RunCfg:

@@ -12,7 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from resnet.models.blocks import SHORTCUTS, BasicBlock, Block, BlockConfig, Bottleneck, PreActBasicBlock, PreActBottleneck
+from resnet.models.blocks import (
+    SHORTCUTS,
+    BasicBlock,
+    Block,
+    BlockConfig,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+)
 from resnet.models.layers import init_weights, make_activation, make_norm
 from resnet.models.registry import register_model, resolve_options
 
@@ -68,7 +76,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
         in_planes = widths[0]
         self.stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(depths)))
-        for i, (name, width, depth) in enumerate(zip(self.stage_names, widths, depths)):
+        for i, (name, width, depth) in enumerate(zip(self.stage_names, widths, depths, strict=True)):
             # After an ImageNet stem (already BN-ReLU) the first pre-act unit does not pre-activate again.
             skip_preact = self.preact and stem_normalized and i == 0
             layer = self._make_stage(block, in_planes, width, depth, 1 if i == 0 else 2, cfg, skip_preact)
@@ -95,10 +103,11 @@ class ResNet(nn.Module):
     ) -> nn.Sequential:
         units: list[nn.Module] = []
         for j in range(depth):
+            s = stride if j == 0 else 1
             if block.preact:
-                units.append(block(in_planes, planes, stride if j == 0 else 1, cfg, own_preact=not (skip_preact and j == 0)))
+                units.append(block(in_planes, planes, s, cfg, own_preact=not (skip_preact and j == 0)))
             else:
-                units.append(block(in_planes, planes, stride if j == 0 else 1, cfg))
+                units.append(block(in_planes, planes, s, cfg))
             in_planes = planes * block.expansion
         return nn.Sequential(*units)
 

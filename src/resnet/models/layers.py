@@ -156,6 +156,8 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     """
     if scheme not in INITS:
         raise ValueError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}")
+    if any(p.is_meta for p in model.parameters()):
+        return  # shapes only (complexity counting): no values to draw, and meta normal_ is slow
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             if scheme == "xavier_normal":

@@ -33,6 +33,15 @@ TORCHVISION_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resne
 _SHOW = 3  # how many differing keys an error names
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The built model inside torch.compile (``_orig_mod``) or DistributedDataParallel (``module``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def save_weights(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -43,6 +52,7 @@ def save_weights(
 
     Written to a temporary file and renamed, so a crash never leaves a half-written file at ``path``.
     """
+    model = _unwrap(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", None)
     if not arch or not isinstance(options, dict):
         raise WeightsError("model records no arch/options; build it with resnet.create_model to save it")
@@ -94,9 +104,8 @@ def _check_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> N
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
-    ]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape file vs model", shapes)):
         if items:
@@ -141,7 +150,7 @@ def _read_torch_file(path: Path) -> Any:
     except pickle.UnpicklingError as e:
         raise WeightsError(f"{path}: refused as unsafe: its pickle holds more than tensors and could run code "
                            f"(torch.load weights_only=True: {_first_line(e)[:120]})") from e
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
+    except Exception as e:  # the weights_only parser meets garbage with IndexError, KeyError, struct.error, ...
         raise WeightsError(f"{path}: not a readable PyTorch file (truncated or corrupt): {_first_line(e)}") from e
 
 
@@ -195,6 +204,7 @@ def to_torchvision(model: nn.Module) -> dict[str, Tensor]:
     Only the torchvision-shaped nets qualify: resnet18..152, shortcut B, norm bn, ImageNet stem, and for
     bottleneck nets stride_in_1x1=False (torchvision is v1.5; v1 weights would load but compute differently).
     """
+    model = _unwrap(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", {})
     if arch not in TORCHVISION_ARCHS:
         raise WeightsError(f"{arch or type(model).__name__} has no torchvision counterpart; "

@@ -1,0 +1,69 @@
+"""``resnet experiment NAME``: the paper's studies from the command line (registered in resnet.commands)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resnet.experiments.common import DATASETS, SCALE_NAMES, Context
+from resnet.experiments.suite import STUDY_NAMES, run_experiment
+
+EPILOG = """studies:
+  degradation  Fig. 1/6: plain-20..56 vs ResNet-20..110, training and test error curves
+  depth        Table 6: ResNet-20..110 (1202 at paper scale), test error mean +- std over seeds
+  shortcuts    Table 3: shortcut options A/B/C on one net, errors and parameter counts
+  responses    Fig. 7: std of each 3x3 layer's response, plain-20/56 and ResNet-20/56/110
+  norms        BN vs GN, LN, IN, FRN, BRN on one net
+  init         He vs Xavier init, zero-init residual on/off
+  preact       original ResNet-110 vs pre-activation ResNet-110 / 164
+  all          every study, one report
+
+scales: smoke (a few dozen iterations per net on CPU: a pipeline check), short (8k iterations: a meaningful
+study on CIFAR-10 in about an hour on one GPU), paper (the recipe's full 64k schedule).
+--jobs N trains N runs at once as child processes (default 1 on CPU, up to 4 per GPU on CUDA).
+Finished runs in OUT/runs are reused; interrupted ones resume."""
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``experiment`` subcommand."""
+    p = sub.add_parser("experiment", help="run one of the paper's studies and write a report",
+                       description="Train the nets a study needs and write OUT/report.md, OUT/report.html, "
+                                   "PNG figures and a CSV per table.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", metavar="NAME", help=f"one of: {', '.join(STUDY_NAMES)}")
+    p.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)} (default digits)")
+    p.add_argument("--data", default=None, help="dataset folder (CIFAR batches or train/ and val/ class folders)")
+    p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALE_NAMES)} (default smoke)")
+    p.add_argument("--out", default=None, help="report folder (default runs/experiment-NAME-SCALE)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per net (default: depth 2, or 5 at paper "
+                                                            "scale; others 1)")
+    p.add_argument("--jobs", type=int, default=None, help="training processes at once")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--nets", type=_list, default=None, help="comma-separated nets replacing the study's own")
+    p.add_argument("--runs", default=None, help="run-folder root shared between reports (default OUT/runs)")
+    # Hidden: shorten the scale further (the test suite trains a couple of iterations per net).
+    p.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_experiment)
+
+
+def context_from_args(args: argparse.Namespace) -> Context:
+    """The experiment context the flags describe (validated by Context)."""
+    out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.study}-{args.scale}"
+    return Context(dataset=args.dataset, data=args.data, scale=args.scale, out=out, seeds=args.seeds,
+                   jobs=args.jobs, device=args.device, iterations=args.iterations, batch_size=args.batch_size,
+                   nets=args.nets, runs_dir=Path(args.runs) if args.runs else None)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Handler of ``resnet experiment``: run the study, print where the report is."""
+    from resnet.experiments.suite import check_study
+
+    check_study(args.study)  # fail on a bad name before anything trains
+    paths = run_experiment(args.study, context_from_args(args), log=lambda msg: print(msg, flush=True))
+    print(f"report: {paths[0]}")
+    return 0

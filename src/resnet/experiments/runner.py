@@ -1,0 +1,199 @@
+"""Run a study's training runs: reuse finished ones, resume interrupted ones, train the rest.
+
+Concurrency: with ``jobs == 1`` runs train one after another inside this process (``train()`` directly). With
+``jobs > 1`` each run is a child process, ``python -m resnet.experiments.runner OUT`` reading its config as JSON
+on stdin and logging to ``OUT/train.log``. The small CIFAR nets leave a GPU mostly idle (REFERENCE.md: a
+ResNet-20 step is launch-bound at a few ms), so several share one device; with several GPUs children are
+spread over them round-robin through ``CUDA_VISIBLE_DEVICES``. On CPU the cores are divided between the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import tomli_w
+import tomllib
+
+from resnet.config import from_dict, to_dict
+from resnet.errors import ConfigError, ResNetError
+from resnet.experiments.common import RunResult, RunSpec, load_result
+
+Log = Callable[[str], None]
+GPU_JOBS = 4  # concurrent small-net runs per GPU by default
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when available, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def default_jobs(device: str, runs: int) -> int:
+    """1 on CPU (two cores are saturated by one run); on CUDA min(4 per GPU, runs)."""
+    import torch
+
+    if resolve_device(device) != "cuda":
+        return 1
+    return max(1, min(GPU_JOBS * max(1, torch.cuda.device_count()), runs))
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config as TOML would hold it, minus where it ran (the device does not change what is trained)."""
+    cfg = tomllib.loads(tomli_w.dumps(cfg))
+    cfg.get("train", {}).pop("device", None)
+    return cfg
+
+
+def run_state(spec: RunSpec, out: Path) -> str:
+    """"done", "resume" (interrupted: checkpoints but no final.json) or "new"; refuses a foreign run folder."""
+    from resnet.engine.trainer import apply_recipe_rules
+
+    cfg_file = out / "config.toml"
+    if not cfg_file.is_file():
+        return "new"
+    saved = _comparable(tomllib.loads(cfg_file.read_text()))
+    if saved != _comparable(to_dict(apply_recipe_rules(spec.cfg))):
+        raise ConfigError(f"{out} holds a run with another config (another --scale, --dataset or --iterations?); "
+                          "pass another --out or remove that folder")
+    if (out / "final.json").is_file():
+        return "done"
+    ckpts = out / "checkpoints"
+    return "resume" if ckpts.is_dir() and any(ckpts.iterdir()) else "new"
+
+
+def _record_wall(out: Path, seconds: float) -> None:
+    (out / "experiment.json").write_text(json.dumps({"wall_s": round(seconds, 2)}))
+
+
+def _train_here(spec: RunSpec, out: Path, resume: bool) -> str | None:
+    """Train in this process; a ResNetError (e.g. a diverged run) is returned, not raised, so the study goes on."""
+    from resnet.engine.trainer import train
+
+    t0 = time.perf_counter()
+    try:
+        result = train(spec.cfg, out, resume=resume)
+    except ResNetError as e:
+        return str(e)
+    if "stopped_by_signal" in result:
+        raise KeyboardInterrupt
+    _record_wall(out, time.perf_counter() - t0)
+    return None
+
+
+def _child_env(slot: int, jobs: int, device: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if device == "cuda":
+        import torch
+
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(max(1, torch.cuda.device_count()))]
+        env["CUDA_VISIBLE_DEVICES"] = ids[slot % len(ids)]
+    else:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    env["RESNET_EXPERIMENT_CHILD"] = "1"
+    return env
+
+
+def _launch(spec: RunSpec, out: Path, resume: bool, env: dict[str, str]) -> tuple[subprocess.Popen, IO[str]]:
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a")  # noqa: SIM115 (closed when the child ends)
+    cmd = [sys.executable, "-m", "resnet.experiments.runner", str(out), *(["--resume"] if resume else [])]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(to_dict(spec.cfg)))
+    proc.stdin.close()
+    return proc, log
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()] if path.is_file() else []
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def _train_pool(todo: Sequence[tuple[RunSpec, Path, bool]], jobs: int, device: str, log: Log) -> dict[str, str]:
+    """Train ``todo`` in at most ``jobs`` child processes at once; returns {folder: error} of failed runs."""
+    pending, running, errors = list(todo), {}, {}
+    free = list(range(jobs))
+    try:
+        while pending or running:
+            while pending and free:
+                spec, out, resume = pending.pop(0)
+                slot = free.pop(0)
+                running[slot] = (spec, out, *_launch(spec, out, resume, _child_env(slot, jobs, device)))
+            time.sleep(0.5)
+            for slot, (spec, out, proc, fh) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                fh.close()
+                del running[slot]
+                free.append(slot)
+                if proc.returncode != 0:
+                    errors[spec.folder] = _last_line(out / "train.log")
+                log(f"  {spec.folder}: {'failed: ' + errors[spec.folder] if spec.folder in errors else 'done'}")
+    finally:
+        for _spec, _out, proc, fh in running.values():  # interrupted: children checkpoint on SIGTERM and stop
+            proc.terminate()
+            proc.wait()
+            fh.close()
+    return errors
+
+
+def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
+            log: Log = print) -> dict[str, RunResult]:
+    """Make every spec's run folder under ``runs`` hold a finished run; return their results by folder name."""
+    unique = {s.folder: s for s in specs}
+    todo: list[tuple[RunSpec, Path, bool]] = []
+    for folder, spec in unique.items():
+        state = run_state(spec, runs / folder)
+        if state != "done":
+            todo.append((spec, runs / folder, state == "resume"))
+    device = resolve_device(device)
+    n_jobs = jobs if jobs is not None else default_jobs(device, len(todo))
+    log(f"{len(unique)} runs: {len(unique) - len(todo)} already done, {len(todo)} to train ({n_jobs} at a time)")
+    errors: dict[str, str] = {}
+    if n_jobs <= 1:
+        for i, (spec, out, resume) in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] training {spec.folder}{' (resuming)' if resume else ''}")
+            err = _train_here(spec, out, resume)
+            if err is not None:
+                errors[spec.folder] = err
+                log(f"  {spec.folder} failed: {err}")
+    else:
+        errors = _train_pool(todo, n_jobs, device, log)
+    return {f: load_result(s, runs / f, errors.get(f)) for f, s in unique.items()}
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    """Child process: read the config JSON on stdin, train into OUT, record the wall time."""
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    out, resume = Path(argv[0]), "--resume" in argv[1:]
+    cfg = from_dict(json.loads(sys.stdin.read()))
+    spec = RunSpec(out.name, out.name, cfg.train.seed, cfg)
+    try:
+        err = _train_here(spec, out, resume)
+    except KeyboardInterrupt:
+        print("error: stopped by a signal; the run resumes from its checkpoint next time", flush=True)
+        return 130
+    if err is not None:
+        print(f"error: {err}", flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

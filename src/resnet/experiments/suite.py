@@ -1,0 +1,114 @@
+"""Run one study, or all of them, and write the report.
+
+``all`` plans every study first and trains the union of their runs in one pool (runs that several studies
+share, such as ResNet-20 seed 0, train once), then writes one report with a section per study.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from resnet.analysis.report import Section, write_report
+from resnet.errors import ConfigError
+from resnet.experiments import degradation, depth, initialization, norms, preact, responses, shortcuts
+from resnet.experiments.common import SCALES, Context, RunResult, RunSpec
+from resnet.experiments.runner import Log, default_jobs, execute, resolve_device
+
+STUDIES: dict[str, ModuleType] = {m.NAME: m for m in (degradation, depth, shortcuts, responses, norms, initialization,
+                                                      preact)}
+STUDY_NAMES: tuple[str, ...] = (*STUDIES, "all")
+
+DATA_NOTES = {
+    "digits": "the embedded handwritten digits (1,437 training / 360 test images, 8x8 scans upscaled to 32x32, "
+              "10 classes), not CIFAR-10",
+    "cifar10": "CIFAR-10 (45k/5k train/validation split, 10k test), as in the paper",
+    "cifar100": "CIFAR-100 (45k/5k split, 10k test); the paper's numbers are CIFAR-10's",
+    "imagefolder": "an ImageNet-style image folder",
+}
+
+
+def check_study(name: str) -> list[str]:
+    """The study names to run for ``name``, or a one-line ConfigError listing the valid ones."""
+    if name == "all":
+        return list(STUDIES)
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; choose one of: {', '.join(STUDY_NAMES)}")
+    return [name]
+
+
+def differences(ctx: Context, iterations: int | None) -> str:
+    """The plain statement of why our numbers differ from the paper's."""
+    parts = [f"Data: {DATA_NOTES[ctx.dataset]}."]
+    if ctx.scale != "paper" or ctx.dataset != "cifar10":
+        parts.append(f"Schedule: {iterations or '?'} iterations per net instead of the paper's 64k.")
+    if ctx.scale == "smoke":
+        parts.append("At smoke scale the nets are far from converged: the numbers check the pipeline end to end "
+                     "and their ordering is mostly noise; none of the paper's conclusions can be read from them.")
+    elif ctx.dataset != "cifar10" or ctx.scale != "paper":
+        parts.append("Absolute errors therefore differ from the paper's; compare the orderings and trends.")
+    parts.append("The paper's columns are its CIFAR-10 test errors (Table 3: ImageNet), printed beside ours for "
+                 "reference, not as targets at this scale.")
+    return " ".join(parts)
+
+
+def _iterations(results: dict[str, RunResult]) -> int | None:
+    its = {r.final.get("iterations") or r.spec.cfg.train.iterations for r in results.values()}
+    return max(its) if its else None
+
+
+def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec], wall: float,
+          trained: int) -> list[tuple[str, object]]:
+    device = resolve_device(ctx.device)
+    threads = torch.get_num_threads()
+    hw = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()}, {threads} threads)"
+    seeds = sorted({s.seed for s in specs})
+    cfg = specs[0].cfg if specs else None
+    run_time = sum(r.wall_s or 0.0 for r in results.values())
+    return [
+        ("dataset", f"{ctx.dataset}" + (f" ({ctx.data})" if ctx.data else "")),
+        ("scale", f"{ctx.scale}: {SCALES[ctx.scale].description}"
+                  + (f" (shortened to {ctx.iterations} iterations by --iterations)" if ctx.iterations else "")),
+        ("iterations per net", _iterations(results)),
+        ("batch size", cfg.train.batch_size if cfg else "?"),
+        ("recipe", f"{cfg.recipe} (lr {cfg.optim.lr}, milestones {list(cfg.optim.milestones)}, weight decay "
+                   f"{cfg.optim.weight_decay})" if cfg else "?"),
+        ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
+        ("hardware", f"{hw}; {ctx.jobs or default_jobs(ctx.device, max(trained, 1))} training job(s) at a time"),
+        ("wall time", f"{wall:.0f} s for this invocation ({trained} runs trained, {len(results) - trained} reused); "
+                      f"{run_time:.0f} s of training summed over runs"),
+        ("runs", str(ctx.runs)),
+        ("command", " ".join(sys.argv) if sys.argv else "?"),
+        ("date", time.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+
+
+def run_experiment(name: str, ctx: Context, log: Log = print) -> list[Path]:
+    """Train what study ``name`` needs (or every study for ``all``) and write the report into ``ctx.out``."""
+    names = check_study(name)
+    t0 = time.perf_counter()
+    plans = {n: STUDIES[n].plan(ctx) for n in names}
+    every = [s for specs in plans.values() for s in specs]
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    before = {s.folder for s in every if (ctx.runs / s.folder / "final.json").is_file()}
+    results = execute(every, ctx.runs, ctx.jobs, ctx.device, log)
+    sections: list[Section] = []
+    for n in names:
+        log(f"report: {n}")
+        sections.append(STUDIES[n].report(ctx, plans[n], results))
+    wall = time.perf_counter() - t0
+    failed = [f"{f} ({r.error})" for f, r in results.items() if r.error is not None]
+    intro = Section("How these numbers compare with the paper", [differences(ctx, _iterations(results))])
+    if failed:
+        intro.blocks.append("Runs that failed (missing from tables and figures): " + "; ".join(failed))
+    title = f"ResNet experiments: {name} ({ctx.dataset}, {ctx.scale} scale)"
+    trained = len({s.folder for s in every} - before)
+    paths = write_report(ctx.out, title, _meta(ctx, results, every, wall, trained), [intro, *sections])
+    log(f"report: {paths[0]} and {paths[1]}")
+    return paths

@@ -1,0 +1,161 @@
+"""``resnet bench``: every workload produces positive figures and a complete JSON record (never timed asserts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from resnet import commands
+from resnet.bench import register
+from resnet.bench.pipeline import make_jpeg_folder
+from resnet.bench.timing import Measurement, environment, time_steps
+from resnet.errors import ConfigError
+
+FAST = ["--iterations", "2", "--warmup", "1", "--device", "cpu", "--threads", "1", "--workers", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """``--threads`` sets torch's global thread count; give other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _registered() -> bool:
+    """Whether ``resnet bench`` is among the CLI's subcommands (however the lead wires the registrar)."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for registrar in commands.REGISTRARS:
+        registrar(sub)
+    return "bench" in sub.choices
+
+
+def run_bench(argv: list[str]) -> int:
+    """Through ``resnet.cli.main`` once the lead has registered the subcommand, else through our own parser."""
+    if _registered():
+        from resnet.cli import main
+
+        return main(["bench", *argv])
+    parser = argparse.ArgumentParser(prog="resnet")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", *argv])
+    return args.handler(args)
+
+
+def _record(tmp_path: Path, argv: list[str]) -> dict:
+    out = tmp_path / "bench.json"
+    assert run_bench([*argv, *FAST, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _check_figures(record: dict, names: list[str]) -> None:
+    results = {r["name"]: r for r in record["results"]}
+    assert list(results) == names
+    for r in results.values():
+        assert r["img_s"] > 0 and r["ms_median"] > 0 and r["ms_mean"] > 0 and r["iterations"] == 2
+        assert r["peak_mem_mib"] is None  # CPU: no CUDA memory figure
+    env = record["environment"]
+    for key in ("date", "torch", "torchvision", "device_name", "device_type"):
+        assert env[key]
+    assert all(v > 0 for v in record["ratios"].values())
+
+
+def test_bench_train_cifar_net_times_ours_and_the_usual_eager_loop(tmp_path, capsys):
+    record = _record(tmp_path, ["train", "--model", "resnet20", "--batch-size", "8", "--reference",
+                                "--dataset-size", "64"])
+    _check_figures(record, ["ours", "reference"])
+    assert set(record["ratios"]) == {"ours/reference"}
+    assert "tensor stream" in record["results"][0]["setup"] and "DataLoader" in record["results"][1]["setup"]
+    assert record["results"][0]["extra"]["last_loss"] > 0
+    assert record["spec"]["precision"] == "fp32" and record["spec"]["cuda_graphs"] is False
+    out = capsys.readouterr().out
+    assert "ours/reference:" in out and "img/s" in out
+
+
+def test_bench_train_imagenet_net_against_torchvision(tmp_path):
+    record = _record(tmp_path, ["train", "--model", "resnet18", "--batch-size", "4", "--input-size", "64",
+                                "--reference"])
+    _check_figures(record, ["ours", "reference"])
+    assert "torchvision resnet18" in record["results"][1]["setup"]
+
+
+def test_bench_infer_on_cpu_adds_batch1_latency_beside_torchvision(tmp_path):
+    record = _record(tmp_path, ["infer", "--model", "resnet18", "--batch-size", "4", "--input-size", "64",
+                                "--reference"])
+    _check_figures(record, ["ours", "reference", "ours-b1", "reference-b1"])
+    assert set(record["ratios"]) == {"ours/reference", "ours-b1/reference-b1"}
+    assert [r["batch_size"] for r in record["results"]] == [4, 4, 1, 1]
+
+
+def test_bench_without_reference_times_ours_only(tmp_path):
+    record = _record(tmp_path, ["infer", "--model", "resnet20", "--batch-size", "1", "--repeats", "2"])
+    _check_figures(record, ["ours"])
+    assert record["ratios"] == {}
+    assert len(record["results"][0]["extra"]["repeat_ms_median"]) == 2
+
+
+def test_bench_pipeline_on_a_generated_jpeg_folder(tmp_path):
+    record = _record(tmp_path, ["pipeline", "--batch-size", "4", "--images", "8", "--image-size", "80x60",
+                                "--input-size", "32", "--reference"])
+    _check_figures(record, ["ours", "reference"])
+    assert "FolderTrainStream" in record["results"][0]["setup"]
+
+
+def test_generated_jpegs_are_readable_images_of_the_asked_size(tmp_path):
+    root = make_jpeg_folder(tmp_path, count=6, size=(50, 40), classes=3)
+    files = sorted(root.glob("class_*/*.jpg"))
+    assert len(files) == 6 and len({f.parent for f in files}) == 3
+    with Image.open(files[0]) as img:
+        assert img.size == (50, 40) and img.mode == "RGB"
+
+
+def test_bench_refuses_cuda_graphs_on_the_cpu():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "train", "--model", "resnet20", "--device", "cpu", "--cuda-graphs"])
+    with pytest.raises(ConfigError, match="CUDA"):
+        args.handler(args)
+
+
+def test_bench_subcommand_defaults_follow_the_engine():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "infer"])
+    assert args.model == "resnet50" and args.reference is False and args.compile is False
+    assert args.precision is None and args.channels_last is None and args.cuda_graphs is None
+
+
+def test_time_steps_excludes_warmup_and_times_every_step():
+    calls = []
+    per_step, total = time_steps(lambda: calls.append(1), iterations=3, warmup=2, device=torch.device("cpu"))
+    assert len(calls) == 5 and len(per_step) == 3 and total > 0 and all(t >= 0 for t in per_step)
+
+
+def test_environment_names_device_date_and_versions():
+    env = environment(torch.device("cpu"))
+    assert env["device_type"] == "cpu" and env["torch"] == torch.__version__ and env["date"]
+
+
+def test_measurement_serializes_to_plain_json():
+    m = Measurement("ours", "x", 8, 2, 10.0, 1.0, 1.1)
+    assert json.loads(json.dumps(m.to_dict()))["img_s"] == 10.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_train_on_cuda_reports_peak_memory_and_both_references(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert run_bench(["train", "--model", "resnet20", "--batch-size", "32", "--reference", "--iterations", "3",
+                      "--warmup", "1", "--device", "cuda", "--workers", "0", "--dataset-size", "256",
+                      "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    names = [r["name"] for r in record["results"]]
+    assert names == ["ours", "reference", "reference-bf16-cl"]
+    assert all(r["peak_mem_mib"] > 0 and r["img_s"] > 0 for r in record["results"])
+    assert record["spec"]["cuda_graphs"] is True and record["environment"]["device_name"]

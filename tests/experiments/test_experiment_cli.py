@@ -1,0 +1,70 @@
+"""``resnet experiment`` through the real CLI entry point, its one-line errors, and the --jobs N child processes."""
+
+import argparse
+
+import pytest
+
+from resnet import cli, commands
+from resnet.experiments.cli import register
+from resnet.experiments.suite import STUDY_NAMES
+
+TINY = ["--iterations", "2", "--batch-size", "8", "--seeds", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def main(monkeypatch):
+    """resnet.cli.main with the experiment subcommand (added here only if resnet.commands does not yet)."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for registrar in commands.REGISTRARS:
+        registrar(sub)
+    if "experiment" not in sub.choices:
+        monkeypatch.setattr(commands, "REGISTRARS", [*commands.REGISTRARS, register])
+    return cli.main
+
+
+def test_cli_runs_degradation_at_smoke_scale(main, tmp_path, shared_runs, capsys):
+    out = tmp_path / "deg"
+    rc = main(["experiment", "degradation", "--scale", "smoke", "--dataset", "digits", "--out", str(out),
+               "--runs", str(shared_runs), *TINY])
+    assert rc == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    assert (out / "report.html").is_file() and (out / "degradation.csv").is_file()
+    assert (out / "degradation_curves.png").stat().st_size > 5000
+
+
+def test_unknown_study_is_one_line_listing_the_valid_names(main, tmp_path, capsys):
+    rc = main(["experiment", "resnets-are-great", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: unknown study 'resnets-are-great'")
+    assert all(name in err for name in STUDY_NAMES)
+    assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--scale", "huge"), ("--dataset", "mnist"), ("--jobs", "0")])
+def test_bad_option_is_one_line_error(main, tmp_path, capsys, flag, value):
+    rc = main(["experiment", "depth", flag, value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert value in err
+
+
+def test_help_lists_every_study(main, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in STUDY_NAMES) and "--jobs" in text
+
+
+def test_jobs_trains_runs_in_parallel_child_processes(main, tmp_path):
+    out = tmp_path / "par"
+    rc = main(["experiment", "depth", "--out", str(out), "--nets", "resnet20", "--jobs", "2",
+               *TINY[:-4], "--seeds", "2", "--device", "cpu"])
+    assert rc == 0
+    for seed in (0, 1):
+        run = out / "runs" / f"resnet20-seed{seed}"
+        assert (run / "final.json").is_file() and (run / "train.log").is_file()
+    assert "ResNet-20" in (out / "depth.csv").read_text()

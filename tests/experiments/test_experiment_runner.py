@@ -1,0 +1,38 @@
+"""Run folders are shared and reused by name: a finished run never trains twice, a foreign one is refused."""
+
+import dataclasses
+
+import pytest
+
+from resnet.errors import ConfigError
+from resnet.experiments import Context, run_experiment
+from resnet.experiments.common import milestones, run_config
+
+
+def _ctx(tmp_path, **kw):
+    base = Context(out=tmp_path / "out", nets=("resnet20",), seeds=1, device="cpu", iterations=2, batch_size=8,
+                   runs_dir=tmp_path / "runs")
+    return dataclasses.replace(base, **kw)
+
+
+def test_finished_runs_are_reused_and_foreign_ones_refused(tmp_path):
+    logs: list[str] = []
+    run_experiment("depth", _ctx(tmp_path), log=logs.append)
+    assert "1 runs: 0 already done, 1 to train (1 at a time)" in logs
+    logs.clear()
+    run_experiment("depth", _ctx(tmp_path, out=tmp_path / "again"), log=logs.append)
+    assert "1 runs: 1 already done, 0 to train (1 at a time)" in logs
+    with pytest.raises(ConfigError, match="resnet20-seed0 holds a run with another config"):
+        run_experiment("depth", _ctx(tmp_path, iterations=3), log=logs.append)
+
+
+def test_scales_shorten_the_paper_schedule_proportionally():
+    assert milestones(64000) == [32000, 48000]  # Sec. 4.2
+    assert milestones(8000) == [4000, 6000]
+    assert milestones(2) == [1, 2]
+    smoke = run_config(Context(scale="smoke"), {"name": "resnet56"}, seed=3)
+    assert (smoke.train.iterations, smoke.train.batch_size, smoke.train.seed) == (40, 32, 3)
+    assert smoke.recipe == "quick" and smoke.data.dataset == "digits"
+    paper = run_config(Context(scale="paper", dataset="cifar10", data="/data"), {"name": "resnet110"}, seed=0)
+    assert (paper.train.iterations, paper.optim.milestones, paper.train.batch_size) == (64000, (32000, 48000), 128)
+    assert paper.recipe == "paper-cifar" and paper.data.val_split == 5000  # the 45k/5k split

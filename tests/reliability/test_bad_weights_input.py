@@ -1,0 +1,195 @@
+"""Bad weights files: for another architecture or class count, truncated, random bytes, or a .pth whose pickle would
+run code. Each is refused with one WeightsError line (CLI: ``error:``, exit 2), and nothing in a pickle ever runs."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _util import one_line_error, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import resnet
+from resnet.errors import ModelError, WeightsError
+from resnet.models.weights import read_weights
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet18_pth(tmp_path_factory) -> Path:
+    """torchvision-layout ResNet-18 weights (random), 1000 classes."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tv") / "resnet18.pth"
+    torch.save(resnet.to_torchvision(resnet.create_model("resnet18", stride_in_1x1=False)), path)
+    return path
+
+
+class _Payload:
+    """A pickle that, when loaded by plain pickle / torch.load(weights_only=False), creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _malicious_pth(path: Path, marker: Path, fmt: str) -> Path:
+    payload = {"fc.weight": _Payload(marker), "fc.bias": torch.zeros(3)}
+    if fmt == "torch zip":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["torch zip", "raw pickle"])
+def test_malicious_pth_is_refused_without_running_its_pickle(tmp_path, capsys, image, fmt):
+    marker = tmp_path / "pwned"
+    evil = _malicious_pth(tmp_path / "evil.pth", marker, fmt)
+    live = _malicious_pth(tmp_path / "live.pth", tmp_path / "live-marker", fmt)
+    with open(live, "rb") as f:  # the payload is real: an unrestricted loader does run it
+        torch.load(f, weights_only=False) if fmt == "torch zip" else pickle.load(f)  # noqa: S301
+    assert (tmp_path / "live-marker").exists()
+
+    code, _, err = run_cli(["predict", image, "--weights", evil, "--arch", "resnet18", "--device", "cpu"], capsys)
+    assert code == 2 and "refused as unsafe" in one_line_error(err) and str(evil) in err
+    code, _, err = run_cli(["eval", evil, "--arch", "resnet18", "--device", "cpu"], capsys)
+    assert code == 2 and "refused as unsafe" in one_line_error(err)
+    with pytest.raises(WeightsError, match="refused as unsafe"):
+        resnet.from_torchvision(evil, "resnet18")
+    with pytest.raises(WeightsError, match="refused as unsafe"):
+        resnet.from_torchvision(str(evil), "resnet18", num_classes=3)
+    assert not marker.exists(), "the pickle ran"
+
+
+def test_pth_of_another_architecture_names_the_differing_keys(tmp_path, capsys, image, resnet18_pth):
+    code, _, err = run_cli(["predict", image, "--weights", resnet18_pth, "--arch", "resnet34", "--device", "cpu"],
+                           capsys)
+
+    assert code == 2
+    line = one_line_error(err)
+    assert "does not fit resnet34" in line and "missing: layer1.2." in line and "more)" in line
+
+
+def test_pth_with_another_class_count_names_the_mis_shaped_keys(resnet18_pth):
+    with pytest.raises(WeightsError) as e:
+        resnet.from_torchvision(resnet18_pth, "resnet18", num_classes=10)
+    assert "fc.weight (1000, 512) vs (10, 512)" in str(e.value) and "another num_classes" in str(e.value)
+
+
+def test_safetensors_of_another_architecture_or_class_count_names_keys_and_shapes(tmp_path):
+    torch.manual_seed(0)
+    resnet.save_weights(resnet.create_model("resnet32"), tmp_path / "r32.safetensors")
+    resnet.save_weights(resnet.create_model("resnet20", num_classes=5), tmp_path / "r20-5.safetensors")
+    from resnet.models.weights import load_weights
+
+    with pytest.raises(WeightsError, match=r"does not fit resnet20: unexpected: layer1\.3\.") as e:
+        load_weights(resnet.create_model("resnet20"), tmp_path / "r32.safetensors")
+    assert "\n" not in str(e.value)
+    with pytest.raises(WeightsError, match=r"fc\.weight \(5, 64\) vs \(10, 64\)"):
+        load_weights(resnet.create_model("resnet20"), tmp_path / "r20-5.safetensors")
+
+
+def test_weights_for_another_class_count_than_the_dataset_are_refused_by_eval(tmp_path, capsys):
+    torch.manual_seed(0)
+    meta = {"classes": json.dumps(["a", "b", "c", "d", "e"]), "input_size": "32"}
+    resnet.save_weights(resnet.create_model("resnet20", num_classes=5), tmp_path / "r20-5.safetensors", metadata=meta)
+
+    code, _, err = run_cli(["eval", tmp_path / "r20-5.safetensors", "--dataset", "digits", "--device", "cpu"], capsys)
+
+    assert code == 2 and "the weights have 5 classes but digits has 10" in one_line_error(err)
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, "half", "last byte"])
+def test_truncated_safetensors_is_one_error_naming_the_file(tmp_path, capsys, image, cut):
+    torch.manual_seed(0)
+    whole = tmp_path / "whole.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), whole)
+    data = whole.read_bytes()
+    n = {"half": len(data) // 2, "last byte": len(data) - 1}.get(cut, cut)
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[:n])
+
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        resnet.load_model(bad)
+    for argv in (["predict", image, "--weights", bad], ["eval", bad, "--dataset", "digits"]):
+        code, _, err = run_cli([*argv, "--device", "cpu"], capsys)
+        assert code == 2 and str(bad) in one_line_error(err)
+
+
+# ------------------------------------------------------------------------------------------------- fuzzing
+def _safetensors_like(header: bytes, body: bytes) -> bytes:
+    return len(header).to_bytes(8, "little") + header + body
+
+
+_json_headers = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=12,
+).map(lambda obj: json.dumps(obj).encode())
+_tensor_headers = st.builds(
+    lambda dtype, shape, start, end, meta: json.dumps(
+        {"w": {"dtype": dtype, "shape": shape, "data_offsets": [start, end]}, "__metadata__": meta}).encode(),
+    st.sampled_from(["F32", "F16", "I64", "U8", "BOOL", "F8_E4M3", "X9"]),
+    st.lists(st.integers(-2, 2**33), max_size=3), st.integers(-4, 64), st.integers(-4, 2**40),
+    st.one_of(st.none(), st.dictionaries(st.sampled_from(["resnet.arch", "resnet.options", "x"]),
+                                         st.sampled_from(["resnet20", "resnet999", "{}", "{\"norm\": 3}", "[", ""]))),
+)
+_weights_bytes = st.one_of(
+    st.binary(max_size=256),
+    st.builds(_safetensors_like, st.one_of(_json_headers, _tensor_headers, st.binary(max_size=64)),
+              st.binary(max_size=64)),
+    st.builds(lambda b: b"PK\x03\x04" + b, st.binary(max_size=128)),  # zip magic: what torch.save writes
+    st.builds(lambda b: b"\x80\x02" + b, st.binary(max_size=128)),  # pickle protocol 2 magic
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_weights_bytes)
+def test_random_bytes_as_weights_raise_weights_error_only(tmp_path, data):
+    st_path, pth_path = tmp_path / "w.safetensors", tmp_path / "w.pth"
+    st_path.write_bytes(data)
+    pth_path.write_bytes(data)
+    for load in (lambda: resnet.load_model(st_path), lambda: read_weights(st_path),
+                 lambda: resnet.from_torchvision(pth_path, "resnet18"),
+                 lambda: resnet.from_torchvision(st_path, "resnet18")):
+        try:
+            load()
+        except WeightsError as e:
+            assert str(e) and "\n" not in str(e)
+
+
+_small_names = ["resnet20", "plain20", "resnet18", "preact_resnet18"]
+_option_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(allow_nan=True, width=16),
+                           st.text(max_size=6), st.sampled_from(["A", "B", "C", "bn", "gn", "frn", "cifar", "imagenet",
+                                                                 "kaiming_normal", "xavier_normal", "torchvision"]),
+                           st.lists(st.integers(0, 3), max_size=2))
+_printable = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"))  # names are echoed in one-line errors
+_option_keys = st.one_of(st.sampled_from(["num_classes", "in_chans", "shortcut", "norm", "init", "stem",
+                                          "stride_in_1x1", "zero_init_residual"]), st.text(_printable, max_size=8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.one_of(st.sampled_from(_small_names), st.text(max_size=12), st.integers(), st.none()),
+       options=st.dictionaries(_option_keys, _option_values, max_size=3))
+def test_create_model_with_random_names_and_options_builds_or_raises_model_error(name, options):
+    try:
+        model = resnet.create_model(name, **options)
+    except ModelError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert isinstance(model, torch.nn.Module) and name in _small_names
