@@ -31,7 +31,7 @@ def test_scales_shorten_the_paper_schedule_proportionally():
     assert milestones(8000) == [4000, 6000]
     assert milestones(2) == [1, 2]
     smoke = run_config(Context(scale="smoke"), {"name": "resnet56"}, seed=3)
-    assert (smoke.train.iterations, smoke.train.batch_size, smoke.train.seed) == (40, 32, 3)
+    assert (smoke.train.iterations, smoke.train.batch_size, smoke.train.seed) == (30, 32, 3)
     assert smoke.recipe == "quick" and smoke.data.dataset == "digits"
     paper = run_config(Context(scale="paper", dataset="cifar10", data="/data"), {"name": "resnet110"}, seed=0)
     assert (paper.train.iterations, paper.optim.milestones, paper.train.batch_size) == (64000, (32000, 48000), 128)

@@ -185,7 +185,7 @@ class Trainer:
         runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
         old_handlers = self._install_signal_handlers()
         window = self.window
-        t0, seen = time.perf_counter(), 0
+        t0, seen, shown = time.perf_counter(), 0, self.step
         try:
             while self.step < self.total and self.stop_signal is None:
                 lr = self.schedule.lr_at(self.step)
@@ -200,8 +200,10 @@ class Trainer:
                 if self.step % 10 == 0 or self.step == self.total:
                     self._check_finite()
                     rate = seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
-                    runlog.progress(self.step, 10 if self.step % 10 == 0 else self.step % 10,
-                                    loss=loss.item(), lr=lr, img_s=round(rate))
+                    runlog.progress(self.step, self.step - shown,
+                                    loss=loss.item(), err=100.0 * wrong.item() / max(y.numel(), 1), lr=lr,
+                                    img_s=round(rate))
+                    shown = self.step
                 if self.step % self.cfg.train.eval_every == 0 or self.step == self.total:
                     self._evaluate_and_log(runlog, window, lr)
                     t0, seen = time.perf_counter(), 0

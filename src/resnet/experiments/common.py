@@ -36,7 +36,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # A pipeline check: every net trains a few dozen steps; errors are far from converged.
-    "smoke": Scale(40, 32, 10, "40 iterations per net at batch 32, lr /10 at 50% and 75% (a pipeline check, "
+    "smoke": Scale(30, 32, 10, "30 iterations per net at batch 32, lr /10 at 50% and 75% (a pipeline check, "
                                "not a result: the nets have barely started to learn)"),
     # Sec. 4.2's schedule compressed 8x: lr 0.1, /10 at 50% and 75% of the iterations, batch 128.
     "short": Scale(8000, None, 400, "8,000 iterations per net (1/8 of the paper's 64k) at the recipe's batch, "

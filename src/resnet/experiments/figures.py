@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from resnet.analysis.curves import plot_runs, plt
 
 Curves = Sequence[tuple[str, list[dict[str, Any]]]]
@@ -26,6 +28,7 @@ def curves_figure(path: Path, panels: Sequence[tuple[str, Curves]], suptitle: st
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False, sharey=True)
     for ax, (title, runs) in zip(axes[0], panels, strict=True):
         plot_runs(ax, runs, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return save(fig, path)
@@ -39,6 +42,7 @@ def fig1(path: Path, shallow: tuple[str, list[dict[str, Any]]], deep: tuple[str,
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=2.0, label=label)
         ax.set_xlabel("iterations")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{title} (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -95,7 +95,8 @@ def resolve_options(
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise ModelError(f"{arch}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(OPTION_NAMES)}")
+        names = ", ".join(map(repr, unknown))
+        raise ModelError(f"{arch}: unknown option(s) {names}; valid options: {', '.join(OPTION_NAMES)}")
     merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
     resolved = {
         "shortcut": _choice(arch, "shortcut", merged["shortcut"], shortcuts),
