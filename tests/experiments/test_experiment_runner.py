@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from resnet.errors import ConfigError
+from resnet.errors import ConfigError, TrainingError
 from resnet.experiments import Context, run_experiment
 from resnet.experiments.common import milestones, run_config
 
@@ -36,3 +36,23 @@ def test_scales_shorten_the_paper_schedule_proportionally():
     paper = run_config(Context(scale="paper", dataset="cifar10", data="/data"), {"name": "resnet110"}, seed=0)
     assert (paper.train.iterations, paper.optim.milestones, paper.train.batch_size) == (64000, (32000, 48000), 128)
     assert paper.recipe == "paper-cifar" and paper.data.val_split == 5000  # the 45k/5k split
+
+
+def test_a_failed_run_is_reported_and_the_study_still_finishes(tmp_path, monkeypatch):
+    import resnet.engine.trainer as trainer
+
+    def diverge(cfg, out, resume=False):
+        raise TrainingError("loss became NaN/Inf at iteration 3; no checkpoint was written yet")
+
+    monkeypatch.setattr(trainer, "train", diverge)
+    paths = run_experiment("depth", _ctx(tmp_path), log=lambda _msg: None)
+    md = paths[0].read_text()
+    assert "Runs that failed" in md and "resnet20-seed0 (loss became NaN/Inf at iteration 3" in md
+    row = (tmp_path / "out" / "depth.csv").read_text().splitlines()[1].split(",")
+    assert row[0] == "ResNet-20" and row[5] == ""  # no test error, not a made-up number
+
+
+def test_unknown_net_fails_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="unknown net 'resnet21'"):
+        run_experiment("depth", _ctx(tmp_path, nets=("resnet21",)), log=lambda _msg: None)
+    assert not (tmp_path / "runs").exists()

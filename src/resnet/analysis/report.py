@@ -27,6 +27,8 @@ class Table:
     columns: list[str]
     rows: list[list[Cell]]
     caption: str = ""
+    inline: bool = True
+    """False: too long to read in the report; only the CSV holds the rows (the report links it)."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ def write_csv(table: Table, path: Path) -> Path:
 
 
 def _md_table(table: Table) -> str:
+    if not table.inline:
+        return f"*{table.caption}*: {len(table.rows)} rows in [`{table.name}.csv`]({table.name}.csv)"
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.rows]
     cap = f"*{table.caption}* (`{table.name}.csv`)\n\n" if table.caption else f"`{table.name}.csv`\n\n"
@@ -86,6 +90,10 @@ def _md_table(table: Table) -> str:
 
 
 def _html_table(table: Table) -> str:
+    if not table.inline:
+        name = html.escape(table.name)
+        link = f"<a href='{name}.csv'>{name}.csv</a>"
+        return f"<p><i>{html.escape(table.caption)}</i>: {len(table.rows)} rows in {link}</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in table.rows)
     cap = html.escape(table.caption) + f" (<code>{html.escape(table.name)}.csv</code>)"

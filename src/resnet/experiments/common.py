@@ -8,6 +8,7 @@ Fig. 6, Table 6 and Fig. 7) share one folder instead of training it again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -38,7 +39,10 @@ SCALES: dict[str, Scale] = {
     # A pipeline check: every net trains a few dozen steps; errors are far from converged.
     "smoke": Scale(30, 32, 10, "30 iterations per net at batch 32, lr /10 at 50% and 75% (a pipeline check, "
                                "not a result: the nets have barely started to learn)"),
-    # Sec. 4.2's schedule compressed 8x: lr 0.1, /10 at 50% and 75% of the iterations, batch 128.
+    # Sec. 4.2's schedule compressed 8x: lr 0.1, /10 at 50% and 75% of the iterations, batch 128. Sized from
+    # REFERENCE.md's eager H100 speed (ResNet-56 ~24-35 ms per batch-128 step, the others in proportion to
+    # depth): the largest study (depth, 2 seeds of 20..110) is ~45 min run one at a time, less with 4
+    # concurrent jobs. An estimate, not yet timed on a GPU.
     "short": Scale(8000, None, 400, "8,000 iterations per net (1/8 of the paper's 64k) at the recipe's batch, "
                                     "lr /10 at 4k and 6k"),
     # Sec. 4.2 as published (an image folder keeps paper-imagenet's own 600k-iteration plateau schedule).
@@ -227,10 +231,11 @@ def summarize(results: Sequence[RunResult]) -> Summary:
 
 
 def by_name(specs: Sequence[RunSpec], results: dict[str, RunResult]) -> list[list[RunResult]]:
-    """Group a study's results by spec name, in the study's order."""
+    """Group a study's results by spec name, in the study's order, each carrying this study's spec (a shared run
+    keeps one folder but each study labels it its own way)."""
     groups: dict[str, list[RunResult]] = {}
     for spec in specs:
-        groups.setdefault(spec.name, []).append(results[spec.folder])
+        groups.setdefault(spec.name, []).append(dataclasses.replace(results[spec.folder], spec=spec))
     return list(groups.values())
 
 

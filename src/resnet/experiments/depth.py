@@ -44,11 +44,11 @@ def _figure(ctx: Context, summaries: list[Summary]) -> Figure:
     pts = [(depth_of(s.model), s) for s in summaries if s.test_mean is not None and depth_of(s.model)]
     ax.errorbar([d for d, _ in pts], [s.test_mean for _, s in pts], yerr=[s.test_std or 0.0 for _, s in pts],
                 fmt="o-", lw=2, capsize=4, color="C0", label="ours (mean +- std over seeds)")
-    for table, style, label in ((TABLE6_ERROR, "s--", "paper, Table 6 (CIFAR-10)"),
-                                (AKAMASTER_ERROR, "^:", "akamaster (CIFAR-10)")):
+    for table, style, color, label in ((TABLE6_ERROR, "s--", "C3", "paper, Table 6 (CIFAR-10)"),
+                                       (AKAMASTER_ERROR, "^:", "C2", "akamaster (CIFAR-10)")):
         ref = [(depth_of(s.model), table[s.model]) for s in summaries if s.model in table]
         if ref:
-            ax.plot([d for d, _ in ref], [e for _, e in ref], style, lw=1.2, label=label)
+            ax.plot([d for d, _ in ref], [e for _, e in ref], style, color=color, lw=1.2, label=label)
     ax.set_xscale("log")
     depths = sorted({d for d, _ in pts})
     ax.set_xticks(depths, [str(d) for d in depths])

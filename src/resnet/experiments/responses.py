@@ -53,8 +53,14 @@ def _figure(ctx: Context, measured: list[tuple[str, list[LayerResponse]]]) -> Fi
         bottom.plot(range(1, len(resp) + 1), sorted_stds(resp), **style)
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
+    stds = [r.std for _, resp in measured for r in resp if r.std > 0]
+    # Linear like the paper's Fig. 7, unless the nets differ by orders of magnitude (short training, diverging
+    # plain nets): then a log axis keeps the small ResNet responses visible.
+    log_axis = bool(stds) and max(stds) / min(stds) > 30
     for ax in (top, bottom):
-        ax.set_ylabel("std")
+        ax.set_ylabel("std (log scale)" if log_axis else "std")
+        if log_axis:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
     top.set_title("std of 3x3 layer responses (after BN, before addition/ReLU)")
@@ -90,7 +96,7 @@ def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) ->
                             "paper = Table 6 CIFAR-10 (Fig. 7 gives no numbers)"))
     sec.blocks.append(Table("responses", ["net", "layer_index", "layer", "std", "std_all", "std_sorted"], per_layer,
                             "Per layer: std = mean over channels of the per-channel std, std_all = std over all "
-                            "elements; std_sorted = the i-th largest std (Fig. 7 bottom)"))
+                            "elements; std_sorted = the i-th largest std (Fig. 7 bottom)", inline=False))
     sec.blocks.append(_verdict(summary))
     return sec
 

@@ -4,7 +4,8 @@ Concurrency: with ``jobs == 1`` runs train one after another inside this process
 ``jobs > 1`` each run is a child process, ``python -m resnet.experiments.runner OUT`` reading its config as JSON
 on stdin and logging to ``OUT/train.log``. The small CIFAR nets leave a GPU mostly idle (REFERENCE.md: a
 ResNet-20 step is launch-bound at a few ms), so several share one device; with several GPUs children are
-spread over them round-robin through ``CUDA_VISIBLE_DEVICES``. On CPU the cores are divided between the jobs.
+spread over them round-robin through ``CUDA_VISIBLE_DEVICES``. On CPU the cores are divided between the jobs
+(``OMP_NUM_THREADS``); where other work shares the cores, one thread per job wastes less time spinning.
 """
 
 from __future__ import annotations

@@ -43,6 +43,16 @@ def check_study(name: str) -> list[str]:
     return [name]
 
 
+def _check_nets(specs: Sequence[RunSpec]) -> None:
+    """Fail on an unknown --nets name before anything trains."""
+    from resnet.models.registry import list_models
+
+    known = set(list_models())
+    unknown = sorted({s.cfg.model.name for s in specs} - known)
+    if unknown:
+        raise ConfigError(f"unknown net {unknown[0]!r} in --nets; `resnet list` shows the registered names")
+
+
 def differences(ctx: Context, iterations: int | None) -> str:
     """The plain statement of why our numbers differ from the paper's."""
     parts = [f"Data: {DATA_NOTES[ctx.dataset]}."]
@@ -95,6 +105,7 @@ def run_experiment(name: str, ctx: Context, log: Log = print) -> list[Path]:
     t0 = time.perf_counter()
     plans = {n: STUDIES[n].plan(ctx) for n in names}
     every = [s for specs in plans.values() for s in specs]
+    _check_nets(every)
     ctx.out.mkdir(parents=True, exist_ok=True)
     before = {s.folder for s in every if (ctx.runs / s.folder / "final.json").is_file()}
     results = execute(every, ctx.runs, ctx.jobs, ctx.device, log)
