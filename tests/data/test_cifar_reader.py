@@ -196,7 +196,7 @@ def test_val_split_zero_trains_on_all_and_evaluates_on_test(tmp_path: Path) -> N
 def test_val_split_larger_than_the_training_set_is_a_config_error(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
     with pytest.raises(ConfigError, match="val_split=5000"):
-        build_data(DataCfg(dataset="cifar10", data=str(tmp_path)), 8, "cpu", 0)
+        build_data(DataCfg(dataset="cifar10", data=str(tmp_path), val_split=5000), 8, "cpu", 0)
 
 
 def test_download_only_fetches_and_reading_uses_the_restricted_reader(

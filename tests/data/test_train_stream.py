@@ -123,9 +123,14 @@ def test_digits_with_val_split_evaluates_on_the_held_out_set_and_keeps_test_for_
     assert x.shape == (6, 10, 3, 32, 32) and y.shape == (6,)  # 64 views per batch // 10 views = 6 images
 
 
-def test_default_val_split_on_digits_is_a_config_error_with_the_fix() -> None:
+def test_val_split_beyond_the_digits_training_set_is_a_config_error_with_the_fix() -> None:
     with pytest.raises(ConfigError, match="val_split=0"):
-        build_data(DataCfg(), 128, "cpu", 0)
+        build_data(DataCfg(val_split=5000), 128, "cpu", 0)
+
+
+def test_default_data_config_is_the_embedded_digits_with_no_holdout() -> None:
+    bundle = build_data(DataCfg(), 128, "cpu", 0)
+    assert bundle.dataset == "digits" and bundle.num_train == 1437 and bundle.test is None
 
 
 def test_synthetic_set_for_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
