@@ -83,3 +83,14 @@ def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
 def test_cpu_training_keeps_the_plain_eager_step(tmp_path):
     trainer = Trainer(_cfg(iterations=1, eval_every=1), tmp_path)
     assert trainer.fast_step is None and trainer.sw.precision == "fp32" and not trainer.sw.channels_last
+
+
+def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkeypatch):
+    from resnet.engine import trainer as trainer_module
+    from resnet.engine.distributed import DistInfo
+    from resnet.errors import ConfigError
+
+    monkeypatch.setattr(trainer_module, "init_distributed", lambda name: (DistInfo(0, 0, 2), torch.device("cpu")))
+    monkeypatch.setattr(trainer_module, "barrier", lambda: None)
+    with pytest.raises(ConfigError, match="sync-bn"):
+        Trainer(_cfg(sync_bn=True, batch_size=32), tmp_path)

@@ -106,6 +106,9 @@ class Trainer:
         if self.sw.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled and self.cfg.train.sync_bn:
+            if self.device.type != "cuda":  # PyTorch's SyncBatchNorm runs on CUDA only
+                raise ConfigError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                                  "drop --sync-bn for a CPU (gloo) run")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
