@@ -95,6 +95,14 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
     """Decode an image file to uint8 (3, H, W) RGB, or raise DataError naming the file and the reason."""
+    return decode_image_view(path).contiguous()
+
+
+def decode_image_view(path: str | os.PathLike[str]) -> Tensor:
+    """:func:`decode_image_file` without the final copy: a (3, H, W) view of the decoded (H, W, 3) pixels.
+
+    Channels-last memory is what torch's uint8 resize kernel is fastest on, so the training path keeps it.
+    """
     try:
         if os.path.getsize(path) == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
@@ -109,17 +117,18 @@ def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{path}: image has no pixels ({arr.shape})")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
 
 decode_rgb = decode_image_file
 """Alias used by the inference code."""
 
 
-def try_decode(path: str) -> Tensor | BadSample:
-    """:func:`decode_image_file`, with failure returned as a value (so it can cross a worker boundary)."""
+def try_decode(path: str, contiguous: bool = True) -> Tensor | BadSample:
+    """:func:`decode_image_file` (or, with ``contiguous=False``, :func:`decode_image_view`), with failure
+    returned as a value (so it can cross a worker boundary)."""
     try:
-        return decode_image_file(path)
+        return decode_image_file(path) if contiguous else decode_image_view(path)
     except DataError as e:
         return BadSample(path, str(e))
 
@@ -211,7 +220,7 @@ class FolderTrainSet(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> TrainItem | BadSample:
         index, epoch = key
         path, label = self.samples[index]
-        image = try_decode(path)
+        image = try_decode(path, contiguous=False)
         if isinstance(image, BadSample):
             return image
         g = make_generator(self.seed, epoch, index)

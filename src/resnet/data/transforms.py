@@ -26,8 +26,10 @@ Scores are averaged as softmax probabilities over every view of every group (:fu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -103,10 +105,11 @@ def normalize(images: Tensor, mean: Tensor, offsets: Tensor | None = None, std: 
 
     ``std`` (3, 1, 1) divides afterwards: only for torchvision-trained weights; the paper subtracts the mean only.
     """
-    x = images.to(torch.float32).div_(255.0)
+    x = images.to(torch.float32)
+    x = (x.clone() if x is images else x).div_(255.0)  # in place from here on: one buffer, no temporaries
     if offsets is not None:
-        x = x + offsets.to(x.device, torch.float32).view(*offsets.shape, 1, 1)
-    x = x - mean_for_size(mean.to(x.device), x.shape[-2], x.shape[-1])
+        x.add_(offsets.to(x.device, torch.float32).view(*offsets.shape, 1, 1))
+    x.sub_(mean_for_size(mean.to(x.device), x.shape[-2], x.shape[-1]))
     return x if std is None else x.div_(std.to(x.device))
 
 
@@ -173,6 +176,103 @@ def lighting_offsets(std: float, generator: torch.Generator) -> Tensor:
     return (IMAGENET_EIGVEC * (alpha * IMAGENET_EIGVAL).view(1, 3)).sum(1)
 
 
+class ScaleCrop(NamedTuple):
+    """The random draws of one Sec. 3.4 training sample, in the coordinates of the rescaled image."""
+
+    side: int
+    """Shorter side the image is rescaled to (``max(S, crop)`` for the drawn S)."""
+    height: int
+    width: int
+    """Size of the rescaled image (as torchvision's ``resize(image, [side])`` computes it)."""
+    top: int
+    left: int
+    """Crop window corner in the rescaled image."""
+    flip: bool
+
+
+def resized_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) after resizing the shorter side to ``side``: torchvision's rule (longer side truncated)."""
+    if width <= height:
+        return int(side * height / width), side
+    return side, int(side * width / height)
+
+
+def draw_scale_crop(
+    height: int, width: int, crop: int, scale_min: int, scale_max: int, generator: torch.Generator
+) -> ScaleCrop:
+    """Draw S in [scale_min, scale_max], the crop corner and the mirror coin for an image of (height, width).
+
+    Depends on the image's size only, so it can run before the pixels are decoded.
+    """
+    side = max(int(torch.randint(scale_min, scale_max + 1, (1,), generator=generator)), crop)
+    h, w = (height, width) if min(height, width) == side else resized_size(height, width, side)
+    top = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+    flip = bool(torch.randint(0, 2, (1,), generator=generator))
+    return ScaleCrop(side, h, w, top, left, flip)
+
+
+_MARGIN = 2
+"""Output pixels of context kept around the crop window (at least): a downscaling kernel reaches one."""
+_SEARCH = 24
+"""Extra output pixels the window's start may move up by to land (nearly) on a whole source pixel."""
+_TOLERANCE = 0.05
+"""Largest misalignment (source pixels) accepted; beyond it the region is taken from the image's edge."""
+
+
+def _window(size: int, resized: int, crop: int, start: int) -> tuple[int, int, int, float]:
+    """One axis of :func:`resized_crop`: source [lo, hi), the crop's first row in the region's output, scale.
+
+    The region's output row ``j`` samples source ``lo + (j + 0.5) * step - 0.5``; the full resize's row
+    ``start`` samples ``(start + 0.5) * step - 0.5``. So the crop starts at output row ``skip`` of the region
+    when ``lo == (start - skip) * step``: ``skip`` is picked (from a few candidates) to make that hold within
+    :data:`_TOLERANCE`, else the region starts at the image's edge (``skip == start``, exact).
+    """
+    step = size / resized  # source pixels per output pixel
+    margin = max(_MARGIN, math.ceil(0.5 / step))  # upscaling: the kernel reaches one source pixel, many outputs
+    skip, lo, best = start, 0, 0.0
+    if start > margin:
+        best = 1.0
+        for k in range(margin, min(start, margin + _SEARCH) + 1):
+            pos = (start - k) * step
+            err = abs(pos - round(pos))
+            if err < best - 1e-9:
+                skip, lo, best = k, round(pos), err
+            if err < 1e-6:
+                break
+        if best > _TOLERANCE:  # scale too near a ratio of small integers: resample from the edge, exactly
+            skip, lo = start, 0
+    hi = min(size, math.ceil((start + crop + margin) * step) + 1)
+    return min(lo, size - 1), hi, skip, resized / size
+
+
+def resized_crop(image: Tensor, height: int, width: int, top: int, left: int, crop: int) -> Tensor:
+    """``resize(image, (height, width))[..., top:top+crop, left:left+crop]``, resizing only the needed region.
+
+    Bilinear with antialias, with the full resize's scale (so the same kernel and weights). The region must
+    start on a whole source pixel, so it starts a few output pixels early, where the full resize's sampling grid
+    comes closest to one (:func:`_window`): the result sits at most 0.05 source pixels off the full resize's
+    crop (typically < 0.01; exactly on it when the region starts at the top/left edge or no resize is needed).
+    uint8 (3, H, W) in, any memory layout (channels-last, as decoded, is the fast one); uint8 (3, crop, crop)
+    view out.
+    """
+    h, w = image.shape[-2:]
+    if (h, w) == (height, width):
+        return image[:, top : top + crop, left : left + crop]
+    y0, y1, dy, sy = _window(h, height, crop, top)
+    x0, x1, dx, sx = _window(w, width, crop, left)
+    region = image[None, :, y0:y1, x0:x1]
+    size = [dy + crop, dx + crop]
+    # torch copies an axis whose input and output sizes agree, ignoring its scale: ask for one more (unused) row
+    size = [n + 1 if n == m else n for n, m in zip(size, region.shape[-2:], strict=True)]
+    try:
+        out = torch.ops.aten._upsample_bilinear2d_aa(region, size, False, sy, sx)
+    except RuntimeError:  # torch's uint8 antialias kernel asserts on a 1x1 output; the float kernel does not
+        out = torch.ops.aten._upsample_bilinear2d_aa(region.float(), size, False, sy, sx)
+        out = out.round_().clamp_(0, 255).to(image.dtype)
+    return out[0, :, dy : dy + crop, dx : dx + crop]
+
+
 def imagenet_train_sample(
     image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
@@ -181,7 +281,21 @@ def imagenet_train_sample(
     Sec. 3.4: "The image is resized with its shorter side randomly sampled in [256, 480] for scale augmentation.
     A 224x224 crop is randomly sampled from an image or its horizontal flip". The lighting offsets are added by
     :func:`normalize` after the uint8 batch reaches its device.
+
+    Only the crop window is resampled (:func:`resized_crop`): the same draws and, up to a sub-pixel shift, the
+    same pixels as :func:`imagenet_train_sample_full`, which resizes the whole image first.
     """
+    p = draw_scale_crop(image.shape[-2], image.shape[-1], crop, scale_min, scale_max, generator)
+    out = resized_crop(image, p.height, p.width, p.top, p.left, crop)
+    if p.flip:
+        out = out.flip(-1)
+    return out.contiguous(), lighting_offsets(lighting_std, generator)
+
+
+def imagenet_train_sample_full(
+    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """:func:`imagenet_train_sample` the literal way: resize the whole image to S, then crop (slower; the spec)."""
     side = int(torch.randint(scale_min, scale_max + 1, (1,), generator=generator))
     image = resize_shorter(image, max(side, crop))
     h, w = image.shape[-2:]
