@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from resnet.errors import ConfigError
 

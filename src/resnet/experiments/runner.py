@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import tomli_w
-import tomllib
 
 from resnet.config import from_dict, to_dict
 from resnet.errors import ConfigError, ResNetError
