@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+import tomllib
 from pathlib import Path
 
 from resnet.cli import add_config_flags, config_overrides, out_dir
-from resnet.config import build_config, from_dict, load_recipe, merge
+from resnet.config import build_config, from_dict, load_recipe, merge, to_dict
 from resnet.errors import ConfigError
 
 
@@ -25,8 +27,6 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
 def resolve_train_config(args: argparse.Namespace):
     """Recipe < flags; with --resume the run folder's config.toml replaces the recipe."""
-    import tomllib
-
     flags = config_overrides(args)
     if args.resume:
         cfg_path = Path(args.resume) / "config.toml"
@@ -36,8 +36,6 @@ def resolve_train_config(args: argparse.Namespace):
             base = from_dict(tomllib.loads(cfg_path.read_text()))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{cfg_path} is damaged ({e}); restore it, or start a new run with --out") from None
-        from resnet.config import to_dict
-
         saved = to_dict(base)
         recipe = saved.pop("recipe")
         return build_config(merge(saved, flags), recipe=recipe)
@@ -51,24 +49,22 @@ def resolve_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.config import to_dict
     from resnet.engine.trainer import train
 
     cfg = resolve_train_config(args)
     out = Path(args.resume) if args.resume else out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
+    if is_main:
         print("config:", json.dumps(to_dict(cfg)), flush=True)
     result = train(cfg, out, resume=bool(args.resume))
     if "stopped_by_signal" in result:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main:
             print(f"stopped by signal {result['stopped_by_signal']} at iteration {result['step']}; checkpoint "
                   f"written. Resume with: resnet train --resume {out}", flush=True)
         return 128 + int(result["stopped_by_signal"])
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main:
         print("final:", json.dumps(result), flush=True)
         print(f"run folder: {out}")
     return 0

@@ -8,7 +8,7 @@ and for tests. The evaluation-view contract is documented in :mod:`resnet.data.t
 from resnet.data.cifar import load_cifar
 from resnet.data.digits import load_digits_split
 from resnet.data.evaluation import EvalLoader
-from resnet.data.imagefolder import BadImageLog, decode_image_file, decode_rgb, scan_image_folder
+from resnet.data.imagefolder import BadImageLog, decode_image_file, scan_image_folder
 from resnet.data.loaders import DataBundle, build_data, holdout
 from resnet.data.streams import TrainStream
 from resnet.data.transforms import (
@@ -31,7 +31,6 @@ __all__ = [
     "batch_eval_views",
     "build_data",
     "decode_image_file",
-    "decode_rgb",
     "holdout",
     "image_eval_views",
     "load_cifar",

@@ -120,9 +120,6 @@ def decode_image_view(path: str | os.PathLike[str]) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
 
-decode_rgb = decode_image_file
-"""Alias used by the inference code."""
-
 
 def try_decode(path: str, contiguous: bool = True) -> Tensor | BadSample:
     """:func:`decode_image_file` (or, with ``contiguous=False``, :func:`decode_image_view`), with failure

@@ -92,6 +92,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics stay per-process between DDP forwards)."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

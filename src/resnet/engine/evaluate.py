@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet.data.transforms import average_view_probs
 from resnet.engine.distributed import all_reduce_sum
 
 
@@ -35,20 +36,14 @@ def _views(x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
 def predict_scores(model: nn.Module, x: torch.Tensor | list[torch.Tensor], device: torch.device,
                    precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
     """Softmax probabilities averaged over all views and scales of each image: (B, classes)."""
-    total: torch.Tensor | None = None
-    count = 0
-    for part in _views(x):
-        b, v = part.shape[:2]
-        flat = part.reshape(b * v, *part.shape[2:]).to(device, non_blocking=True)
-        if channels_last:
-            flat = flat.contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(flat: torch.Tensor) -> torch.Tensor:
+        flat = flat.to(device, non_blocking=True).contiguous(memory_format=fmt)
         with autocast_for(device, precision):
-            logits = model(flat)
-        probs = F.softmax(logits.float(), dim=1).reshape(b, v, -1).sum(1)
-        total = probs if total is None else total + probs
-        count += v
-    assert total is not None, "empty batch"
-    return total / count
+            return model(flat)
+
+    return average_view_probs(run, _views(x))
 
 
 @torch.no_grad()

@@ -91,17 +91,11 @@ def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     return (x[0] - torch.tensor(_TV_MEAN)[:, None, None]) / torch.tensor(_TV_STD)[:, None, None]
 
 
-def read_image(path: str) -> torch.Tensor:
-    """Decode any image file as RGB uint8 (C,H,W); an unreadable file is a one-line DataError."""
-    from resnet.data.imagefolder import decode_image_file
-
-    return decode_image_file(Path(path))
-
-
 @torch.no_grad()
 def predict_images(weights: str, images: list[str], top: int = 5, device: str = "auto",
                    arch: str | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
     """Top-``top`` (label, probability) for each image file."""
+    from resnet.data.imagefolder import decode_image_file
     from resnet.engine.distributed import resolve_device
 
     dev = resolve_device(device)
@@ -110,7 +104,7 @@ def predict_images(weights: str, images: list[str], top: int = 5, device: str = 
     for path in images:
         if not Path(path).is_file():
             raise DataError(f"image {path} does not exist")
-        x = preprocess(read_image(path), info).unsqueeze(0).to(dev)
+        x = preprocess(decode_image_file(path), info).unsqueeze(0).to(dev)
         probs = F.softmax(model(x).float(), dim=1)[0].cpu()
         values, idx = probs.topk(min(top, probs.numel()))
         out.append((path, [(info.classes[i] if i < len(info.classes) else str(i), v.item())

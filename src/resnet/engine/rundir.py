@@ -75,10 +75,9 @@ def replicas_identical(model: torch.nn.Module) -> bool:
     """
     import torch.distributed as dist
 
-    from resnet.engine.distributed import all_reduce_sum
+    from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
 
-    for buffer in model.buffers():
-        dist.broadcast(buffer.data, src=0)
+    broadcast_buffers(model)
     flat = torch.cat([t.detach().reshape(-1).double() for t in model.state_dict().values() if t.is_floating_point()])
     reference = flat.clone()
     dist.broadcast(reference, src=0)

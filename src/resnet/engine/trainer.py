@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +23,16 @@ from torch.nn.parallel import DistributedDataParallel
 from resnet.config import RunCfg
 from resnet.data import DataBundle, build_data
 from resnet.engine import checkpoint as ckpt
-from resnet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, peer_loss_is_training_error
+from resnet.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    peer_loss_is_training_error,
+)
 from resnet.engine.evaluate import autocast_for, evaluate
+from resnet.engine.fast import optimizer_state_dict
 from resnet.engine.optim import build_optimizer
 from resnet.engine.rundir import finish_run, prepare_run_dir
 from resnet.engine.runlog import RunLog, truncate_metrics
@@ -154,9 +163,7 @@ class Trainer:
         """One SGD update; returns (loss, wrong-prediction count) as device tensors (no host sync)."""
         if self.fast_step is not None:
             loss, wrong = self.fast_step(x, y, lr)
-            if self.cfg.train.nan_policy == "stop":
-                finite = torch.isfinite(loss)
-                self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
+            self._note_nonfinite(torch.isfinite(loss))
             return loss.detach(), wrong
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -178,8 +185,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.cfg.train.nan_policy == "stop":
-            self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
+        self._note_nonfinite(finite)
         wrong = (logits.argmax(1) != y).sum()
         return loss.detach(), wrong
 
@@ -225,9 +231,7 @@ class Trainer:
         self._check_finite()
         all_reduce_sum(window)
         count = max(window[2].item(), 1.0)
-        if self.dist.enabled:  # every shard is scored with rank 0's BN statistics (what gets saved)
-            for buffer in self.model.buffers():
-                torch.distributed.broadcast(buffer.data, src=0)
+        broadcast_buffers(self.model)  # every shard is scored with rank 0's BN statistics (what gets saved)
         result = evaluate(self.model, self.data.eval, self.device, self.sw.precision, self.sw.channels_last)
         self.schedule.observe_eval_error(result["top1_error"])
         row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),
@@ -238,6 +242,11 @@ class Trainer:
         runlog.record(row)
         window.zero_()
         self._save_checkpoint()
+
+    def _note_nonfinite(self, finite: torch.Tensor) -> None:
+        """Remember the first non-finite iteration on the device (no host sync); --nan-policy stop acts on it."""
+        if self.cfg.train.nan_policy == "stop":
+            self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
 
     def _all_finite(self, finite: torch.Tensor) -> bool:
         """Every process agrees whether to skip (gradients are all-reduced, so all must skip together)."""
@@ -273,8 +282,7 @@ class Trainer:
             return
         extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
                  "history": self.history, "total": self.total, "window": window.tolist()}
-        from resnet.engine.fast import optimizer_state_dict  # tensor lrs (CUDA graphs) become floats
-
+        # optimizer_state_dict: tensor learning rates (CUDA graphs) become floats for the JSON sidecar.
         state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
                                 optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state())
         try:
@@ -287,8 +295,6 @@ class Trainer:
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM/SIGINT finish the current step, write a checkpoint and stop cleanly."""
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return {}
 
