@@ -108,6 +108,8 @@ class DataCfg:
     """What to do with an unreadable image: fail (stop with its path) or skip (log it and go on)."""
     gpu_resident: bool | None = None
     """Keep tensor datasets on the GPU with augmentation there; None = on when training on CUDA."""
+    gpu_decode: bool | None = None
+    """Image folders: decode JPEGs and resample the crops on the GPU (nvJPEG); None = on when training on CUDA."""
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
@@ -188,8 +190,8 @@ class TrainCfg:
     """fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU."""
     channels_last: bool | None = None
     """NHWC memory format; None = on for CUDA."""
-    compile: bool = False
-    """torch.compile the model."""
+    compile: bool | None = None
+    """torch.compile the model; None = on for CUDA (fuses BN+ReLU(+add): ResNet-50 step 1.45x on an H200)."""
     cuda_graphs: bool | None = None
     """Capture the whole step (forward, backward, SGD) in one CUDA graph; None = on for one CUDA process."""
     sync_bn: bool = False

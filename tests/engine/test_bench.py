@@ -13,6 +13,7 @@ from PIL import Image
 from resnet import commands
 from resnet.bench import register
 from resnet.bench.pipeline import make_jpeg_folder
+from resnet.bench.run import resolve_spec
 from resnet.bench.timing import Measurement, environment, time_steps
 from resnet.errors import ConfigError
 
@@ -127,8 +128,13 @@ def test_bench_subcommand_defaults_follow_the_engine():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["bench", "infer"])
-    assert args.model == "resnet50" and args.reference is False and args.compile is False
+    assert args.model == "resnet50" and args.reference is False and args.compile is None
     assert args.precision is None and args.channels_last is None and args.cuda_graphs is None
+    cpu = resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu"]))
+    assert not cpu.compile and not cpu.fold_bn and not cpu.cuda_graphs and cpu.precision == "fp32"
+    assert resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--compile"])).fold_bn
+    assert not resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--compile",
+                                               "--no-fold-bn"])).fold_bn
 
 
 def test_time_steps_excludes_warmup_and_times_every_step():

@@ -160,14 +160,15 @@ def test_optimizer_state_dict_with_a_tensor_lr_stays_json_serializable():
 
 
 # ------------------------------------------------------------------------------------------------ GPU only
-def _teacher_batches(n: int, batch: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _teacher_batches(n: int, batch: int, device: torch.device,
+                     noise: float = 1.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A learnable task (noisy copies of 10 class prototypes), so the loss really falls within 200 steps."""
     g = torch.Generator().manual_seed(0)
     prototypes = torch.randn(10, 3, 1, 1, generator=g) + 0.5 * torch.randn(10, 3, 32, 32, generator=g)
     out = []
     for _ in range(n):
         y = torch.randint(0, 10, (batch,), generator=g)
-        x = prototypes[y] + torch.randn(batch, 3, 32, 32, generator=g)
+        x = prototypes[y] + noise * torch.randn(batch, 3, 32, 32, generator=g)
         out.append((x.to(device), y.to(device)))
     return out
 
@@ -213,26 +214,35 @@ def test_graph_step_takes_the_eager_path_for_a_batch_of_another_shape():
 @pytest.mark.gpu
 @needs_cuda
 def test_fast_path_losses_track_eager_fp32_over_200_iterations():
+    """Same seed, same 200 fresh batches. Graph replay must be the eager step's math exactly (same precision),
+    and bf16 must track fp32 within bf16 tolerance: step by step at first, then in 20-step window means while the
+    runs are still close, then in the mean of the last 100 steps. Why not window by window to the end: two runs of
+    the *same* fp32 eager step part ways after ~60 steps here (cuDNN's nondeterministic backward, amplified by
+    SGD), window means differing by up to 3x late in training (H200, 2026-11-26)."""
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    batches = _teacher_batches(20, 64, dev)
+    batches = _teacher_batches(200, 64, dev, noise=2.0)
     runs = {}
     for name, sw, graphs in (("eager", FP32, False),
+                             ("bf16-eager", Switches("bf16", True, False, True), False),
                              ("fast", Switches("bf16", True, False, True), True)):
         model = _tiny_model().to(dev)
         if sw.channels_last:
             model = model.to(memory_format=torch.channels_last)
         step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev, cuda_graphs=graphs)
-        runs[name] = torch.stack([step(*batches[i % len(batches)], 0.05)[0] for i in range(200)]).float().cpu()
+        runs[name] = torch.stack([step(x, y, 0.02)[0] for x, y in batches]).float().cpu()
         assert step.captured == graphs
     eager, fast = runs["eager"], runs["fast"]
     assert torch.isfinite(fast).all()
-    assert abs(fast[0] - eager[0]) / eager[0] < 2e-2  # same weights, same batch: bf16 rounding only
+    assert torch.allclose(fast, runs["bf16-eager"], rtol=1e-4, atol=1e-5)  # the graph changes nothing
+    assert ((fast[:10] - eager[:10]).abs() / eager[:10]).max() < 2e-2  # bf16 rounding only, before chaos
     window_eager, window_fast = eager.view(10, 20).mean(1), fast.view(10, 20).mean(1)
-    gap = (window_fast - window_eager).abs()
-    assert (gap <= 0.15 * window_eager + 0.05).all(), (window_eager, window_fast)
-    assert window_fast[-1] < 0.7 * window_fast[0] and window_eager[-1] < 0.7 * window_eager[0]
+    gap = (window_fast - window_eager)[:3].abs()
+    assert (gap <= 0.25 * window_eager[:3] + 0.05).all(), (window_eager, window_fast)
+    late_eager, late_fast = eager[100:].mean(), fast[100:].mean()
+    assert abs(late_fast - late_eager) < 0.15, (window_eager, window_fast)
+    assert late_fast < 0.15 * window_fast[0] and late_eager < 0.15 * window_eager[0]  # both really learned
 
 
 @pytest.mark.gpu

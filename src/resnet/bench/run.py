@@ -37,20 +37,26 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
                                                                                      args.dataset_size)):
         if value < 1:
             raise ConfigError(f"{flag}={value} must be >= 1")
+    if getattr(args, "reference_compile", False) and not args.reference:
+        raise ConfigError("--reference-compile adds to --reference; pass both")
     if args.warmup < 0 or args.workers < 0:
         raise ConfigError("--warmup and --workers must be >= 0")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         raise ConfigError(f"--threads={args.threads} must be >= 1")
     if cifar and batch > args.dataset_size:
         raise ConfigError(f"--batch-size {batch} is larger than --dataset-size {args.dataset_size}")
+    compiled = cuda if args.compile is None else bool(args.compile)
     return BenchSpec(
         workload=args.workload, model=args.model, batch_size=batch,
         input_size=args.input_size or (32 if cifar else 224), device=device,
         precision=args.precision or ("bf16" if cuda else "fp32"),
         channels_last=cuda if args.channels_last is None else args.channels_last,
-        compile=bool(args.compile), cuda_graphs=cuda if args.cuda_graphs is None else args.cuda_graphs,
+        compile=compiled, cuda_graphs=cuda if args.cuda_graphs is None else args.cuda_graphs,
         iterations=args.iterations, warmup=args.warmup, reference=bool(args.reference), workers=args.workers,
         dataset_size=args.dataset_size, stride_in_1x1=args.stride_in_1x1,
+        gpu_decode=cuda if getattr(args, "gpu_decode", None) is None else bool(args.gpu_decode),
+        fold_bn=compiled if getattr(args, "fold_bn", None) is None else bool(args.fold_bn),
+        reference_compile=bool(getattr(args, "reference_compile", False)) and args.workload == "train",
     )  # fmt: skip
 
 

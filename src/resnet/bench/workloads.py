@@ -24,6 +24,7 @@ from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.fast import build_step, capture_inference, step_autocast
+from resnet.engine.inference import fold_batchnorm
 from resnet.engine.optim import build_optimizer
 from resnet.errors import ConfigError
 from resnet.models.registry import create_model
@@ -52,6 +53,9 @@ class BenchSpec:
     workers: int
     dataset_size: int
     stride_in_1x1: bool | None = None
+    reference_compile: bool = False
+    fold_bn: bool = True
+    gpu_decode: bool = False
 
     def switches(self) -> str:
         """Our switches in words, for the table."""
@@ -200,8 +204,11 @@ def forever(loader: DataLoader) -> Iterator[Any]:
             raise ConfigError("the reference loader yields no full batch: fewer images than --batch-size")
 
 
-def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: bool = False) -> Built:
-    """torchvision's net (or ours for CIFAR) in the plain eager loop with torch's default SGD."""
+def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: bool = False,
+                    compiled: bool = False) -> Built:
+    """torchvision's net (or ours for CIFAR) in the plain eager loop with torch's default SGD.
+
+    ``compiled``: the same loop with ``torch.compile(model)`` (REFERENCE.md's 5,620 img/s ResNet-50 row)."""
     torch.manual_seed(0)
     if has_torchvision_reference(spec.model):
         import torchvision
@@ -212,7 +219,7 @@ def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: boo
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
-    step = eager_train_step(model, optimizer, spec.device, precision)
+    step = eager_train_step(torch.compile(model) if compiled else model, optimizer, spec.device, precision)
     box: list[Tensor] = []
     if model_family(spec.model) == "cifar":
         images, labels, mean = synthetic_set(spec.dataset_size, spec.input_size, num_classes_for(spec))
@@ -230,13 +237,15 @@ def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: boo
         def run() -> None:
             box[:] = [step(x, y)]
 
-    return Built(run, finish=_last_loss(box))
+    return Built(run, setup_calls=3 if compiled else 0, finish=_last_loss(box))
 
 
 # ------------------------------------------------------------------------------------------------- infer
 def ours_infer(spec: BenchSpec, batch: int) -> Built:
-    """Eval-mode forward with our switches; on CUDA with graphs, one captured forward replayed."""
+    """Eval-mode forward with our switches (BN folded into the convolutions unless --no-fold-bn); with graphs,
+    one captured forward replayed."""
     model = our_model(spec, num_classes_for(spec)).eval()
+    model = fold_batchnorm(model) if spec.fold_bn else model
     net: nn.Module = torch.compile(model) if spec.compile else model
     x, _ = synthetic_batch(spec, batch, spec.channels_last)
     if spec.cuda_graphs:
@@ -294,6 +303,11 @@ def train_runners(spec: BenchSpec) -> list[Runner]:
     if spec.device.type == "cuda":
         runners.append(Runner("reference-bf16-cl", f"{reference_name(spec)} bf16 channels_last eager{ref_data}",
                               spec.batch_size, lambda: reference_train(spec, "bf16", True)))
+    if spec.reference_compile:
+        precision = "bf16" if spec.device.type == "cuda" else "fp32"
+        runners.append(Runner("reference-compiled", f"{reference_name(spec)} {precision} "
+                              f"{'channels_last' if precision == 'bf16' else 'NCHW'} torch.compile{ref_data}",
+                              spec.batch_size, lambda: reference_train(spec, precision, precision == "bf16", True)))
     return runners
 
 
@@ -305,7 +319,8 @@ def infer_runners(spec: BenchSpec) -> list[Runner]:
     runners: list[Runner] = []
     for b in batches:
         tag = "" if b == spec.batch_size else "-b1"
-        runners.append(Runner(f"ours{tag}", f"our {spec.model} {spec.switches()}, no_grad", b,
+        folded = ", BN folded" if spec.fold_bn else ""
+        runners.append(Runner(f"ours{tag}", f"our {spec.model} {spec.switches()}{folded}, no_grad", b,
                               functools.partial(ours_infer, spec, b)))
         if spec.reference:
             runners.append(Runner(f"reference{tag}", f"{reference_name(spec)} fp32 NCHW eager, no_grad", b,

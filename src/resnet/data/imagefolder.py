@@ -23,7 +23,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
-from resnet.data.transforms import center_view, image_eval_views, imagenet_train_sample, make_generator
+from resnet.data.transforms import (
+    ScaleCrop,
+    center_view,
+    draw_scale_crop,
+    image_eval_views,
+    imagenet_train_sample,
+    lighting_offsets,
+    make_generator,
+)
 from resnet.errors import DataError
 
 
@@ -121,6 +129,30 @@ def decode_image_view(path: str | os.PathLike[str]) -> Tensor:
 
 
 
+_JPEG_END = b"\xff\xd9"
+
+
+def jpeg_size(path: str) -> tuple[int, int] | None:
+    """(height, width) of a complete baseline/progressive RGB or greyscale JPEG, read from its header only; None
+    for anything else (PNG, CMYK, a file cut short before its end marker, unreadable): those take the full
+    CPU decode, which names the problem of a broken file. Used to decode on the GPU (resnet.data.gpu_decode)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return None
+            f.seek(-2, os.SEEK_END)
+            if f.read(2) != _JPEG_END:
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+                    return None
+                return img.height, img.width
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
 def try_decode(path: str, contiguous: bool = True) -> Tensor | BadSample:
     """:func:`decode_image_file` (or, with ``contiguous=False``, :func:`decode_image_view`), with failure
     returned as a value (so it can cross a worker boundary)."""
@@ -197,26 +229,47 @@ class TrainItem(NamedTuple):
     label: int
 
 
+class EncodedItem(NamedTuple):
+    """A training sample left encoded for the GPU: the file's bytes and its drawn crop (resnet.data.gpu_decode)."""
+
+    data: Tensor
+    """uint8 (n,): the JPEG file."""
+    crop: ScaleCrop
+    offsets: Tensor
+    label: int
+    path: str
+
+
 class FolderTrainSet(Dataset):
     """Training samples keyed by ``(index, epoch)``: the augmentation is seeded by (seed, epoch, index).
 
     So a sample's crop does not depend on which worker, rank or batch size produced it, and a resumed run
     re-creates it exactly (Sec. 3.4 augmentation, :func:`imagenet_train_sample`).
+
+    ``encoded``: JPEGs come back as :class:`EncodedItem` (bytes + the same draws, made from the header's size)
+    for decoding on the GPU; other files are decoded and cropped here as usual.
     """
 
     def __init__(
-        self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int
+        self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int,
+        encoded: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
-        self.lighting_std, self.seed = lighting_std, seed
+        self.lighting_std, self.seed, self.encoded = lighting_std, seed, encoded
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> TrainItem | BadSample:
+    def __getitem__(self, key: tuple[int, int]) -> TrainItem | EncodedItem | BadSample:
         index, epoch = key
         path, label = self.samples[index]
+        size = jpeg_size(path) if self.encoded else None
+        if size is not None:
+            g = make_generator(self.seed, epoch, index)
+            crop = draw_scale_crop(*size, self.crop, self.scale_min, self.scale_max, g)  # as imagenet_train_sample
+            data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+            return EncodedItem(data, crop, lighting_offsets(self.lighting_std, g), label, path)
         image = try_decode(path, contiguous=False)
         if isinstance(image, BadSample):
             return image

@@ -236,7 +236,9 @@ def _build_folder(s: _Setup) -> DataBundle:
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
     norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad))
-    dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed)
+    gpu_decode = s.device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
+    dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed,
+                             encoded=gpu_decode)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
     stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
+from resnet.data.gpu_decode import EncodedBatch, collate_encoded, decode_batch
 from resnet.data.imagefolder import BadImageLog, FolderTrainSet, collate_train
 from resnet.data.transforms import CIFAR_PAD, Normalizer, draw_crop_flip_params, make_generator, pad_crop_flip
 from resnet.errors import ConfigError, DataError
@@ -199,7 +200,10 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class FolderTrainStream(TrainStream):
-    """Image folders: a DataLoader whose workers decode and augment; float math runs on ``device``."""
+    """Image folders: a DataLoader whose workers decode and augment; float math runs on ``device``.
+
+    With ``dataset.encoded`` the workers only read JPEG bytes and draw the crops; the batch is decoded and
+    cropped on ``device`` (:mod:`resnet.data.gpu_decode`)."""
 
     def __init__(
         self,
@@ -214,13 +218,13 @@ class FolderTrainStream(TrainStream):
         bad: BadImageLog | None = None,
     ) -> None:
         super().__init__(len(dataset), batch_size, device, seed, rank, world_size, bad)
-        self.norm = norm.to(device)
+        self.dataset, self.norm = dataset, norm.to(device)
         self.sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank, world_size)
         self.loader = DataLoader(
             dataset,
             batch_sampler=self.sampler,
             num_workers=workers,
-            collate_fn=collate_train,
+            collate_fn=collate_encoded if dataset.encoded else collate_train,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,
         )
@@ -234,8 +238,12 @@ class FolderTrainStream(TrainStream):
         if self._it is None or self._expect != (epoch, position):
             self.sampler.start(epoch, position)
             self._it = iter(self.loader)
-        images, offsets, labels, bad = next(self._it)
+        batch = next(self._it)
         self._expect = (epoch, position + self.batch_size)
+        if isinstance(batch, EncodedBatch):  # JPEGs decoded on the device (resnet.data.gpu_decode)
+            x, offsets, labels = decode_batch(batch, self.dataset.crop, self.device, self.bad)
+            return None if x is None else (self.norm(x, offsets), labels)
+        images, offsets, labels, bad = batch
         self.bad.handle(bad)
         if images is None:
             return None

@@ -69,6 +69,21 @@ def load_for_inference(target: str, arch: str | None = None,
     return model.to(device).eval(), info
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-only copy with each BatchNorm that follows a convolution folded into that convolution's weights.
+
+    Why: at inference BN is a fixed per-channel affine map, so folding it removes one read and one write of every
+    activation (the whole BN kernel) with the same function up to rounding. torch.fx traces the net and its
+    ``optimization.fuse`` does the folding; BN that precedes its convolution (pre-activation units) is kept.
+    The copy has no BN statistics to update: never train it.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (training BN uses batch statistics)")
+    return fuse(model, inplace=False)
+
+
 def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     """uint8 (C,H,W) -> normalized float (C,S,S): small nets see the whole image, large ones a centre crop."""
     size = info.input_size

@@ -59,7 +59,8 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
     cuda = device.type == "cuda"
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     channels_last = t.channels_last if t.channels_last is not None else cuda
-    return Switches(precision=precision, channels_last=channels_last, compile=t.compile, fused_sgd=cuda)
+    compile_ = t.compile if t.compile is not None else cuda
+    return Switches(precision=precision, channels_last=channels_last, compile=compile_, fused_sgd=cuda)
 
 
 def total_iterations(cfg: RunCfg, num_train: int) -> int:

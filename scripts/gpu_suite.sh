@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The GPU measurements behind README "Speed" (run through the device tool; writes under $OUT).
+# Usage: scripts/gpu_suite.sh SECTION...
+#   sections: env tests track cifar cifar-variants r50 r50-compile autotune infer pipeline
+set -uo pipefail
+OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+bench() { python3 -m resnet bench "$@"; }
+for section in "$@"; do
+  echo "=== $section $(date -u +%H:%M:%S)"
+  case $section in
+    env) nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+         python3 -c "import torch,torchvision;print(torch.__version__,torchvision.__version__,torch.version.cuda,torch.backends.cudnn.version())";;
+    tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -30;;
+    cifar) for m in resnet20 resnet56 resnet110; do
+             bench train --model $m --reference --iterations 300 --warmup 20 --workers 8 --json "$OUT/json/train-$m.json"
+           done;;
+    cifar-variants) for v in "--precision fp16" "--compile"; do
+             bench train --model resnet56 $v --iterations 300 --warmup 20 --json "$OUT/json/train-resnet56-${v//[- ]/}.json"
+           done;;
+    track) python3 scripts/gpu_track.py;;
+    decode) python3 scripts/gpu_decode_probe.py;;
+    e2e) python3 -c "
+from pathlib import Path
+from resnet.bench.pipeline import make_jpeg_folder
+make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(Path('/tmp/folder/val'), 128, classes=8, seed=1)"
+         /usr/bin/time -f "e2e wall %e s" python3 -m resnet train --dataset imagefolder --data /tmp/folder --model resnet18 \
+           --iterations 60 --batch-size 128 --eval-every 30 --workers 8 --device cuda --out /tmp/e2e 2>&1 | tail -6;;
+    experiment) python3 - <<'PY'
+import pickle, numpy as np, pathlib
+root = pathlib.Path("/tmp/c10/cifar-10-batches-py"); root.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(0)
+for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, 10000).tolist(),
+             b"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8), b"filenames": [b"f.png"] * 10000}
+    pickle.dump(batch, open(root / name, "wb"), protocol=2)
+names = [n.encode() for n in "airplane automobile bird cat deer dog frog horse ship truck".split()]
+pickle.dump({b"label_names": names, b"num_cases_per_batch": 10000, b"num_vis": 3072}, open(root / "batches.meta", "wb"))
+PY
+         /usr/bin/time -f "experiment wall %e s" timeout 300 python3 -m resnet experiment degradation --dataset cifar10 \
+           --data /tmp/c10 --scale short --iterations 2000 --nets resnet20,resnet56,resnet110,plain56 --jobs 4 \
+           --out /tmp/exp 2>&1 | tail -15
+         cp /tmp/exp/report.md "$OUT/json/experiment-report.md" 2>/dev/null;;
+    r50) bench train --model resnet50 --reference --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50.json"
+         bench train --model resnet50 --stride-in-1x1 --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50-v1.json";;
+    r50-compile) bench train --model resnet50 --compile --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50-compile.json"
+         bench train --model resnet50 --reference --reference-compile --iterations 40 --warmup 8 \
+           --json "$OUT/json/train-resnet50-refcompile.json";;
+    autotune) TORCHINDUCTOR_MAX_AUTOTUNE=1 timeout 180 python3 -m resnet bench train --model resnet56 --compile \
+           --iterations 300 --warmup 20 --json "$OUT/json/train-resnet56-autotune.json";;
+    infer) bench infer --model resnet50 --reference --iterations 50 --warmup 10 --json "$OUT/json/infer-resnet50.json"
+           bench infer --model resnet50 --compile --iterations 50 --warmup 10 --json "$OUT/json/infer-resnet50-compile.json";;
+    infer-nofold) bench infer --model resnet50 --no-fold-bn --compile --iterations 50 --warmup 10 \
+           --json "$OUT/json/infer-resnet50-compile-nofold.json";;
+    pipeline) bench pipeline --batch-size 256 --images 8192 --workers 15 --reference --iterations 64 --warmup 2 \
+                --json "$OUT/json/pipeline.json";;
+    *) echo "unknown section $section"; exit 2;;
+  esac
+done
+tar -C "$OUT" -czf "$OUT/json.tgz" json && rm -rf "$OUT/json"
