@@ -23,6 +23,11 @@ for section in "$@"; do
              bench train --model resnet56 $v --iterations 300 --warmup 20 --json "$OUT/json/train-resnet56-${v//[- ]/}.json"
            done;;
     track) python3 scripts/gpu_track.py;;
+    ddp) for b in 25 100; do
+           bench train --model resnet50 --no-compile --ddp --bucket-cap-mb $b --iterations 30 --warmup 8 \
+             --json "$OUT/json/train-resnet50-ddp-bucket$b.json"
+         done
+         bench train --model resnet56 --no-compile --ddp --iterations 200 --warmup 20 --json "$OUT/json/train-resnet56-ddp.json";;
     decode) python3 scripts/gpu_decode_probe.py;;
     e2e) python3 -c "
 from pathlib import Path

@@ -101,6 +101,14 @@ def test_bench_without_reference_times_ours_only(tmp_path):
     assert len(record["results"][0]["extra"]["repeat_ms_median"]) == 2
 
 
+def test_bench_train_ddp_times_the_step_with_and_without_a_one_process_ddp(tmp_path):
+    record = _record(tmp_path, ["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64", "--ddp",
+                                "--bucket-cap-mb", "1"])
+    _check_figures(record, ["ours", "ours-step", "ours-ddp"])
+    assert "buckets 1 MB" in record["results"][2]["setup"] and record["ratios"]["ours-ddp/ours-step"] > 0
+    assert not torch.distributed.is_initialized()  # the group is torn down after the measurement
+
+
 def test_bench_pipeline_on_a_generated_jpeg_folder(tmp_path):
     record = _record(tmp_path, ["pipeline", "--batch-size", "4", "--images", "8", "--image-size", "80x60",
                                 "--input-size", "32", "--reference"])

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="also time the reference in the same process")
     p.add_argument("--reference-compile", action="store_true",
                    help="train: also time the reference under torch.compile (bf16 channels_last on CUDA)")
+    p.add_argument("--ddp", action="store_true",
+                   help="train: also time our step without the graph, and under DistributedDataParallel in a "
+                        "one-process group (DDP's own overhead)")
+    p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP gradient bucket size (torch's default 25)")
     p.add_argument("--iterations", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (graph capture adds its own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

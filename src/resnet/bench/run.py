@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import time
@@ -12,7 +13,14 @@ from typing import Any
 import torch
 
 from resnet.bench.timing import Measurement, environment, peak_memory_mib, reset_peak_memory, summarize, time_steps
-from resnet.bench.workloads import BenchSpec, Runner, infer_runners, model_family, train_runners
+from resnet.bench.workloads import (
+    BenchSpec,
+    Runner,
+    infer_runners,
+    model_family,
+    single_process_group,
+    train_runners,
+)
 from resnet.errors import ConfigError
 
 
@@ -39,6 +47,8 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
             raise ConfigError(f"{flag}={value} must be >= 1")
     if getattr(args, "reference_compile", False) and not args.reference:
         raise ConfigError("--reference-compile adds to --reference; pass both")
+    if getattr(args, "bucket_cap_mb", 25.0) <= 0:
+        raise ConfigError(f"--bucket-cap-mb={args.bucket_cap_mb} must be > 0")
     if args.warmup < 0 or args.workers < 0:
         raise ConfigError("--warmup and --workers must be >= 0")
     if getattr(args, "threads", None) is not None and args.threads < 1:
@@ -56,6 +66,8 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
         dataset_size=args.dataset_size, stride_in_1x1=args.stride_in_1x1,
         gpu_decode=cuda if getattr(args, "gpu_decode", None) is None else bool(args.gpu_decode),
         fold_bn=compiled if getattr(args, "fold_bn", None) is None else bool(args.fold_bn),
+        ddp=bool(getattr(args, "ddp", False)) and args.workload == "train",
+        bucket_cap_mb=float(getattr(args, "bucket_cap_mb", 25.0)),
         reference_compile=bool(getattr(args, "reference_compile", False)) and args.workload == "train",
     )  # fmt: skip
 
@@ -94,7 +106,10 @@ def ratios(results: list[Measurement]) -> dict[str, float]:
         return "-b1" if name.endswith("-b1") else ""
 
     out: dict[str, float] = {}
-    for ours in (r for r in results if r.name.startswith("ours")):
+    by_name = {r.name: r for r in results}
+    if "ours-ddp" in by_name and "ours-step" in by_name:  # DDP's own cost: the same step with and without it
+        out["ours-ddp/ours-step"] = by_name["ours-ddp"].img_s / by_name["ours-step"].img_s
+    for ours in (r for r in results if r.name == "ours" or r.name.startswith("ours-b")):
         for ref in results:
             if ref.name.startswith("reference") and tag(ref.name) == tag(ours.name):
                 out[f"{ours.name}/{ref.name}"] = ours.img_s / ref.img_s
@@ -131,7 +146,8 @@ def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
             results = measure_all(pipeline_runners(spec, root), spec, args.repeats)
     else:
         runners = train_runners(spec) if spec.workload == "train" else infer_runners(spec)
-        results = measure_all(runners, spec, args.repeats)
+        with single_process_group(spec.device) if spec.ddp else contextlib.nullcontext():
+            results = measure_all(runners, spec, args.repeats)
     rat = ratios(results)
     spec_dict = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(spec).items()}
     return {"spec": spec_dict, "environment": env, "results": [r.to_dict() for r in results], "ratios": rat,

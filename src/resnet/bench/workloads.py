@@ -10,6 +10,7 @@ device, batched crop/flip/mean there) for CIFAR, then :func:`resnet.engine.fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from resnet.config import OptimCfg
@@ -56,6 +58,8 @@ class BenchSpec:
     reference_compile: bool = False
     fold_bn: bool = True
     gpu_decode: bool = False
+    ddp: bool = False
+    bucket_cap_mb: float = 25.0
 
     def switches(self) -> str:
         """Our switches in words, for the table."""
@@ -134,11 +138,41 @@ def _last_loss(box: list[Tensor]) -> Callable[[], dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------- train
-def ours_train(spec: BenchSpec) -> Built:
-    """The engine's step (fused SGD on CUDA, graphs/bf16/channels_last as switched); CIFAR includes the data."""
+@contextlib.contextmanager
+def single_process_group(device: torch.device) -> Iterator[None]:
+    """A one-process group (NCCL on CUDA, gloo on CPU) for timing DDP's own overhead; left as found."""
+    import socket
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = None) -> Built:
+    """The engine's step (fused SGD on CUDA, graphs/bf16/channels_last as switched); CIFAR includes the data.
+
+    ``ddp``: the model wrapped as the trainer wraps it under torchrun (DistributedDataParallel with
+    gradient-as-bucket-view; no CUDA graph), in a one-process group: DDP's cost without any peer."""
     model = our_model(spec, num_classes_for(spec))
     optimizer = build_optimizer(model, OptimCfg(lr=LR), fused=spec.device.type == "cuda")
-    step = build_step(model, optimizer, spec, spec.device, cuda_graphs=spec.cuda_graphs)
+    net: nn.Module = model
+    if ddp:
+        ids = [spec.device.index or 0] if spec.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
+                                      bucket_cap_mb=spec.bucket_cap_mb)
+    graphs = spec.cuda_graphs if cuda_graphs is None else cuda_graphs
+    step = build_step(net, optimizer, spec, spec.device, cuda_graphs=graphs and not ddp)
     box: list[Tensor] = []
     if model_family(spec.model) == "cifar":
         images, labels, mean = synthetic_set(spec.dataset_size, spec.input_size, num_classes_for(spec))
@@ -295,6 +329,14 @@ def train_runners(spec: BenchSpec) -> list[Runner]:
     data = f", tensor stream on {spec.device.type}" if cifar else ", fixed batch"
     runners = [Runner("ours", f"our {spec.model} {spec.switches()}{data}", spec.batch_size,
                       lambda: ours_train(spec))]
+    if spec.ddp:
+        plain = spec.switches().replace("CUDA graph", "eager")
+        runners += [
+            Runner("ours-step", f"our {spec.model} {plain}{data}", spec.batch_size,
+                   lambda: ours_train(spec, cuda_graphs=False)),
+            Runner("ours-ddp", f"our {spec.model} {plain}, DDP 1 process, buckets {spec.bucket_cap_mb:g} MB{data}",
+                   spec.batch_size, lambda: ours_train(spec, ddp=True)),
+        ]  # fmt: skip
     if not spec.reference:
         return runners
     ref_data = f", DataLoader({spec.workers} workers) + CPU aug" if cifar else ", fixed batch"
