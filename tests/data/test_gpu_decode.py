@@ -85,12 +85,29 @@ def test_broken_files_follow_the_bad_images_policy_on_the_device_path(tmp_path):
     assert len(y) == 6 and x.shape[0] == 6 and stream.skipped == 1
 
 
-def test_a_batch_nvjpeg_refuses_is_decoded_file_by_file_and_the_broken_file_named():
-    ok = torch.from_numpy(np.frombuffer(_jpeg_bytes(), dtype=np.uint8).copy())
-    junk = torch.tensor([0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9], dtype=torch.uint8)
-    out = _decode_all([ok, junk], ["a.jpg", "b.jpg"], CPU)
+def test_a_batch_the_device_decoder_refuses_is_decoded_file_by_file_and_the_broken_file_named(tmp_path):
+    ok, junk = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    ok.write_bytes(_jpeg_bytes())
+    junk.write_bytes(bytes([0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9]))
+    files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in (ok, junk)]
+    out = _decode_all(files, [str(ok), str(junk)], CPU)
     assert isinstance(out[0], torch.Tensor) and out[0].shape == (3, 30, 40)
-    assert isinstance(out[1], BadSample) and out[1].path == "b.jpg" and "b.jpg" in out[1].reason
+    assert isinstance(out[1], BadSample) and out[1].path == str(junk) and "b.jpg" in out[1].reason
+
+
+def test_a_jpeg_the_device_decoder_cannot_read_is_decoded_on_the_cpu_instead(tmp_path, monkeypatch):
+    from resnet.data import gpu_decode
+
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes())
+    data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("nvjpeg: unsupported JPEG")
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", refuse)
+    (image,) = _decode_all([data], [str(path)], CPU)
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 30, 40) and image.dtype == torch.uint8
 
 
 def test_collate_keeps_batch_order_across_encoded_and_worker_decoded_samples():

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from resnet.data.imagefolder import BadImageLog, BadSample, EncodedItem, TrainItem, split_bad
+from resnet.data.imagefolder import BadImageLog, BadSample, EncodedItem, TrainItem, split_bad, try_decode
 from resnet.data.transforms import ScaleCrop, resized_crop
 
 
@@ -58,7 +58,8 @@ def collate_encoded(items: Sequence[EncodedItem | TrainItem | BadSample]) -> Enc
 
 
 def _decode_all(files: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor | BadSample]:
-    """One batched decode; if the batch fails, file by file, so only the broken ones are lost (and named)."""
+    """One batched decode; if the batch fails, file by file, and a file the device decoder refuses (a JPEG
+    variant nvJPEG lacks, or a broken file) gets the CPU decoder, which reads it or names what is wrong."""
     if not files:
         return []
     try:
@@ -68,8 +69,9 @@ def _decode_all(files: list[Tensor], paths: list[str], device: torch.device) -> 
         for data, path in zip(files, paths, strict=True):
             try:
                 out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError as e:
-                out.append(BadSample(path, f"{path}: cannot decode JPEG ({str(e).splitlines()[0]})"))
+            except RuntimeError:
+                image = try_decode(path)
+                out.append(image if isinstance(image, BadSample) else image.to(device))
         return out
 
 

@@ -268,7 +268,10 @@ class FolderTrainSet(Dataset):
         if size is not None:
             g = make_generator(self.seed, epoch, index)
             crop = draw_scale_crop(*size, self.crop, self.scale_min, self.scale_max, g)  # as imagenet_train_sample
-            data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+            try:
+                data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+            except OSError as e:  # gone or unreadable since the header was read
+                return BadSample(path, f"{path}: cannot read ({e})")
             return EncodedItem(data, crop, lighting_offsets(self.lighting_std, g), label, path)
         image = try_decode(path, contiguous=False)
         if isinstance(image, BadSample):

@@ -19,7 +19,7 @@ EPILOG = """studies:
   all          every study, one report
 
 scales: smoke (30 iterations per net on the CPU: a pipeline check, about a minute per study on 2 idle cores),
-short (8k iterations per net: a meaningful CIFAR-10 study, estimated at under an hour per study on one GPU),
+short (8k iterations per net: a meaningful CIFAR-10 study, well under an hour per study on one GPU),
 paper (the paper's full 64k-iteration schedule).
 --jobs N trains N runs at once as child processes (default 1 on CPU, up to 4 per GPU on CUDA); on a CPU shared
 with other work, --jobs 2 (one thread each) is often faster than one two-thread run.
