@@ -68,3 +68,12 @@ def test_jobs_trains_runs_in_parallel_child_processes(main, tmp_path):
         run = out / "runs" / f"resnet20-seed{seed}"
         assert (run / "final.json").is_file() and (run / "train.log").is_file()
     assert "ResNet-20" in (out / "depth.csv").read_text()
+
+
+def test_report_names_the_command_as_the_user_typed_it(monkeypatch):
+    from resnet.experiments.suite import _command_line
+
+    monkeypatch.setattr("sys.argv", ["/venv/lib/resnet/__main__.py", "experiment", "depth", "--data", "my data"])
+    assert _command_line() == "resnet experiment depth --data 'my data'"
+    monkeypatch.setattr("sys.argv", ["study.py", "--fast"])
+    assert _command_line() == "study.py --fast"

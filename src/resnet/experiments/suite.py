@@ -7,6 +7,7 @@ share, such as ResNet-20 seed 0, train once), then writes one report with a sect
 from __future__ import annotations
 
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,14 @@ DATA_NOTES = {
     "cifar100": "CIFAR-100 (45k/5k split, 10k test); the paper's numbers are CIFAR-10's",
     "imagefolder": "an ImageNet-style image folder",
 }
+
+
+def _command_line() -> str:
+    """How this study was started: ``resnet experiment ...`` from the CLI (also ``python -m resnet``), else argv."""
+    if not sys.argv:
+        return "?"
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"resnet {args}" if Path(sys.argv[0]).name in ("resnet", "__main__.py") else " ".join(sys.argv)
 
 
 def check_study(name: str) -> list[str]:
@@ -94,7 +103,7 @@ def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec],
         ("wall time", f"{wall:.0f} s for this invocation ({trained} runs trained, {len(results) - trained} reused); "
                       f"{run_time:.0f} s of training summed over runs"),
         ("runs", str(ctx.runs)),
-        ("command", " ".join(sys.argv) if sys.argv else "?"),
+        ("command", _command_line()),
         ("date", time.strftime("%Y-%m-%d %H:%M:%S")),
     ]
 
