@@ -173,13 +173,18 @@ def _teacher_batches(n: int, batch: int, device: torch.device,
     return out
 
 
+def _gpu_graph_step(dev: torch.device, compile: bool = False) -> tuple[torch.nn.Module, FastStep]:
+    """The GPU defaults' step (bf16, channels_last, fused SGD, CUDA graph) on the tiny model."""
+    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
+    sw = Switches(precision="bf16", channels_last=True, compile=compile, fused_sgd=True)
+    return model, build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_graph_step_captures_once_and_replays_with_a_live_lr():
     dev = torch.device("cuda")
-    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
-    sw = Switches(precision="bf16", channels_last=True, compile=False, fused_sgd=True)
-    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    model, step = _gpu_graph_step(dev)
     assert step.graphs
     batches = _teacher_batches(step.setup_calls + 3, 32, dev)
     for x, y in batches[:-1]:
@@ -198,9 +203,7 @@ def test_graph_step_captures_once_and_replays_with_a_live_lr():
 @needs_cuda
 def test_graph_step_takes_the_eager_path_for_a_batch_of_another_shape():
     dev = torch.device("cuda")
-    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
-    sw = Switches(precision="bf16", channels_last=True, compile=False, fused_sgd=True)
-    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    _, step = _gpu_graph_step(dev)
     for x, y in _teacher_batches(step.setup_calls + 1, 32, dev):
         step(x, y, 0.1)
     (x, y), = _teacher_batches(1, 16, dev)
@@ -250,9 +253,7 @@ def test_fast_path_losses_track_eager_fp32_over_200_iterations():
 @needs_cuda
 def test_graph_step_captures_a_compiled_model():
     dev = torch.device("cuda")
-    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
-    sw = Switches(precision="bf16", channels_last=True, compile=True, fused_sgd=True)
-    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev)
+    _, step = _gpu_graph_step(dev, compile=True)
     for x, y in _teacher_batches(step.setup_calls + 2, 32, dev):
         loss, _ = step(x, y, 0.1)
     assert step.captured and torch.isfinite(loss)
