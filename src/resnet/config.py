@@ -187,8 +187,8 @@ class TrainCfg:
     device: str = "auto"
     """auto (cuda when available), cpu, cuda."""
     precision: str = "auto"
-    """fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU. fp16 has no loss scaling (small gradients
-    can underflow): bf16 is the half precision to train with."""
+    """fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU. fp16 trains with dynamic loss scaling
+    (torch.amp.GradScaler, checkpointed; inside the CUDA graph too): overflowing steps are skipped."""
     channels_last: bool | None = None
     """NHWC memory format; None = on for CUDA."""
     compile: bool | None = None

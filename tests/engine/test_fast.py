@@ -139,6 +139,19 @@ def test_skip_nonfinite_drops_the_update_without_a_host_check():
     assert not hasattr(opt, "found_inf")  # the flag does not leak into later optimizer use
 
 
+def test_a_skipped_first_fused_step_leaves_momentum_as_if_no_step_had_run():
+    # fused SGD's first step allocates momentum with empty_like and skips the write when found_inf is set
+    model, ref = _tiny_model(), _tiny_model()
+    opt = build_optimizer(model, OptimCfg(), fused=True)
+    step = FastStep(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
+    (x, y), (x2, y2) = _batches(2)
+    step(torch.full_like(x, float("nan")), y, 0.1)  # skipped first step (BN statistics do see the NaN batch)
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], torch.zeros_like(p)) for p in model.parameters())
+    step(x2, y2, 0.1)
+    _hand_written_sgd(ref, [(x2, y2)], [0.1])
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True))
+
+
 def test_tensor_lr_and_graphs_are_refused_where_they_cannot_work():
     model = _tiny_model()
     with pytest.raises(ValueError, match="fused SGD"):
@@ -157,6 +170,59 @@ def test_optimizer_state_dict_with_a_tensor_lr_stays_json_serializable():
     json.dumps(state["param_groups"])
     assert state["param_groups"][0]["lr"] == pytest.approx(0.05)
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is left as it was
+
+
+FP16 = Switches(precision="fp16", channels_last=False, compile=False, fused_sgd=False)
+
+
+def _amp_recipe_sgd(model: torch.nn.Module, batches, lr: float) -> tuple[list[torch.Tensor], float]:
+    """torch's documented AMP loop: autocast fp16, scaler.scale(loss).backward(), scaler.step, scaler.update."""
+    opt = build_optimizer(model, OptimCfg())
+    for group in opt.param_groups:
+        group["lr"] = lr
+    scaler = torch.amp.GradScaler("cpu")
+    losses = []
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = F.cross_entropy(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+    return losses, scaler.get_scale()
+
+
+def test_fp16_step_is_torchs_amp_recipe_with_its_loss_scaling():
+    # fp16 autocast is slow on CPUs (no fp16 kernels): 8x8 images keep the test at a second
+    ours, ref = _tiny_model(), _tiny_model()
+    batches = _batches(3, batch=4, size=8)
+    step = build_step(ours, build_optimizer(ours, OptimCfg()), FP16, CPU)
+    assert step.scaler is not None
+    losses = [step(x, y, 0.1)[0] for x, y in batches]
+    ref_losses, ref_scale = _amp_recipe_sgd(ref, batches, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses, strict=True))
+    assert _same_state(ours, ref)
+    assert step.scaler.get_scale() == ref_scale  # both skipped the same overflowing steps
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused-tensor-lr"])
+def test_fp16_step_whose_gradients_overflow_is_skipped_and_the_scale_backs_off(fused):
+    model = _tiny_model()
+    opt = build_optimizer(model, OptimCfg(), fused=fused)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # scaled fp16 gradients overflow to inf
+    step = FastStep(model, opt, FP16, CPU, tensor_lr=fused, scaler=scaler)
+    (x, y), (x2, y2) = _batches(2, batch=4, size=8)
+    params = [p.detach().clone() for p in model.parameters()]
+    loss, _ = step(x, y, 0.1)
+    assert torch.isfinite(loss)  # the loss itself is fine: only its scaled gradients overflow
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
+    assert scaler.get_scale() == 2.0 ** 99
+    assert not hasattr(opt, "found_inf") and not hasattr(opt, "grad_scale")
+    scaler.update(2.0 ** 10)  # a scale that fits: the next step updates, at the unscaled gradients' size
+    step(x2, y2, 0.1)
+    moved = [(p - q).abs().max().item() for p, q in zip(model.parameters(), params, strict=True)]
+    assert 0 < max(moved) < 1.0
 
 
 # ------------------------------------------------------------------------------------------------ GPU only
@@ -271,3 +337,26 @@ def test_captured_inference_matches_the_eager_forward():
         expected = model(x2)
     got = forward(x2).clone()
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fp16_graph_step_backs_off_its_loss_scale_on_the_device_at_every_replay():
+    dev = torch.device("cuda")
+    model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
+    sw = Switches(precision="fp16", channels_last=True, compile=False, fused_sgd=True)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 100)  # every step's scaled gradients overflow
+    step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev, scaler=scaler)
+    assert step.graphs and step.scaler is scaler
+    batches = _teacher_batches(step.setup_calls + 4, 32, dev)
+    before = [p.detach().clone() for p in model.parameters()]
+    for x, y in batches:
+        step(x, y, 0.1)
+    assert step.captured
+    assert scaler.get_scale() == 2.0 ** (100 - len(batches))  # halved by warm-up, capture and replays alike
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    scaler.update(2.0 ** 8)  # a scale that fits: replays now update, with finite weights
+    for x, y in batches[:3]:
+        step(x, y, 0.1)
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -112,3 +112,22 @@ def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkey
     monkeypatch.setattr(trainer_module, "barrier", lambda: None)
     with pytest.raises(ConfigError, match="sync-bn"):
         Trainer(_cfg(sync_bn=True, batch_size=32), tmp_path)
+
+
+def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_path):
+    trainer = Trainer(_cfg(precision="fp16"), tmp_path)
+    assert trainer.scaler is not None and trainer.scaler.get_scale() == 65536.0
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)  # CPU fp16 is slow: tiny
+    trainer.scaler.load_state_dict({**trainer.scaler.state_dict(), "scale": 2.0 ** 100})  # the next step overflows
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss, _ = trainer.train_step(x, y, 0.1)
+    assert torch.isfinite(loss)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before, strict=True))
+    trainer.step = 1
+    trainer._save_checkpoint()
+    resumed = Trainer(_cfg(precision="fp16"), tmp_path, resume=True)
+    assert resumed.step == 1
+    assert resumed.scaler is not None and resumed.scaler.state_dict() == trainer.scaler.state_dict()
+    assert resumed.scaler.get_scale() == 2.0 ** 99
+    assert Trainer(_cfg(precision="bf16"), tmp_path / "bf16").scaler is None

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (graph capture adds its own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                   help="ours; default bf16 on CUDA, fp32 on CPU (the engine's); fp16 has no loss scaling (speed only)")
+                   help="ours; default bf16 on CUDA, fp32 on CPU (the engine's); fp16 includes its loss scaling")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="ours; default on for CUDA")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

@@ -11,7 +11,10 @@ What a captured graph needs, and how it is provided here:
 - no Python floats that change: the learning rate lives in a 0-d device tensor (:class:`DeviceLR`) that every
   param group points at; fused SGD reads it on the device, so the schedule changes it without re-capture;
 - no host syncs: the step returns (loss, wrong) as device tensors; an optional non-finite guard skips the update
-  on the device through fused SGD's ``found_inf`` input (what GradScaler uses), instead of an ``if`` on the host.
+  on the device through fused SGD's ``found_inf`` input (what GradScaler uses), instead of an ``if`` on the host;
+- fp16's dynamic loss scaling is ``torch.amp.GradScaler`` driving fused SGD: it hands the optimizer ``grad_scale``
+  and ``found_inf`` tensors and updates the scale with a device kernel, so it is sync-free and captured with the
+  rest of the step (with the foreach SGD, GradScaler reads ``found_inf`` on the host and cannot be captured).
 
 Off CUDA (or with graphs off) the same object runs the plain eager step, the exact math of
 ``Trainer.train_step``: tests pin that it matches a hand-written SGD step bit for bit on CPU.
@@ -45,6 +48,13 @@ def step_autocast(device: torch.device, precision: str, cache: bool = True) -> c
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
     return contextlib.nullcontext()
+
+
+def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 trains with dynamic loss scaling (gradients below 6e-8 flush to zero in fp16); bf16 and fp32 do not
+    need it (bf16 has fp32's exponent range). A step whose scaled gradients overflow is skipped and the scale
+    halves; 2000 clean steps double it (GradScaler's defaults, as in torch's AMP recipe)."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 class DeviceLR:
@@ -89,6 +99,25 @@ def _is_fused(optimizer: torch.optim.Optimizer) -> bool:
     return all(bool(g.get("fused")) for g in optimizer.param_groups)
 
 
+def _zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter a zero momentum buffer before the first step, when that step may be skipped.
+
+    Why: fused SGD allocates its buffers with ``empty_like`` on the first step and its kernel returns early where
+    ``found_inf`` is set, so a skipped first step (fp16's first scale usually overflows) leaves uninitialised
+    memory that the next step reads as momentum (seen in torch 2.11-2.14, CPU and CUDA; the foreach path has
+    no such step). With dampening 0 a zero buffer gives the first step's very numbers: buf = m * 0 + g = g.
+    """
+    for group in optimizer.param_groups:
+        if group.get("momentum", 0) == 0:
+            continue
+        if group.get("dampening", 0) != 0:
+            raise ValueError("a skippable fused SGD step needs dampening 0 (the paper's SGD)")
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
 def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "_orig_mod", net)  # a torch.compile wrapper keeps the module it compiled here
 
@@ -114,6 +143,7 @@ class FastStep:
         tensor_lr: bool | None = None,
         skip_nonfinite: bool = False,
         warmup_steps: int = 3,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if cuda_graphs and (device.type != "cuda" or not torch.cuda.is_available()):
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
@@ -127,6 +157,10 @@ class FastStep:
         self.precision, self.channels_last = switches.precision, switches.channels_last
         self.graphs, self.skip_nonfinite, self.warmup_steps = cuda_graphs, skip_nonfinite, warmup_steps
         self.lr = DeviceLR(optimizer, device) if tensor_lr else None
+        # fp16 always scales its loss; a scaler passed in (the trainer's) is the one that gets checkpointed.
+        self.scaler = scaler if scaler is not None else grad_scaler_for(self.precision, device)
+        if (self.scaler is not None or skip_nonfinite) and _is_fused(optimizer):
+            _zero_momentum_buffers(optimizer)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
         self._static: tuple[Tensor, Tensor] | None = None
@@ -176,10 +210,14 @@ class FastStep:
         with step_autocast(self.device, self.precision, cache=not self.graphs):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), (logits.argmax(1) != y).sum()
 
     def _update(self, loss: Tensor) -> None:
+        if self.scaler is not None:  # skips steps with non-finite gradients by itself (found_inf), then rescales
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
         if not self.skip_nonfinite:
             self.optimizer.step()
             return
@@ -230,6 +268,7 @@ def build_step(
     *,
     cuda_graphs: bool | None = None,
     skip_nonfinite: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> FastStep:
     """The training step for the trainer's switches: ``loss, wrong = step(x, y, lr)`` (device tensors).
 
@@ -246,6 +285,7 @@ def build_step(
     ``cuda_graphs`` defaults to on for a single CUDA process and off otherwise (CPU, DDP). ``model`` may be
     already compiled or DDP-wrapped; it is compiled here when ``switches.compile`` asks and it is not yet.
     With graphs the trainer's ``nan_policy == "skip"`` host check must not run; pass ``skip_nonfinite``.
+    fp16 gets a ``GradScaler`` (:func:`grad_scaler_for`) unless one is passed; pass the trainer's to checkpoint it.
     """
     ddp = isinstance(_unwrap(model), DistributedDataParallel)
     if cuda_graphs is None:
@@ -253,7 +293,8 @@ def build_step(
     if skip_nonfinite and ddp:
         raise ValueError("skip_nonfinite decides per process; under DDP the ranks must agree (use the trainer's check)")
     net = torch.compile(model) if switches.compile and not hasattr(model, "_orig_mod") else model
-    return FastStep(net, optimizer, switches, device, cuda_graphs=cuda_graphs, skip_nonfinite=skip_nonfinite)
+    return FastStep(net, optimizer, switches, device, cuda_graphs=cuda_graphs, skip_nonfinite=skip_nonfinite,
+                    scaler=scaler)
 
 
 @torch.no_grad()
@@ -288,5 +329,5 @@ def capture_inference(
     return run
 
 
-__all__ = ["DeviceLR", "FastStep", "StepSwitches", "build_step", "capture_inference", "optimizer_state_dict",
-           "step_autocast"]
+__all__ = ["DeviceLR", "FastStep", "StepSwitches", "build_step", "capture_inference", "grad_scaler_for",
+           "optimizer_state_dict", "step_autocast"]

@@ -32,7 +32,7 @@ from resnet.engine.distributed import (
     peer_loss_is_training_error,
 )
 from resnet.engine.evaluate import autocast_for, evaluate
-from resnet.engine.fast import optimizer_state_dict
+from resnet.engine.fast import grad_scaler_for, optimizer_state_dict
 from resnet.engine.optim import build_optimizer
 from resnet.engine.rundir import finish_run, prepare_run_dir
 from resnet.engine.runlog import RunLog, truncate_metrics
@@ -84,6 +84,7 @@ class Trainer:
         self._check_num_classes()
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.sw.fused_sgd)
+        self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
         self.schedule = LRSchedule(cfg.optim, self.total)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -139,7 +140,7 @@ class Trainer:
 
         skip = self.cfg.train.nan_policy == "skip" and not self.dist.enabled
         return build_step(self.net, self.optimizer, self.sw, self.device, cuda_graphs=self.cfg.train.cuda_graphs
-                          if not self.dist.enabled else False, skip_nonfinite=skip)
+                          if not self.dist.enabled else False, skip_nonfinite=skip, scaler=self.scaler)
 
     def _restore(self) -> None:
         state = ckpt.latest_checkpoint(self.out / "checkpoints")
@@ -149,6 +150,8 @@ class Trainer:
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.schedule.load_state_dict(state.extra["schedule"])
+        if self.scaler is not None and "grad_scaler" in state.extra:  # a bf16/fp32 checkpoint resumed in fp16: fresh
+            self.scaler.load_state_dict(state.extra["grad_scaler"])
         self.data.train.load_state_dict(state.extra["data"])
         ckpt.restore_rng(state.rng)
         if self.dist.is_main and "window" in state.extra:  # global sums: held by rank 0 alone, zeros elsewhere
@@ -176,13 +179,16 @@ class Trainer:
         with autocast_for(self.device, self.sw.precision):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         finite = torch.isfinite(loss)
         if skip and not self._all_finite(finite):
             log.warning("non-finite loss at iteration %d: step skipped (--nan-policy skip)", self.step + 1)
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                     buffer.copy_(saved)
+        elif self.scaler is not None:  # fp16: a step whose gradients overflow is skipped and the scale backs off
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -283,6 +289,8 @@ class Trainer:
             return
         extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
                  "history": self.history, "total": self.total, "window": window.tolist()}
+        if self.scaler is not None:
+            extra["grad_scaler"] = self.scaler.state_dict()  # plain floats and ints: JSON-able
         # optimizer_state_dict: tensor learning rates (CUDA graphs) become floats for the JSON sidecar.
         state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
                                 optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state())
