@@ -89,9 +89,11 @@ def test_bench_train_imagenet_net_against_torchvision(tmp_path):
 def test_bench_infer_on_cpu_adds_batch1_latency_beside_torchvision(tmp_path):
     record = _record(tmp_path, ["infer", "--model", "resnet18", "--batch-size", "4", "--input-size", "64",
                                 "--reference"])
-    _check_figures(record, ["ours", "reference", "ours-b1", "reference-b1"])
-    assert set(record["ratios"]) == {"ours/reference", "ours-b1/reference-b1"}
-    assert [r["batch_size"] for r in record["results"]] == [4, 4, 1, 1]
+    _check_figures(record, ["ours", "reference", "reference-cl", "ours-b1", "reference-b1", "reference-cl-b1"])
+    assert set(record["ratios"]) == {"ours/reference", "ours/reference-cl", "ours-b1/reference-b1",
+                                     "ours-b1/reference-cl-b1"}
+    assert [r["batch_size"] for r in record["results"]] == [4, 4, 4, 1, 1, 1]
+    assert "channels_last" in record["results"][0]["setup"] and "BN folded" in record["results"][0]["setup"]
 
 
 def test_bench_without_reference_times_ours_only(tmp_path):
@@ -139,10 +141,15 @@ def test_bench_subcommand_defaults_follow_the_engine():
     assert args.model == "resnet50" and args.reference is False and args.compile is None
     assert args.precision is None and args.channels_last is None and args.cuda_graphs is None
     cpu = resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu"]))
-    assert not cpu.compile and not cpu.fold_bn and not cpu.cuda_graphs and cpu.precision == "fp32"
+    assert not cpu.compile and not cpu.cuda_graphs and cpu.precision == "fp32"
+    assert cpu.fold_bn and cpu.channels_last  # CPU inference: NHWC + folded BN (oneDNN); CPU training stays plain
+    train = resolve_spec(parser.parse_args(["bench", "train", "--model", "resnet20", "--device", "cpu"]))
+    assert not train.channels_last and not train.compile and train.precision == "fp32"
     assert resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--compile"])).fold_bn
     assert not resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--compile",
                                                "--no-fold-bn"])).fold_bn
+    nhwc_off = parser.parse_args(["bench", "infer", "--device", "cpu", "--no-channels-last"])
+    assert not resolve_spec(nhwc_off).channels_last
 
 
 def test_time_steps_excludes_warmup_and_times_every_step():

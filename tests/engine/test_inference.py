@@ -39,3 +39,33 @@ def test_folded_net_computes_the_same_function_without_bn_after_convolutions(nam
 def test_folding_a_model_in_training_mode_is_refused():
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(create_model("resnet20"))
+
+
+def test_prepared_inference_net_is_nhwc_without_bn_and_computes_the_same_function():
+    from resnet.engine.inference import prepare_inference
+
+    torch.manual_seed(0)
+    model = _with_random_statistics(create_model("resnet18"))
+    fast = prepare_inference(model)
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(x), fast(x)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_cpu_compiled_inference_freezes_the_weights_into_the_program():
+    from resnet.engine.inference import compile_for_inference, prepare_inference
+
+    torch.manual_seed(0)
+    model = prepare_inference(_with_random_statistics(create_model("resnet20")))
+    run = compile_for_inference(model, torch.device("cpu"))
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected, got = model(x), run(x)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+        model.fc.weight.zero_()  # frozen: the compiled program holds the weights as constants
+        assert torch.equal(run(x), got)
+        assert not torch.allclose(model(x), got)

@@ -37,14 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                    help="ours; default bf16 on CUDA, fp32 on CPU (the engine's); fp16 includes its loss scaling")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="ours; default on for CUDA")
+                   help="ours; default on for CUDA, and for inference on the CPU")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="ours: torch.compile; default on for CUDA (the engine's)")
+                   help="ours: torch.compile; default on for CUDA (the engine's); CPU inference compiles with "
+                        "inductor's weight freezing")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="ours: whole step as one CUDA graph; default on for CUDA")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="infer, ours: fold each BatchNorm into the convolution before it; default with --compile "
-                        "(compiled: +12%% on an H200; eager cuDNN convolutions with a bias were slower)")
+                        "and on the CPU (compiled: +12%% on an H200; eager cuDNN convolutions with a bias were "
+                        "slower)")
     p.add_argument("--input-size", type=int, default=None, help="image side; default 32 (CIFAR nets) or 224")
     p.add_argument("--stride-in-1x1", action=argparse.BooleanOptionalAction, default=None,
                    help="ours; default torchvision's v1.5 layout when torchvision is the reference")

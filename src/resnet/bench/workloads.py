@@ -26,7 +26,7 @@ from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.fast import build_step, capture_inference, step_autocast
-from resnet.engine.inference import fold_batchnorm
+from resnet.engine.inference import compile_for_inference, prepare_inference
 from resnet.engine.optim import build_optimizer
 from resnet.errors import ConfigError
 from resnet.models.registry import create_model
@@ -278,9 +278,8 @@ def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: boo
 def ours_infer(spec: BenchSpec, batch: int) -> Built:
     """Eval-mode forward with our switches (BN folded into the convolutions unless --no-fold-bn); with graphs,
     one captured forward replayed."""
-    model = our_model(spec, num_classes_for(spec)).eval()
-    model = fold_batchnorm(model) if spec.fold_bn else model
-    net: nn.Module = torch.compile(model) if spec.compile else model
+    model = prepare_inference(our_model(spec, num_classes_for(spec)).eval(), spec.fold_bn, spec.channels_last)
+    net = compile_for_inference(model, spec.device) if spec.compile else model
     x, _ = synthetic_batch(spec, batch, spec.channels_last)
     if spec.cuda_graphs:
         forward = capture_inference(net, x, spec.precision, spec.channels_last)
@@ -370,4 +369,7 @@ def infer_runners(spec: BenchSpec) -> list[Runner]:
             if spec.device.type == "cuda":
                 runners.append(Runner(f"reference-bf16-cl{tag}", f"{reference_name(spec)} bf16 channels_last eager",
                                       b, functools.partial(reference_infer, spec, b, "bf16", True)))
+            else:  # what a user gets from torchvision by only switching the layout
+                runners.append(Runner(f"reference-cl{tag}", f"{reference_name(spec)} fp32 channels_last eager, "
+                                      "no_grad", b, functools.partial(reference_infer, spec, b, "fp32", True)))
     return runners

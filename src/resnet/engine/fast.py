@@ -299,7 +299,7 @@ def build_step(
 
 @torch.no_grad()
 def capture_inference(
-    model: nn.Module, example: Tensor, precision: str, channels_last: bool, warmup: int = 3
+    model: Callable[[Tensor], Tensor], example: Tensor, precision: str, channels_last: bool, warmup: int = 3
 ) -> Callable[[Tensor], Tensor]:
     """Eval-mode forward replayed as a CUDA graph (for ``resnet bench infer``): ``logits = fn(x)``.
 

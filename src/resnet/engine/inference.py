@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,39 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fuse(model, inplace=False)
 
 
+def prepare_inference(model: nn.Module, fold_bn: bool = True, channels_last: bool = True) -> nn.Module:
+    """An eval-only copy laid out for fast forwards: BN folded, weights channels_last (NHWC).
+
+    Why these two on the CPU: oneDNN's convolutions run NHWC natively (NCHW inputs are reordered at every layer)
+    and a folded BN is one pass over each activation less. Measured with 2 threads (`resnet bench infer --device
+    cpu`): ResNet-50 batch 1 51.5 -> 42.9 ms, ResNet-18 batch 1 23.6 -> 17.2 ms, ResNet-20 batch 128 86.7 ->
+    58.0 ms. On CUDA the bench measured folding as slower with eager cuDNN: there it follows torch.compile.
+    """
+    if fold_bn:
+        model = fold_batchnorm(model)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def compile_for_inference(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` for eval forwards under ``no_grad``; on the CPU with inductor's *freezing* (weights become
+    constants, so oneDNN prepacks them and fuses each convolution with what follows it: ResNet-50 batch 1 on 2
+    threads 42 -> 34 ms, after a ~20 s compile).
+
+    The config patch wraps every call because compiling happens at the first call, not here, and
+    ``torch.compile(options={"freezing": True})`` did not take effect in torch 2.14 (49 ms, no faster).
+    """
+    compiled = torch.compile(model)
+    if device.type != "cpu":
+        return compiled
+    from torch._inductor import config as inductor_config
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+
+    return run
+
+
 def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     """uint8 (C,H,W) -> normalized float (C,S,S): small nets see the whole image, large ones a centre crop."""
     size = info.input_size
@@ -115,6 +149,8 @@ def predict_images(weights: str, images: list[str], top: int = 5, device: str = 
 
     dev = resolve_device(device)
     model, info = load_for_inference(weights, arch, dev)
+    if dev.type == "cpu":
+        model = prepare_inference(model)
     out = []
     for path in images:
         if not Path(path).is_file():
@@ -146,5 +182,7 @@ def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test
     if bundle.num_classes != model.fc.out_features:
         raise ConfigError(f"the weights have {model.fc.out_features} classes but {data_cfg.dataset} has "
                           f"{bundle.num_classes}; pass the dataset the weights were trained on")
-    result = evaluate(model, bundle.eval, dev)
+    if dev.type == "cpu":
+        model = prepare_inference(model)
+    result = evaluate(model, bundle.eval, dev, channels_last=dev.type == "cpu")
     return {**result, "protocol": data_cfg.protocol, "split": split, "skipped": bundle.bad_images.skipped}
