@@ -10,7 +10,6 @@ import logging
 import math
 import signal
 import threading
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from resnet.engine.distributed import (
 from resnet.engine.evaluate import autocast_for, evaluate
 from resnet.engine.fast import grad_scaler_for, optimizer_state_dict
 from resnet.engine.optim import build_optimizer
+from resnet.engine.probe import DeviceProbe, Reading
 from resnet.engine.rundir import finish_run, prepare_run_dir
 from resnet.engine.runlog import RunLog, truncate_metrics
 from resnet.engine.schedule import LRSchedule
@@ -201,7 +201,8 @@ class Trainer:
         runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
         old_handlers = self._install_signal_handlers()
         window = self.window
-        t0, seen, shown = time.perf_counter(), 0, self.step
+        # Progress figures are read through the probe, a report late, so the loop never waits on the GPU.
+        probe, seen, self._shown = DeviceProbe(self.device), 0, self.step
         try:
             while self.step < self.total and self.stop_signal is None:
                 lr = self.schedule.lr_at(self.step)
@@ -211,18 +212,21 @@ class Trainer:
                 window += torch.stack([loss.double() * y.numel(), wrong.double(), torch.tensor(
                     float(y.numel()), dtype=torch.float64, device=self.device)])
                 seen += y.numel()
-                if self.schedule.warming_up and self.step % 10 == 0:
+                if self.schedule.warming_up and self.step % 10 == 0:  # Sec. 4.2's warm-up only: read at once
                     self.schedule.observe_train_error(100.0 * wrong.item() / y.numel())
                 if self.step % 10 == 0 or self.step == self.total:
-                    self._check_finite()
-                    rate = seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
-                    runlog.progress(self.step, self.step - shown,
-                                    loss=loss.item(), err=100.0 * wrong.item() / max(y.numel(), 1), lr=lr,
-                                    img_s=round(rate))
-                    shown = self.step
+                    if self.dist.enabled:
+                        self._check_finite()  # a collective: every rank must take it at the same iteration
+                    probe.push(self.step, torch.stack([loss.double(), wrong.double(), self.bad_step.double()]),
+                               seen * self.dist.world_size, lr=lr, batch=y.numel())
+                    seen = 0
+                    for reading in probe.ready():
+                        self._show(runlog, reading)
                 if self.step % self.cfg.train.eval_every == 0 or self.step == self.total:
+                    for reading in probe.drain():
+                        self._show(runlog, reading)
                     self._evaluate_and_log(runlog, window, lr)
-                    t0, seen = time.perf_counter(), 0
+                    probe.restart()
                 elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
                     self._save_checkpoint()
             if self.stop_signal is not None:
@@ -233,6 +237,16 @@ class Trainer:
             runlog.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+
+    def _show(self, runlog: RunLog, reading: Reading) -> None:
+        """One progress report (from the probe); a non-finite loss it carries stops the run here."""
+        loss, wrong, bad = reading.values
+        if bad >= 0 and not self.dist.enabled:  # under DDP the collective check ran before the push
+            self._check_finite()
+        rate = reading.images / max(reading.seconds, 1e-9)
+        runlog.progress(reading.step, reading.step - self._shown, loss=loss,
+                        err=100.0 * wrong / max(reading.meta["batch"], 1), lr=reading.meta["lr"], img_s=round(rate))
+        self._shown = reading.step
 
     def _evaluate_and_log(self, runlog: RunLog, window: torch.Tensor, lr: float) -> None:
         self._check_finite()

@@ -1,0 +1,59 @@
+"""The training loop's progress reads (resnet.engine.probe): queued, never waited for, read back in order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet.engine.probe import DeviceProbe
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_cpu_readings_come_back_at_once_in_order_with_their_images_and_meta():
+    probe = DeviceProbe(torch.device("cpu"))
+    for step in (10, 20, 30):
+        probe.push(step, torch.tensor([step / 10, 2.0 * step], dtype=torch.float64), images=640, lr=0.1)
+        (reading,) = probe.ready()
+        assert reading.step == step and reading.values == [step / 10, 2.0 * step]
+        assert reading.images == 640 and reading.meta == {"lr": 0.1} and reading.seconds >= 0
+    assert probe.ready() == [] and probe.drain() == []
+
+
+def test_a_reading_is_a_copy_taken_when_pushed():
+    probe = DeviceProbe(torch.device("cpu"))
+    live = torch.tensor([1.0, 2.0])
+    probe.push(1, live, images=1)
+    live.fill_(9.0)  # the loop keeps updating its tensors after the push
+    assert probe.drain()[0].values == [1.0, 2.0]
+
+
+def test_training_loop_reads_nothing_off_the_device_between_evaluations(tmp_path, monkeypatch):
+    """Every .item() in the loop would be a host sync on CUDA: between evaluations there must be none."""
+    from test_train import _cfg
+
+    from resnet.engine.trainer import Trainer
+
+    trainer = Trainer(_cfg(iterations=30, eval_every=30, checkpoint_every=0), tmp_path)
+    calls: list[int] = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: (calls.append(trainer.step), item(t))[1])
+    evaluate = trainer._evaluate_and_log
+    at_eval: list[int] = []
+    monkeypatch.setattr(trainer, "_evaluate_and_log", lambda *a: (at_eval.append(len(calls)), evaluate(*a))[1])
+    trainer.run()
+    assert at_eval and at_eval[0] == 0, f".item() during training steps at iterations {calls[:at_eval[0]]}"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_push_does_not_wait_for_the_queued_work():
+    dev = torch.device("cuda")
+    probe = DeviceProbe(dev)
+    x = torch.zeros(1, device=dev)
+    torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU spinning queued ahead of the value
+    x += 7.0
+    probe.push(10, x, images=128)
+    assert probe.ready() == []  # the copy sits behind the sleep: not ready, and ready() did not wait
+    (reading,) = probe.drain()
+    assert reading.values == [7.0] and reading.seconds > 0.1
