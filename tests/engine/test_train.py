@@ -131,3 +131,33 @@ def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_
     assert resumed.scaler is not None and resumed.scaler.state_dict() == trainer.scaler.state_dict()
     assert resumed.scaler.get_scale() == 2.0 ** 99
     assert Trainer(_cfg(precision="bf16"), tmp_path / "bf16").scaler is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, monkeypatch):
+    """Issue 5's "no host syncs inside the loop": torch's sync debug mode turns any sync into an error, from
+    the first graph replay (warm-up and capture synchronize by design) to the evaluation; 45 iterations of batch
+    64 cross an epoch of the digits (1,437 images), so the next epoch's plan upload is covered too."""
+    cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
+                        "train": {"iterations": 45, "batch_size": 64, "eval_every": 45, "checkpoint_every": 0,
+                                  "device": "cuda", "compile": False}}, "quick")
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.fast_step is not None and trainer.fast_step.graphs
+    start, step, evaluate = trainer.fast_step.setup_calls + 1, trainer.train_step, trainer._evaluate_and_log
+
+    def guarded(x, y, lr):
+        if trainer.step == start:
+            torch.cuda.set_sync_debug_mode("error")
+        return step(x, y, lr)
+
+    def unguarded(*args):
+        torch.cuda.set_sync_debug_mode(0)
+        return evaluate(*args)
+
+    monkeypatch.setattr(trainer, "train_step", guarded)
+    monkeypatch.setattr(trainer, "_evaluate_and_log", unguarded)
+    try:
+        assert trainer.run()["step"] == 45
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

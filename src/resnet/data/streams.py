@@ -164,7 +164,7 @@ class TensorTrainStream(TrainStream):
             g = epoch_generator(self.seed, epoch)
             perm = torch.randperm(self.num_samples, generator=g)
             params = draw_crop_flip_params(self.num_samples, g, self.pad)
-            self._prepared = (epoch, perm.to(self.images.device), params.to(self.device))
+            self._prepared = (epoch, _upload(perm, self.images.device), _upload(params, self.device))
         return self._prepared[1], self._prepared[2]
 
     def _produce(self, epoch: int, position: int) -> Batch:
@@ -175,6 +175,12 @@ class TensorTrainStream(TrainStream):
         y = self.labels[idx].to(self.device, non_blocking=True)
         x = pad_crop_flip(x, params[window][self.rank :: self.world_size], self.pad)
         return self.norm(x), y
+
+
+def _upload(t: Tensor, device: torch.device) -> Tensor:
+    """Host to device without stalling the loop: a copy from pageable memory waits for the GPU's queue to drain,
+    one from pinned memory is queued like a kernel (the caching host allocator keeps it alive until done)."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -71,9 +71,9 @@ class DeviceProbe:
     def _done(self, stamp: Any) -> bool:
         return not self.cuda or stamp.query()
 
-    def _pop(self) -> Reading:
+    def _pop(self, wait: bool) -> Reading:
         step, host, start, end, images, meta = self._pending.popleft()
-        if self.cuda:
+        if wait and self.cuda:
             end.synchronize()
         return Reading(step, host.tolist(), self._seconds(start, end), images, meta)
 
@@ -81,12 +81,12 @@ class DeviceProbe:
         """The readings whose copies have landed, oldest first; never waits."""
         out = []
         while self._pending and self._done(self._pending[0][3]):
-            out.append(self._pop())
+            out.append(self._pop(wait=False))
         return out
 
     def drain(self) -> list[Reading]:
         """Every queued reading, waiting for them (use where the loop syncs anyway: evaluation, the end)."""
-        return [self._pop() for _ in range(len(self._pending))]
+        return [self._pop(wait=True) for _ in range(len(self._pending))]
 
 
 __all__ = ["DeviceProbe", "Reading"]

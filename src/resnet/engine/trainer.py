@@ -209,8 +209,9 @@ class Trainer:
                 x, y = self.data.train.next()
                 loss, wrong = self.train_step(x, y, lr)
                 self.step += 1
-                window += torch.stack([loss.double() * y.numel(), wrong.double(), torch.tensor(
-                    float(y.numel()), dtype=torch.float64, device=self.device)])
+                # torch.full is a fill kernel; torch.tensor(n, device=cuda) would be a copy that syncs the stream
+                window += torch.stack([loss.double() * y.numel(), wrong.double(), torch.full(
+                    (), float(y.numel()), dtype=torch.float64, device=self.device)])
                 seen += y.numel()
                 if self.schedule.warming_up and self.step % 10 == 0:  # Sec. 4.2's warm-up only: read at once
                     self.schedule.observe_train_error(100.0 * wrong.item() / y.numel())
