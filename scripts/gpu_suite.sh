@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements behind README "Speed" (run through the device tool; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
-#   sections: env tests track cifar cifar-variants r50 r50-compile autotune infer pipeline
+#   sections: env tests track decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
+#             infer-nofold pipeline ddp e2e
 set -uo pipefail
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
 if [ -d .whl ]; then
@@ -10,6 +11,19 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 bench() { python3 -m resnet bench "$@"; }
+# A CIFAR-10-format folder of random pixels (timing only) in /tmp/c10.
+make_c10() { python3 - <<'PY'
+import pickle, numpy as np, pathlib
+root = pathlib.Path("/tmp/c10/cifar-10-batches-py"); root.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(0)
+for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, 10000).tolist(),
+             b"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8), b"filenames": [b"f.png"] * 10000}
+    pickle.dump(batch, open(root / name, "wb"), protocol=2)
+names = [n.encode() for n in "airplane automobile bird cat deer dog frog horse ship truck".split()]
+pickle.dump({b"label_names": names, b"num_cases_per_batch": 10000, b"num_vis": 3072}, open(root / "batches.meta", "wb"))
+PY
+}
 for section in "$@"; do
   echo "=== $section $(date -u +%H:%M:%S)"
   case $section in
@@ -35,21 +49,17 @@ from resnet.bench.pipeline import make_jpeg_folder
 make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(Path('/tmp/folder/val'), 128, classes=8, seed=1)"
          /usr/bin/time -f "e2e wall %e s" python3 -m resnet train --dataset imagefolder --data /tmp/folder --model resnet18 \
            --iterations 60 --batch-size 128 --eval-every 30 --workers 8 --device cuda --out /tmp/e2e 2>&1 | tail -6;;
-    experiment) python3 - <<'PY'
-import pickle, numpy as np, pathlib
-root = pathlib.Path("/tmp/c10/cifar-10-batches-py"); root.mkdir(parents=True, exist_ok=True)
-rng = np.random.default_rng(0)
-for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-    batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, 10000).tolist(),
-             b"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8), b"filenames": [b"f.png"] * 10000}
-    pickle.dump(batch, open(root / name, "wb"), protocol=2)
-names = [n.encode() for n in "airplane automobile bird cat deer dog frog horse ship truck".split()]
-pickle.dump({b"label_names": names, b"num_cases_per_batch": 10000, b"num_vis": 3072}, open(root / "batches.meta", "wb"))
-PY
+    experiment) make_c10
          /usr/bin/time -f "experiment wall %e s" timeout 300 python3 -m resnet experiment degradation --dataset cifar10 \
            --data /tmp/c10 --scale short --iterations 2000 --nets resnet20,resnet56,resnet110,plain56 --jobs 4 \
            --out /tmp/exp 2>&1 | tail -15
          cp /tmp/exp/report.md "$OUT/json/experiment-report.md" 2>/dev/null;;
+    trainer) make_c10  # the real training loop's img/s (its log line) beside the bench step of the same net
+         for m in resnet20 resnet56; do
+           timeout 240 python3 -m resnet train --recipe paper-cifar --dataset cifar10 --data /tmp/c10 --model $m \
+             --iterations 3000 --eval-every 1500 --checkpoint-every 0 --out /tmp/trainer-$m 2>&1 | grep -E "img/s|final"
+           bench train --model $m --iterations 300 --warmup 20 --json "$OUT/json/train-$m-beside-trainer.json"
+         done;;
     r50) bench train --model resnet50 --reference --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50.json"
          bench train --model resnet50 --stride-in-1x1 --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50-v1.json";;
     r50-compile) bench train --model resnet50 --compile --iterations 40 --warmup 8 --json "$OUT/json/train-resnet50-compile.json"

@@ -203,6 +203,7 @@ class Trainer:
         window = self.window
         # Progress figures are read through the probe, a report late, so the loop never waits on the GPU.
         probe, seen, self._shown = DeviceProbe(self.device), 0, self.step
+        self.speed = [0, 0.0]  # images and seconds of training steps (evaluations left out), for the log
         try:
             while self.step < self.total and self.stop_signal is None:
                 lr = self.schedule.lr_at(self.step)
@@ -215,7 +216,8 @@ class Trainer:
                 seen += y.numel()
                 if self.schedule.warming_up and self.step % 10 == 0:  # Sec. 4.2's warm-up only: read at once
                     self.schedule.observe_train_error(100.0 * wrong.item() / y.numel())
-                if self.step % 10 == 0 or self.step == self.total:
+                evaluate_now = self.step % self.cfg.train.eval_every == 0 or self.step == self.total
+                if self.step % 10 == 0 or evaluate_now:
                     if self.dist.enabled:
                         self._check_finite()  # a collective: every rank must take it at the same iteration
                     probe.push(self.step, torch.stack([loss.double(), wrong.double(), self.bad_step.double()]),
@@ -223,13 +225,16 @@ class Trainer:
                     seen = 0
                     for reading in probe.ready():
                         self._show(runlog, reading)
-                if self.step % self.cfg.train.eval_every == 0 or self.step == self.total:
+                if evaluate_now:
                     for reading in probe.drain():
                         self._show(runlog, reading)
                     self._evaluate_and_log(runlog, window, lr)
                     probe.restart()
                 elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
                     self._save_checkpoint()
+            if self.speed[1] > 0 and self.dist.is_main:
+                log.info("training: %.0f img/s over %d images (evaluations left out)",
+                         self.speed[0] / self.speed[1], self.speed[0])
             if self.stop_signal is not None:
                 self._save_checkpoint()
                 return {"stopped_by_signal": self.stop_signal, "step": self.step}
@@ -245,6 +250,8 @@ class Trainer:
         if bad >= 0 and not self.dist.enabled:  # under DDP the collective check ran before the push
             self._check_finite()
         rate = reading.images / max(reading.seconds, 1e-9)
+        self.speed[0] += reading.images
+        self.speed[1] += reading.seconds
         runlog.progress(reading.step, reading.step - self._shown, loss=loss,
                         err=100.0 * wrong / max(reading.meta["batch"], 1), lr=reading.meta["lr"], img_s=round(rate))
         self._shown = reading.step
