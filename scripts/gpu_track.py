@@ -10,20 +10,11 @@ import sys
 import torch
 
 from resnet import create_model
+from resnet.bench.check import teacher_batches
 from resnet.config import OptimCfg
 from resnet.engine.fast import build_step
 from resnet.engine.optim import build_optimizer
 from resnet.engine.trainer import Switches
-
-
-def batches(n: int, batch: int, device: torch.device, noise: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    prototypes = torch.randn(10, 3, 1, 1, generator=g) + 0.5 * torch.randn(10, 3, 32, 32, generator=g)
-    out = []
-    for _ in range(n):
-        y = torch.randint(0, 10, (batch,), generator=g)
-        out.append(((prototypes[y] + noise * torch.randn(batch, 3, 32, 32, generator=g)).to(device), y.to(device)))
-    return out
 
 
 def curve(precision: str, graphs: bool, lr: float, data: list, dev: torch.device) -> torch.Tensor:
@@ -42,7 +33,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     for noise in (1.0, 2.0):
-        data = batches(200, 64, dev, noise)
+        data = teacher_batches(200, 64, dev, noise=noise)
         for lr in (0.02, 0.05, 0.1):
             ref = curve("fp32", False, lr, data, dev)
             print(f"noise {noise} lr {lr} eager fp32 : " + " ".join(f"{v:.3f}" for v in ref.view(10, 20).mean(1)))

@@ -180,3 +180,38 @@ def test_bench_train_on_cuda_reports_peak_memory_and_both_references(tmp_path):
     assert names == ["ours", "reference", "reference-bf16-cl"]
     assert all(r["peak_mem_mib"] > 0 and r["img_s"] > 0 for r in record["results"])
     assert record["spec"]["cuda_graphs"] is True and record["environment"]["device_name"]
+
+
+def test_bench_train_check_tracks_bf16_against_eager_fp32_and_records_it(tmp_path):
+    record = _record(tmp_path, ["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64",
+                                "--precision", "bf16", "--check", "--check-iterations", "60"])
+    check = record["check"]
+    assert check["passed"] and all(check["checks"].values()), check
+    assert check["iterations"] == 60 and 0 < check["first_steps_max_rel"] < 2e-2  # bf16 rounding, not zero
+    assert len(check["window_means_ours"]) == 3 and "check: ours vs eager fp32" in record["table"]
+
+
+def test_check_fails_a_diverging_curve_and_the_command_exits_1(tmp_path, monkeypatch, capsys):
+    from resnet.bench import check
+
+    eager = 2.3 * torch.exp(-torch.arange(60.0) / 8) + 0.02  # a loss that falls as the check's task's does
+    assert check.compare(eager.clone(), eager)["passed"]
+    assert not check.compare(eager * 1.05, eager)["checks"]["first_steps"]  # 5% at step 1: more than bf16 rounding
+    stuck = eager.clone()
+    stuck[30:] = 1.0
+    result = check.compare(stuck, eager)
+    assert not result["checks"]["late_mean"] and not result["checks"]["learned"] and not result["passed"]
+    monkeypatch.setattr(check, "run_check", lambda spec, iterations: result)
+    assert run_bench(["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64", "--check",
+                      *FAST, "--json", str(tmp_path / "b.json")]) == 1
+    assert "do not track" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b.json").read_text())["check"]["passed"] is False
+
+
+def test_check_is_refused_outside_train(tmp_path):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    with pytest.raises(ConfigError, match="--check"):
+        resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--check"]))
+    with pytest.raises(ConfigError, match="check-iterations"):
+        resolve_spec(parser.parse_args(["bench", "train", "--device", "cpu", "--check", "--check-iterations", "10"]))

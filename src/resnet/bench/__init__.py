@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train: also time our step without the graph, and under DistributedDataParallel in a "
                         "one-process group (DDP's own overhead)")
     p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP gradient bucket size (torch's default 25)")
+    p.add_argument("--check", action="store_true",
+                   help="train: also run the correctness check: our step's losses beside the plain eager fp32 "
+                        "step's, same seed and batches (exit 1 when they do not track)")
+    p.add_argument("--check-iterations", type=int, default=200, help="train --check: steps of each side")
     p.add_argument("--iterations", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (graph capture adds its own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gc
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
                                                                                      args.dataset_size)):
         if value < 1:
             raise ConfigError(f"{flag}={value} must be >= 1")
+    if getattr(args, "check", False) and args.workload != "train":
+        raise ConfigError("--check compares training steps; use it with resnet bench train")
+    if getattr(args, "check", False) and args.check_iterations < 40:
+        raise ConfigError(f"--check-iterations {args.check_iterations} must be >= 40 (two 20-step windows)")
     if getattr(args, "reference_compile", False) and not args.reference:
         raise ConfigError("--reference-compile adds to --reference; pass both")
     if getattr(args, "bucket_cap_mb", 25.0) <= 0:
@@ -152,8 +157,14 @@ def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
             results = measure_all(runners, spec, args.repeats)
     rat = ratios(results)
     spec_dict = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(spec).items()}
-    return {"spec": spec_dict, "environment": env, "results": [r.to_dict() for r in results], "ratios": rat,
-            "table": format_table(spec, env, results, rat)}
+    record = {"spec": spec_dict, "environment": env, "results": [r.to_dict() for r in results], "ratios": rat,
+              "table": format_table(spec, env, results, rat)}
+    if getattr(args, "check", False):
+        from resnet.bench.check import format_check, run_check
+
+        record["check"] = run_check(spec, args.check_iterations)
+        record["table"] += "\n" + format_check(record["check"])
+    return record
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -169,6 +180,10 @@ def bench_command(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"json: {path}")
+    if "check" in record and not record["check"]["passed"]:
+        print("error: the fast path's losses do not track the eager fp32 step's (see the check line); rerun with "
+              "--precision fp32 or --no-compile to find the switch at fault", file=sys.stderr)
+        return 1
     return 0
 
 
