@@ -149,8 +149,8 @@ def predict_images(weights: str, images: list[str], top: int = 5, device: str = 
 
     dev = resolve_device(device)
     model, info = load_for_inference(weights, arch, dev)
-    if dev.type == "cpu":
-        model = prepare_inference(model)
+    if dev.type == "cpu":  # folding costs ~0.3 s (ResNet-50) and saves ~3 ms an image: worth it for many images
+        model = prepare_inference(model, fold_bn=len(images) >= 100)
     out = []
     for path in images:
         if not Path(path).is_file():
