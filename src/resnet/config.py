@@ -195,6 +195,9 @@ class TrainCfg:
     """torch.compile the model; None = on for CUDA (fuses BN+ReLU(+add): ResNet-50 step 1.41-1.45x on an H200)."""
     cuda_graphs: bool | None = None
     """Capture the whole step (forward, backward, SGD) in one CUDA graph; None = on for one CUDA process."""
+    cudnn_benchmark: bool | None = None
+    """Let cuDNN time its algorithms for each convolution shape on first use and keep the fastest; None = on
+    for CUDA (what `resnet bench` measures with). The choice can differ between runs (not bitwise repeatable)."""
     sync_bn: bool = False
     """Convert BatchNorm to SyncBatchNorm under torchrun."""
     nan_policy: str = "stop"

@@ -161,3 +161,17 @@ def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, m
         assert trainer.run()["step"] == 45
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_gpu_switches_default_on_and_cpu_ones_off_and_each_can_be_set():
+    from resnet.engine.trainer import resolve_switches
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # resolving needs no GPU: only the device's type
+    on = resolve_switches(_cfg(), cuda)
+    assert (on.precision, on.channels_last, on.compile, on.fused_sgd, on.cudnn_benchmark) == ("bf16", True, True,
+                                                                                                True, True)
+    off = resolve_switches(_cfg(), cpu)
+    assert (off.precision, off.channels_last, off.compile, off.fused_sgd, off.cudnn_benchmark) == ("fp32", False,
+                                                                                                    False, False, False)
+    chosen = resolve_switches(_cfg(cudnn_benchmark=False, compile=False, precision="fp16"), cuda)
+    assert not chosen.cudnn_benchmark and not chosen.compile and chosen.precision == "fp16"

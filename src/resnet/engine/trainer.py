@@ -51,6 +51,7 @@ class Switches:
     channels_last: bool
     compile: bool
     fused_sgd: bool
+    cudnn_benchmark: bool = False
 
 
 def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
@@ -60,7 +61,9 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     channels_last = t.channels_last if t.channels_last is not None else cuda
     compile_ = t.compile if t.compile is not None else cuda
-    return Switches(precision=precision, channels_last=channels_last, compile=compile_, fused_sgd=cuda)
+    benchmark = cuda and (t.cudnn_benchmark if t.cudnn_benchmark is not None else True)
+    return Switches(precision=precision, channels_last=channels_last, compile=compile_, fused_sgd=cuda,
+                    cudnn_benchmark=benchmark)
 
 
 def total_iterations(cfg: RunCfg, num_train: int) -> int:
@@ -77,6 +80,8 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.train.device)
         self.cfg, self.out = cfg, out
         self.sw = resolve_switches(cfg, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.sw.cudnn_benchmark  # process-wide: set for this run either way
         torch.manual_seed(cfg.train.seed)
         self.data: DataBundle = build_data(cfg.data, cfg.train.batch_size, self.device, cfg.train.seed,
                                            self.dist.rank, self.dist.world_size)
