@@ -34,6 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger("resnet.engine")
 
+# The capture happens mid-epoch, while a DataLoader's pin-memory thread may be allocating pinned buffers
+# (cudaHostAlloc, event queries): under torch's default "global" mode any thread's such call invalidates the
+# capture and poisons that thread (it re-raises at the next batch). "thread_local" restricts only the capturing
+# thread, which is all the graph needs: the loader's calls never touch the captured stream.
+CAPTURE_MODE = "thread_local"
+
 class StepSwitches(Protocol):
     """What the fast path reads from the trainer's ``Switches`` (kept structural to avoid an import cycle)."""
 
@@ -253,7 +259,7 @@ class FastStep:
         self._static = (sx, y.clone())
         self.optimizer.zero_grad(set_to_none=True)  # backward inside the capture allocates .grad in the pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE):
             loss, wrong = self._forward_backward(*self._static)
             self._update(loss)
         self.graph, self._out = graph, (loss, wrong)
@@ -317,7 +323,7 @@ def capture_inference(
                 model(static_x)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), step_autocast(device, precision, cache=False):
+    with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE), step_autocast(device, precision, cache=False):
         static_out = model(static_x)
 
     def run(x: Tensor) -> Tensor:
