@@ -215,3 +215,36 @@ def test_check_is_refused_outside_train(tmp_path):
         resolve_spec(parser.parse_args(["bench", "infer", "--device", "cpu", "--check"]))
     with pytest.raises(ConfigError, match="check-iterations"):
         resolve_spec(parser.parse_args(["bench", "train", "--device", "cpu", "--check", "--check-iterations", "10"]))
+
+
+def test_inductor_knobs_are_checked_and_apply_to_our_runs_only():
+    from torch._inductor import config as inductor_config
+
+    from resnet.bench.run import measure
+    from resnet.bench.workloads import Built, Runner
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    base = ["bench", "train", "--model", "resnet20", "--device", "cpu"]
+    spec = resolve_spec(parser.parse_args([*base, "--compile", "--inductor", "max_autotune=True",
+                                           "--inductor", "conv_1x1_as_mm=True", "--iterations", "1", "--warmup", "0"]))
+    assert spec.inductor == (("max_autotune", True), ("conv_1x1_as_mm", True))
+    assert "max_autotune=True" in spec.switches()
+    for bad, match in ((["--compile", "--inductor", "no_such_knob=1"], "no such option"),
+                       (["--compile", "--inductor", "max_autotune"], "KEY=VALUE"),
+                       (["--inductor", "max_autotune=True"], "add --compile")):
+        with pytest.raises(ConfigError, match=match):
+            resolve_spec(parser.parse_args([*base, *bad]))
+    seen = {}
+
+    def probe(name: str) -> Runner:
+        def build() -> Built:
+            seen[name] = (inductor_config.max_autotune, inductor_config.conv_1x1_as_mm)
+            return Built(lambda: None)
+        return Runner(name, "probe", 1, build)
+
+    before = (inductor_config.max_autotune, inductor_config.conv_1x1_as_mm)
+    for name in ("ours", "reference-compiled"):
+        measure(probe(name), spec)
+    assert seen == {"ours": (True, True), "reference-compiled": before}
+    assert (inductor_config.max_autotune, inductor_config.conv_1x1_as_mm) == before  # restored

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="infer, ours: fold each BatchNorm into the convolution before it; default with --compile "
                         "and on the CPU (compiled: +12%% on an H200; eager cuDNN convolutions with a bias were "
                         "slower)")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="ours, with --compile: set torch._inductor.config.KEY for this run (repeatable), e.g. "
+                        "max_autotune=True or conv_1x1_as_mm=True: for trying compiler knobs side by side")
     p.add_argument("--input-size", type=int, default=None, help="image side; default 32 (CIFAR nets) or 224")
     p.add_argument("--stride-in-1x1", action=argparse.BooleanOptionalAction, default=None,
                    help="ours; default torchvision's v1.5 layout when torchvision is the reference")

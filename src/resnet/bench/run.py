@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import gc
 import json
@@ -31,6 +32,30 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def inductor_overrides(items: list[str], compiled: bool) -> tuple[tuple[str, Any], ...]:
+    """``KEY=VALUE`` strings -> checked (key, Python value) pairs of torch._inductor.config."""
+    if not items:
+        return ()
+    if not compiled:
+        raise ConfigError("--inductor sets torch.compile's options: add --compile")
+    from torch._inductor import config as inductor_config
+
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--inductor {item!r}: expected KEY=VALUE, e.g. max_autotune=True")
+        if not hasattr(inductor_config, key):
+            raise ConfigError(f"--inductor {key}: torch._inductor.config has no such option "
+                              f"(torch {torch.__version__})")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word: a string option such as a backend name
+        out.append((key, value))
+    return tuple(out)
 
 
 def resolve_spec(args: argparse.Namespace) -> BenchSpec:
@@ -76,15 +101,22 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
         ddp=bool(getattr(args, "ddp", False)) and args.workload == "train",
         bucket_cap_mb=float(getattr(args, "bucket_cap_mb", 25.0)),
         reference_compile=bool(getattr(args, "reference_compile", False)) and args.workload == "train",
+        inductor=inductor_overrides(getattr(args, "inductor", []), compiled),
     )  # fmt: skip
 
 
 def measure(runner: Runner, spec: BenchSpec) -> Measurement:
     """Build, warm up, time and free one workload."""
     reset_peak_memory(spec.device)
-    built = runner.build()
-    per_step, total = time_steps(built.step, spec.iterations, spec.warmup + built.setup_calls, spec.device,
-                                 host_clock=built.host_clock)
+    knobs: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if spec.inductor and runner.name.startswith("ours"):  # compiling happens in the warm-up: patch around both
+        from torch._inductor import config as inductor_config
+
+        knobs = inductor_config.patch(dict(spec.inductor))
+    with knobs:
+        built = runner.build()
+        per_step, total = time_steps(built.step, spec.iterations, spec.warmup + built.setup_calls, spec.device,
+                                     host_clock=built.host_clock)
     result = summarize(runner.name, runner.setup, runner.batch_size, per_step, total, peak_memory_mib(spec.device),
                        built.finish())
     del built

@@ -60,11 +60,14 @@ class BenchSpec:
     gpu_decode: bool = False
     ddp: bool = False
     bucket_cap_mb: float = 25.0
+    inductor: tuple[tuple[str, Any], ...] = ()
+    """torch._inductor.config overrides for our runs (``--inductor KEY=VALUE``)."""
 
     def switches(self) -> str:
         """Our switches in words, for the table."""
         parts = [self.precision, "channels_last" if self.channels_last else "NCHW"]
         parts += ["compile"] if self.compile else []
+        parts += [f"{key}={value}" for key, value in self.inductor]
         parts += ["CUDA graph"] if self.cuda_graphs else ["eager"]
         return " ".join(parts)
 
