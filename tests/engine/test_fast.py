@@ -133,11 +133,15 @@ def test_skip_nonfinite_drops_the_update_without_a_host_check():
     step(x, y, 0.1)
     params = [p.detach().clone() for p in model.parameters()]
     bufs = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    stats = [b.clone() for b in model.buffers()]
     loss, _ = step(torch.full_like(x2, float("nan")), y2, 0.1)
     assert not torch.isfinite(loss)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
     assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(model.parameters(), bufs, strict=True))
+    assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))  # BN stats put back
     assert not hasattr(opt, "found_inf")  # the flag does not leak into later optimizer use
+    step(x2, y2, 0.1)  # a finite batch after it trains as usual, BN statistics included
+    assert not all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))
 
 
 def test_a_skipped_first_fused_step_leaves_momentum_as_if_no_step_had_run():
@@ -151,6 +155,39 @@ def test_a_skipped_first_fused_step_leaves_momentum_as_if_no_step_had_run():
     step(x2, y2, 0.1)
     _hand_written_sgd(ref, [(x2, y2)], [0.1])
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True))
+
+
+def _ddp_skip_worker(rank: int, init: str, out: str) -> None:
+    """One of two gloo processes: a normal step, then a step where only rank 1's batch is NaN."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        model = _tiny_model()
+        net = DistributedDataParallel(model, broadcast_buffers=False)
+        step = build_step(net, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, skip_nonfinite=True)
+        (x, y), (x2, y2) = _batches(2, seed=rank)
+        step(x, y, 0.1)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        loss, _ = step(torch.full_like(x2, float("nan")) if rank == 1 else x2, y2, 0.1)
+        torch.save({"finite": bool(torch.isfinite(loss)), "before": before, "after": model.state_dict()},
+                   f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.dist
+def test_under_ddp_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_skip_worker, args=(f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["finite"] and not r1["finite"]
+    for r in (r0, r1):  # rank 0's batch was fine, yet it skipped too: replicas stay identical
+        assert all(torch.equal(r["before"][k], r["after"][k]) for k in r["before"])
+    assert all(torch.equal(r0["after"][k], r1["after"][k]) for k in r0["after"] if "running" not in k)
 
 
 def test_tensor_lr_and_graphs_are_refused_where_they_cannot_work():

@@ -57,3 +57,23 @@ def test_cuda_push_does_not_wait_for_the_queued_work():
     assert probe.ready() == []  # the copy sits behind the sleep: not ready, and ready() did not wait
     (reading,) = probe.drain()
     assert reading.values == [7.0] and reading.seconds > 0.1
+
+
+def test_progress_report_warns_once_per_new_batch_of_fast_path_skips(tmp_path, caplog):
+    import logging
+
+    from test_train import _cfg
+
+    from resnet.engine.probe import Reading
+    from resnet.engine.runlog import RunLog
+    from resnet.engine.trainer import Trainer
+
+    trainer = Trainer(_cfg(nan_policy="skip"), tmp_path)
+    trainer._shown = 0
+    trainer.speed = [0, 0.0]
+    runlog = RunLog(tmp_path, 30, 0, enabled=False)
+    caplog.set_level(logging.WARNING, logger="resnet.engine")
+    for step, skipped in ((10, 0.0), (20, 2.0), (30, 2.0)):
+        trainer._show(runlog, Reading(step, [1.0, 3.0, -1.0, skipped], 0.1, 640, {"lr": 0.1, "batch": 32}))
+    assert caplog.text.count("skipped") == 1 and "2 step(s) skipped by iteration 20" in caplog.text
+    assert trainer.speed == [1920, pytest.approx(0.3)]

@@ -11,7 +11,9 @@ What a captured graph needs, and how it is provided here:
 - no Python floats that change: the learning rate lives in a 0-d device tensor (:class:`DeviceLR`) that every
   param group points at; fused SGD reads it on the device, so the schedule changes it without re-capture;
 - no host syncs: the step returns (loss, wrong) as device tensors; an optional non-finite guard skips the update
-  on the device through fused SGD's ``found_inf`` input (what GradScaler uses), instead of an ``if`` on the host;
+  on the device through fused SGD's ``found_inf`` input (what GradScaler uses), instead of an ``if`` on the host,
+  puts back the BatchNorm statistics the poisoned forward changed, and under DDP takes the ranks' maximum of the
+  flag (an all-reduce on the device) so that every replica skips together;
 - fp16's dynamic loss scaling is ``torch.amp.GradScaler`` driving fused SGD: it hands the optimizer ``grad_scale``
   and ``found_inf`` tensors and updates the scale with a device kernel, so it is sync-free and captured with the
   rest of the step (with the foreach SGD, GradScaler reads ``found_inf`` on the host and cannot be captured).
@@ -153,7 +155,8 @@ class FastStep:
     ) -> None:
         if cuda_graphs and (device.type != "cuda" or not torch.cuda.is_available()):
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
-        if cuda_graphs and isinstance(_unwrap(net), DistributedDataParallel):
+        self.ddp = isinstance(_unwrap(net), DistributedDataParallel)
+        if cuda_graphs and self.ddp:
             raise ValueError("CUDA graphs are not used under DistributedDataParallel; build the step without them")
         tensor_lr = cuda_graphs if tensor_lr is None else tensor_lr
         if (tensor_lr or skip_nonfinite) and not _is_fused(optimizer):
@@ -210,25 +213,40 @@ class FastStep:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        # BN statistics before the forward, to put back if the step is skipped (a few KB: the running stats)
+        saved = [b.detach().clone() for b in self.net.buffers()] if self.skip_nonfinite else []
         with step_autocast(self.device, self.precision, cache=not self.graphs):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return loss.detach(), (logits.argmax(1) != y).sum()
+        return loss.detach(), (logits.argmax(1) != y).sum(), saved
 
-    def _update(self, loss: Tensor) -> None:
+    def _nonfinite_flag(self, loss: Tensor) -> Tensor:
+        """1.0 where this step must be skipped, as a (1,) device tensor every DDP rank agrees on."""
+        bad = (~torch.isfinite(loss)).float().reshape(1)
+        if self.ddp:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        return bad
+
+    def _update(self, loss: Tensor, saved: list[Tensor]) -> None:
+        bad = self._nonfinite_flag(loss) if self.skip_nonfinite else None
+        if bad is not None:
+            skip = bad.reshape(()).bool()
+            with torch.no_grad():
+                for buffer, before in zip(self.net.buffers(), saved, strict=True):
+                    buffer.copy_(torch.where(skip, before, buffer))
         if self.scaler is not None:  # skips steps with non-finite gradients by itself (found_inf), then rescales
             self.scaler.step(self.optimizer)
             self.scaler.update()
             return
-        if not self.skip_nonfinite:
+        if bad is None:
             self.optimizer.step()
             return
         # fused SGD leaves params and momentum untouched where found_inf == 1 (the GradScaler mechanism)
-        self.optimizer.found_inf = (~torch.isfinite(loss)).float().reshape(1)  # type: ignore[attr-defined]
+        self.optimizer.found_inf = bad  # type: ignore[attr-defined]
         try:
             self.optimizer.step()
         finally:
@@ -237,8 +255,8 @@ class FastStep:
     def eager(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The plain step (Trainer.train_step's math): forward, cross-entropy, backward, SGD, zero grads."""
         self.optimizer.zero_grad(set_to_none=True)  # after a capture .grad holds the last replay's values
-        loss, wrong = self._forward_backward(x, y)
-        self._update(loss)
+        loss, wrong, saved = self._forward_backward(x, y)
+        self._update(loss, saved)
         self.optimizer.zero_grad(set_to_none=True)
         return loss, wrong
 
@@ -260,8 +278,8 @@ class FastStep:
         self.optimizer.zero_grad(set_to_none=True)  # backward inside the capture allocates .grad in the pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE):
-            loss, wrong = self._forward_backward(*self._static)
-            self._update(loss)
+            loss, wrong, saved = self._forward_backward(*self._static)
+            self._update(loss, saved)
         self.graph, self._out = graph, (loss, wrong)
         log.info("training step captured as a CUDA graph (batch %s)", tuple(x.shape))
 
@@ -284,7 +302,7 @@ def build_step(
         self.optimizer = build_optimizer(model, cfg.optim, fused=sw.fused_sgd)
         ... restore a checkpoint (optimizer.load_state_dict) BEFORE building: capture records addresses ...
         self.step_fn = build_step(self.net, self.optimizer, self.sw, self.device,
-                                  skip_nonfinite=cfg.train.nan_policy == "skip" and not dist.enabled)
+                                  skip_nonfinite=cfg.train.nan_policy == "skip")
         loss, wrong = self.step_fn(x, y, self.schedule.lr_at(self.step))
         ckpt: optimizer=optimizer_state_dict(self.optimizer)         # the group lr is a device tensor here
 
@@ -296,8 +314,6 @@ def build_step(
     ddp = isinstance(_unwrap(model), DistributedDataParallel)
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda" and torch.cuda.is_available() and not ddp
-    if skip_nonfinite and ddp:
-        raise ValueError("skip_nonfinite decides per process; under DDP the ranks must agree (use the trainer's check)")
     net = torch.compile(model) if switches.compile and not hasattr(model, "_orig_mod") else model
     return FastStep(net, optimizer, switches, device, cuda_graphs=cuda_graphs, skip_nonfinite=skip_nonfinite,
                     scaler=scaler)

@@ -95,6 +95,10 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_signal: int | None = None
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        # Steps the fast path skipped on a non-finite loss (--nan-policy skip), counted on the device, and how many
+        # of them the log has reported (through the probe, without a host sync).
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._skips_logged = 0
         # Training loss sum, wrong predictions, images since the last evaluation: checkpointed, so a resumed run
         # logs the same metrics as an uninterrupted one.
         self.window = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -143,7 +147,7 @@ class Trainer:
             return None
         from resnet.engine.fast import build_step
 
-        skip = self.cfg.train.nan_policy == "skip" and not self.dist.enabled
+        skip = self.cfg.train.nan_policy == "skip"  # decided on the device; under torchrun all ranks agree
         return build_step(self.net, self.optimizer, self.sw, self.device, cuda_graphs=self.cfg.train.cuda_graphs
                           if not self.dist.enabled else False, skip_nonfinite=skip, scaler=self.scaler)
 
@@ -172,7 +176,10 @@ class Trainer:
         """One SGD update; returns (loss, wrong-prediction count) as device tensors (no host sync)."""
         if self.fast_step is not None:
             loss, wrong = self.fast_step(x, y, lr)
-            self._note_nonfinite(torch.isfinite(loss))
+            finite = torch.isfinite(loss)
+            self._note_nonfinite(finite)
+            if self.cfg.train.nan_policy == "skip":
+                self.skipped += (~finite).long()
             return loss.detach(), wrong
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -225,8 +232,8 @@ class Trainer:
                 if self.step % 10 == 0 or evaluate_now:
                     if self.dist.enabled:
                         self._check_finite()  # a collective: every rank must take it at the same iteration
-                    probe.push(self.step, torch.stack([loss.double(), wrong.double(), self.bad_step.double()]),
-                               seen * self.dist.world_size, lr=lr, batch=y.numel())
+                    values = [loss.double(), wrong.double(), self.bad_step.double(), self.skipped.double()]
+                    probe.push(self.step, torch.stack(values), seen * self.dist.world_size, lr=lr, batch=y.numel())
                     seen = 0
                     for reading in probe.ready():
                         self._show(runlog, reading)
@@ -251,9 +258,13 @@ class Trainer:
 
     def _show(self, runlog: RunLog, reading: Reading) -> None:
         """One progress report (from the probe); a non-finite loss it carries stops the run here."""
-        loss, wrong, bad = reading.values
+        loss, wrong, bad, skipped = reading.values
         if bad >= 0 and not self.dist.enabled:  # under DDP the collective check ran before the push
             self._check_finite()
+        if skipped > self._skips_logged:
+            log.warning("non-finite loss: %d step(s) skipped by iteration %d (--nan-policy skip)",
+                        int(skipped) - self._skips_logged, reading.step)
+            self._skips_logged = int(skipped)
         rate = reading.images / max(reading.seconds, 1e-9)
         self.speed[0] += reading.images
         self.speed[1] += reading.seconds
