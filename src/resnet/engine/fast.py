@@ -174,6 +174,7 @@ class FastStep:
         self.calls = 0
         self._static: tuple[Tensor, Tensor] | None = None
         self._out: tuple[Tensor, Tensor] | None = None
+        self._stream: torch.cuda.Stream | None = None  # warm-ups and the capture share it
 
     @property
     def setup_calls(self) -> int:
@@ -261,9 +262,12 @@ class FastStep:
         return loss, wrong
 
     def _side_stream(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Warm-up on a side stream, as the capture will run on one (lazy inits then land on the right stream)."""
+        """Warm-up on the stream the capture will use, so lazy per-stream set-up (cuBLAS workspaces, cuDNN plans)
+        happens before the capture, not inside it."""
         current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        side = self._stream
         side.wait_stream(current)
         with torch.cuda.stream(side):
             loss, wrong = self.eager(x, y)
@@ -277,7 +281,7 @@ class FastStep:
         self._static = (sx, y.clone())
         self.optimizer.zero_grad(set_to_none=True)  # backward inside the capture allocates .grad in the pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE):
+        with torch.cuda.graph(graph, stream=self._stream, capture_error_mode=CAPTURE_MODE):
             loss, wrong, saved = self._forward_backward(*self._static)
             self._update(loss, saved)
         self.graph, self._out = graph, (loss, wrong)
@@ -339,7 +343,8 @@ def capture_inference(
                 model(static_x)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE), step_autocast(device, precision, cache=False):
+    with (torch.cuda.graph(graph, stream=side, capture_error_mode=CAPTURE_MODE),
+          step_autocast(device, precision, cache=False)):
         static_out = model(static_x)
 
     def run(x: Tensor) -> Tensor:
