@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from resnet.bench.workloads import BenchSpec, our_model
 from resnet.config import OptimCfg
 from resnet.engine.fast import build_step
 from resnet.engine.optim import build_optimizer
@@ -56,10 +57,8 @@ def true_fp32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def loss_curve(spec: Any, batches: list[tuple[Tensor, Tensor]], fast: bool) -> Tensor:
+def loss_curve(spec: BenchSpec, batches: list[tuple[Tensor, Tensor]], fast: bool) -> Tensor:
     """Losses of every step, from the same initial weights: ``fast`` with the spec's switches, else eager fp32."""
-    from resnet.bench.workloads import our_model
-
     run = spec if fast else replace(spec, precision="fp32", channels_last=False, compile=False, cuda_graphs=False)
     model = our_model(run, num_classes=10)  # seeds before building: both sides start from the same weights
     fused = fast and spec.device.type == "cuda"
@@ -89,7 +88,7 @@ def compare(fast: Tensor, eager: Tensor) -> dict[str, Any]:
             "passed": all(checks.values())}
 
 
-def run_check(spec: Any, iterations: int = 200) -> dict[str, Any]:
+def run_check(spec: BenchSpec, iterations: int = 200) -> dict[str, Any]:
     """Train both sides ``iterations`` steps on the teacher task and compare their losses."""
     if iterations < 2 * WINDOW:
         raise ValueError(f"--check-iterations {iterations}: needs at least {2 * WINDOW} (two {WINDOW}-step windows)")

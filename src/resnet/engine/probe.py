@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,6 +31,15 @@ class Reading:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class _Queued(NamedTuple):
+    step: int
+    host: Tensor  # pinned copy, filled once ``end`` has passed
+    start: Any  # event (CUDA) or perf_counter (CPU) of the previous reading
+    end: Any
+    images: int
+    meta: dict[str, Any]
+
+
 class DeviceProbe:
     """``push`` device scalars now, get them back as :class:`Reading` from ``ready()`` or ``drain()`` later.
 
@@ -41,7 +50,7 @@ class DeviceProbe:
     def __init__(self, device: torch.device, depth: int = 4) -> None:
         self.device, self.depth = device, depth
         self.cuda = device.type == "cuda"
-        self._pending: deque[tuple[int, Tensor, Any, Any, int, dict[str, Any]]] = deque()
+        self._pending: deque[_Queued] = deque()
         self._mark = self._stamp()
 
     def _stamp(self) -> Any:
@@ -61,26 +70,26 @@ class DeviceProbe:
     def push(self, step: int, values: Tensor, images: int, **meta: Any) -> None:
         """Queue a copy of the 1-d tensor ``values`` (no host sync)."""
         if self.cuda and len(self._pending) >= self.depth:
-            self._pending[0][3].synchronize()  # the oldest: iterations ago, normally complete already
+            self._pending[0].end.synchronize()  # the oldest: iterations ago, normally complete already
         host = torch.empty(values.shape, dtype=values.dtype, pin_memory=self.cuda)
         host.copy_(values.detach(), non_blocking=self.cuda)
         stamp = self._stamp()
-        self._pending.append((step, host, self._mark, stamp, images, meta))
+        self._pending.append(_Queued(step, host, self._mark, stamp, images, meta))
         self._mark = stamp
 
     def _done(self, stamp: Any) -> bool:
         return not self.cuda or stamp.query()
 
     def _pop(self, wait: bool) -> Reading:
-        step, host, start, end, images, meta = self._pending.popleft()
+        q = self._pending.popleft()
         if wait and self.cuda:
-            end.synchronize()
-        return Reading(step, host.tolist(), self._seconds(start, end), images, meta)
+            q.end.synchronize()
+        return Reading(q.step, q.host.tolist(), self._seconds(q.start, q.end), q.images, q.meta)
 
     def ready(self) -> list[Reading]:
         """The readings whose copies have landed, oldest first; never waits."""
         out = []
-        while self._pending and self._done(self._pending[0][3]):
+        while self._pending and self._done(self._pending[0].end):
             out.append(self._pop(wait=False))
         return out
 
