@@ -98,3 +98,39 @@ def test_weight_decay_exemptions_are_chosen_by_module_type_not_name():
     assert sorted(names[id(p)] for p in no_decay["params"]) == ["1.1.bias", "1.1.weight", "2.bias"]
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 1e-4
     assert len(param_groups(model, OptimCfg())) == 1
+
+
+def test_channels_last_fused_sgd_resumed_from_a_checkpoint_matches_the_uninterrupted_run(tmp_path):
+    """Checkpoints hold momentum contiguous (NCHW); a channels_last model resumed must get it back in NHWC, or fused
+    SGD (which needs equal strides: CUDA raises, CPU walks them in different orders) updates wrongly."""
+    from resnet import create_model
+    from resnet.engine.optim import load_optimizer_state
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(3)]
+
+    def fresh():
+        torch.manual_seed(0)
+        model = create_model("resnet20").to(memory_format=torch.channels_last)
+        return model, build_optimizer(model, OptimCfg(lr=0.1), fused=True)
+
+    def steps(model, opt, todo):
+        for x, y in todo:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x.to(memory_format=torch.channels_last)), y).backward()
+            opt.step()
+
+    model, opt = fresh()
+    steps(model, opt, batches)
+    cut, cut_opt = fresh()
+    steps(cut, cut_opt, batches[:2])
+    ckpt.save_checkpoint(tmp_path, _state(2, cut, cut_opt))
+    state = ckpt.latest_checkpoint(tmp_path)
+    resumed, resumed_opt = fresh()
+    resumed.load_state_dict(state.model)
+    load_optimizer_state(resumed_opt, state.optimizer)
+    for p in resumed.parameters():
+        assert resumed_opt.state[p]["momentum_buffer"].stride() == p.stride()
+    steps(resumed, resumed_opt, batches[2:])
+    for a, b in zip(resumed.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)

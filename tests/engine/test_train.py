@@ -75,9 +75,24 @@ def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
                                                                  "device": "cuda", "cuda_graphs": True}}, "quick")
     trainer = Trainer(cfg, tmp_path)
     assert trainer.fast_step is not None and trainer.fast_step.graphs
-    final = trainer.run()
-    assert final["test_error"] < 50.0
-    assert train(cfg, tmp_path, resume=True)["step"] == 60
+    step = trainer.train_step
+
+    def stop_after_45(x, y, lr):
+        out = step(x, y, lr)
+        if trainer.step + 1 == 45:
+            trainer.stop_signal = 15  # what the SIGTERM handler sets: checkpoint and stop
+        return out
+
+    trainer.train_step = stop_after_45
+    assert trainer.run() == {"stopped_by_signal": 15, "step": 45}
+    # The resumed run trains 15 graph steps from the checkpoint: channels_last weights with momentum read back
+    # from a contiguous checkpoint (fused SGD refuses mismatched strides on CUDA).
+    resumed = Trainer(cfg, tmp_path, resume=True)
+    assert resumed.step == 45
+    for p in resumed.model.parameters():
+        assert resumed.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
+    final = resumed.run()
+    assert final["step"] == 60 and final["test_error"] < 50.0
 
 
 @pytest.mark.gpu

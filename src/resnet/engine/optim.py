@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -37,3 +39,19 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False) -> tor
     kwargs = {"fused": True} if fused else {"foreach": True}
     return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``load_state_dict``, then each per-parameter buffer (momentum) put back in its parameter's memory layout.
+
+    Checkpoints store buffers contiguous (NCHW) and ``load_state_dict`` keeps that layout, while a channels_last
+    model's weights and grads are NHWC: fused CUDA SGD refuses tensors of different strides (its fast-path
+    check), and the fused CPU kernel, which does not check, walks them in different orders (a wrong update).
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buffers = optimizer.state.get(p, {})
+            for key, value in buffers.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    buffers[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

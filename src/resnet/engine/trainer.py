@@ -32,7 +32,7 @@ from resnet.engine.distributed import (
 )
 from resnet.engine.evaluate import autocast_for, evaluate
 from resnet.engine.fast import grad_scaler_for, optimizer_state_dict
-from resnet.engine.optim import build_optimizer
+from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.probe import DeviceProbe, Reading
 from resnet.engine.rundir import finish_run, prepare_run_dir
 from resnet.engine.runlog import RunLog, truncate_metrics
@@ -157,7 +157,7 @@ class Trainer:
             log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
             return
         self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
+        load_optimizer_state(self.optimizer, state.optimizer)
         self.schedule.load_state_dict(state.extra["schedule"])
         if self.scaler is not None and "grad_scaler" in state.extra:  # a bf16/fp32 checkpoint resumed in fp16: fresh
             self.scaler.load_state_dict(state.extra["grad_scaler"])
