@@ -110,6 +110,23 @@ def test_a_jpeg_the_device_decoder_cannot_read_is_decoded_on_the_cpu_instead(tmp
     assert isinstance(image, torch.Tensor) and image.shape == (3, 30, 40) and image.dtype == torch.uint8
 
 
+def test_a_file_only_the_decoder_finds_broken_drops_its_label_and_offsets_with_it(tmp_path):
+    from resnet.data.gpu_decode import decode_batch
+    from resnet.data.transforms import ScaleCrop
+
+    ok = tmp_path / "a.jpg"
+    ok.write_bytes(_jpeg_bytes())
+    data = torch.from_numpy(np.fromfile(ok, dtype=np.uint8))
+    junk = torch.tensor([0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9], dtype=torch.uint8)
+    crop = ScaleCrop(side=30, height=30, width=40, top=0, left=4, flip=False)
+    items = [EncodedItem(d, crop, torch.full((3,), float(i)), label, path)
+             for i, (d, label, path) in enumerate(((data, 3, str(ok)), (junk, 5, "junk.jpg"), (data, 7, str(ok))))]
+    log = BadImageLog("skip")
+    x, offsets, labels = decode_batch(collate_encoded(items), 16, CPU, log)
+    assert x.shape == (2, 3, 16, 16) and labels.tolist() == [3, 7] and offsets[:, 0].tolist() == [0.0, 2.0]
+    assert log.skipped == 1 and log.files == {"junk.jpg"}
+
+
 def test_collate_keeps_batch_order_across_encoded_and_worker_decoded_samples():
     enc = EncodedItem(torch.arange(5, dtype=torch.uint8), None, torch.ones(3), 7, "a.jpg")  # type: ignore[arg-type]
     dec = TrainItem(torch.zeros(3, 4, 4, dtype=torch.uint8), torch.zeros(3), 2)
@@ -140,3 +157,32 @@ def test_nvjpeg_batches_match_the_worker_decoded_ones(tmp_path):
         assert xg.is_cuda and torch.equal(yc, yg.cpu())
         diff = (xg.cpu() - xc).abs() * 255
         assert diff.mean() < 2.0 and diff.max() < 48, (diff.mean(), diff.max())  # nvJPEG's IDCT is not libjpeg's
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nvjpeg_never_writes_into_memory_the_training_stream_has_yet_to_read():
+    """pytorch/vision#9606's race, through our decode: blocks freed on the training stream while kernels queued
+    there (behind a long one) still have to read them must not be handed to the decoder."""
+    import io
+
+    cuda = torch.device("cuda")
+    rng = np.random.default_rng(1)
+    files = []
+    for _ in range(8):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(buf, "JPEG")
+        files.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    _decode_all(files, ["x.jpg"] * 8, cuda)  # the decoder's set-up, and its output size in the allocator
+    corrupted = 0
+    for _ in range(10):
+        held = [torch.full((3, 375, 500), 7, dtype=torch.uint8, device=cuda) for _ in range(8)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(100_000_000)  # keeps the reads below queued while the host decodes
+        sums = [t.sum(dtype=torch.int64) for t in held]
+        del held
+        images = _decode_all(files, ["x.jpg"] * 8, cuda)
+        torch.cuda.synchronize()
+        corrupted += sum(int(s) != 7 * 3 * 375 * 500 for s in sums)
+        assert all(isinstance(im, torch.Tensor) and im.shape == (3, 375, 500) for im in images)
+    assert corrupted == 0

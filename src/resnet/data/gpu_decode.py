@@ -57,7 +57,34 @@ def collate_encoded(items: Sequence[EncodedItem | TrainItem | BadSample]) -> Enc
     )  # fmt: skip
 
 
+_DECODE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
 def _decode_all(files: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor | BadSample]:
+    """:func:`_decode_files` on CUDA with a stream of its own current.
+
+    Why: torchvision's CUDA decoder allocates its outputs on the current stream but writes them from a pool stream
+    that does not first wait for it (pytorch/vision#9606, torchcodec#1634), and the caching allocator hands out a
+    block the moment it is freed on its stream: decoding with the training stream current, nvJPEG could overwrite
+    a block that kernels still queued there (the previous batch's input, its activations) have yet to read. A
+    stream holding nothing but decoder outputs keeps the training stream's memory out of the decoder's reach;
+    ``record_stream`` makes the allocator wait for the training stream's use of an output before reusing it.
+    """
+    if device.type != "cuda" or not files:
+        return _decode_files(files, paths, device)
+    current = torch.cuda.current_stream(device)
+    side = _DECODE_STREAMS.setdefault(device, torch.cuda.Stream(device))
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        images = _decode_files(files, paths, device)
+    current.wait_stream(side)
+    for image in images:
+        if isinstance(image, Tensor):
+            image.record_stream(current)
+    return images
+
+
+def _decode_files(files: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor | BadSample]:
     """One batched decode; if the batch fails, file by file, and a file the device decoder refuses (a JPEG
     variant nvJPEG lacks, or a broken file) gets the CPU decoder, which reads it or names what is wrong."""
     if not files:
@@ -65,6 +92,8 @@ def _decode_all(files: list[Tensor], paths: list[str], device: torch.device) -> 
     try:
         return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
+        if device.type == "cuda":  # the failed call's outputs may still be written by the decoder's own stream
+            torch.cuda.synchronize(device)
         out: list[Tensor | BadSample] = []
         for data, path in zip(files, paths, strict=True):
             try:
@@ -101,9 +130,13 @@ def decode_batch(batch: EncodedBatch, crop: int, device: torch.device,
         if not isinstance(image, BadSample):
             out.append(_crop(image, p, crop))
             keep.append(i)
-    index = torch.tensor(keep, dtype=torch.int64)
-    offsets = batch.offsets[index].to(device, non_blocking=True)
-    labels = batch.labels[index].to(device, non_blocking=True)
+    offsets, labels = batch.offsets, batch.labels
+    if len(keep) < len(labels):  # a file was unreadable (rare); indexing makes pageable copies of pinned tensors
+        index = torch.tensor(keep, dtype=torch.int64)
+        offsets, labels = batch.offsets[index], batch.labels[index]
+        if device.type == "cuda":  # a non_blocking copy from pageable memory may wait for the GPU to drain
+            offsets, labels = offsets.pin_memory(), labels.pin_memory()
+    offsets, labels = offsets.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     return (torch.stack(out) if out else None), offsets, labels
 
 

@@ -171,8 +171,7 @@ class TensorTrainStream(TrainStream):
         perm, params = self._epoch_plan(epoch)
         window = slice(position, position + self.batch_size)
         idx = perm[window][self.rank :: self.world_size]
-        x = self.images[idx].to(self.device, non_blocking=True)
-        y = self.labels[idx].to(self.device, non_blocking=True)
+        x, y = _upload(self.images[idx], self.device), _upload(self.labels[idx], self.device)
         x = pad_crop_flip(x, params[window][self.rank :: self.world_size], self.pad)
         return self.norm(x), y
 
@@ -180,7 +179,9 @@ class TensorTrainStream(TrainStream):
 def _upload(t: Tensor, device: torch.device) -> Tensor:
     """Host to device without stalling the loop: a copy from pageable memory waits for the GPU's queue to drain,
     one from pinned memory is queued like a kernel (the caching host allocator keeps it alive until done)."""
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
