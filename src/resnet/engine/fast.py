@@ -175,6 +175,7 @@ class FastStep:
         self._static: tuple[Tensor, Tensor] | None = None
         self._out: tuple[Tensor, Tensor] | None = None
         self._stream: torch.cuda.Stream | None = None  # warm-ups and the capture share it
+        self._largest = 0  # the largest warm-up batch: the graph is captured on a batch that size
 
     @property
     def setup_calls(self) -> int:
@@ -192,8 +193,11 @@ class FastStep:
         if not self.graphs:
             return self.eager(x, y)
         if self.graph is None and self.calls <= self.warmup_steps:
+            self._largest = max(self._largest, x.shape[0])
             return self._side_stream(x, y)
         if self.graph is None:
+            if x.shape[0] < self._largest:  # a short batch (unreadable images skipped): a graph of its shape would
+                return self.eager(x, y)  # send every full batch after it down the eager path; capture on the next
             self._capture(x, y)
         assert self._static is not None and self._out is not None
         sx, sy = self._static
