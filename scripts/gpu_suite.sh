@@ -60,8 +60,11 @@ make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(P
              --iterations 3000 --eval-every 1500 --checkpoint-every 0 --out /tmp/trainer-$m 2>&1 | grep -E "img/s|final"
            bench train --model $m --iterations 300 --warmup 20 --json "$OUT/json/train-$m-beside-trainer.json"
          done;;
-    check) for m in resnet20 resnet56; do bench train --model $m --check --iterations 50 --json "$OUT/json/check-$m.json"; done
-           bench train --model resnet56 --precision fp16 --check --iterations 50 --json "$OUT/json/check-resnet56-fp16.json";;
+    check) # the quick-recipe run (600 iterations each way) for ResNet-56 only: the GPU tests train ResNet-20's
+           bench train --model resnet20 --check --check-run-iterations 0 --iterations 50 --json "$OUT/json/check-resnet20.json"
+           bench train --model resnet56 --check --iterations 50 --json "$OUT/json/check-resnet56.json"
+           bench train --model resnet56 --precision fp16 --check --check-run-iterations 0 --iterations 50 \
+             --json "$OUT/json/check-resnet56-fp16.json";;
     knobs-r50) # compiler options for the ResNet-50 training target (not met); max_autotune compiles for minutes
            for k in "--inductor conv_1x1_as_mm=True" "--inductor max_autotune=True"; do
              timeout 280 python3 -m resnet bench train --model resnet50 --compile $k --reference --reference-compile \

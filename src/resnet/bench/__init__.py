@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train: also run the correctness check: our step's losses beside the plain eager fp32 "
                         "step's, same seed and batches (exit 1 when they do not track)")
     p.add_argument("--check-iterations", type=int, default=200, help="train --check: steps of each side")
+    p.add_argument("--check-run-iterations", type=int, default=600,
+                   help="train --check: also train the quick recipe (embedded digits) end to end this long with our "
+                        "switches and as the eager fp32 loop, and compare test errors (0 leaves it out)")
     p.add_argument("--iterations", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (graph capture adds its own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -76,6 +76,8 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
         raise ConfigError("--check compares training steps; use it with resnet bench train")
     if getattr(args, "check", False) and args.check_iterations < 40:
         raise ConfigError(f"--check-iterations {args.check_iterations} must be >= 40 (two 20-step windows)")
+    if getattr(args, "check", False) and 0 < args.check_run_iterations < 20:
+        raise ConfigError(f"--check-run-iterations {args.check_run_iterations} must be 0 (no run) or >= 20")
     if getattr(args, "reference_compile", False) and not args.reference:
         raise ConfigError("--reference-compile adds to --reference; pass both")
     if getattr(args, "bucket_cap_mb", 25.0) <= 0:
@@ -192,10 +194,13 @@ def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
     record = {"spec": spec_dict, "environment": env, "results": [r.to_dict() for r in results], "ratios": rat,
               "table": format_table(spec, env, results, rat)}
     if getattr(args, "check", False):
-        from resnet.bench.check import format_check, run_check
+        from resnet.bench.check import format_check, format_run, run_check, short_run
 
         record["check"] = run_check(spec, args.check_iterations)
         record["table"] += "\n" + format_check(record["check"])
+        if args.check_run_iterations:
+            record["check_run"] = short_run(spec, args.check_run_iterations)
+            record["table"] += "\n" + format_run(record["check_run"])
     return record
 
 
@@ -212,9 +217,18 @@ def bench_command(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"json: {path}")
+    failed = []
     if "check" in record and not record["check"]["passed"]:
-        print("error: the fast path's losses do not track the eager fp32 step's (see the check line); rerun with "
-              "--precision fp32 or --no-compile to find the switch at fault", file=sys.stderr)
+        failed.append("the fast path's losses do not track the eager fp32 step's")
+    run = record.get("check_run", {"passed": True})
+    if not run["passed"] and not run["checks"]["learned"]:
+        failed.append(f"the eager fp32 run did not learn in {run['iterations']} iterations; raise "
+                      "--check-run-iterations")
+    elif not run["passed"]:
+        failed.append("the fast path's test error is outside the eager fp32 run's range")
+    if failed:
+        print(f"error: {'; '.join(failed)} (see the check lines); rerun with --precision fp32 or --no-compile to "
+              "find the switch at fault", file=sys.stderr)
         return 1
     return 0
 
