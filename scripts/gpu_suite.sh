@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements behind README "Speed" (run through the device tool; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
-#   sections: env tests track check knobs-r50 knobs-r56 decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
+#   sections: env tests track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
 #             infer-nofold pipeline ddp e2e
 set -uo pipefail
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
@@ -72,6 +72,11 @@ make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(P
            done;;
     knobs-r56) # the same for CIFAR ResNet-56 (45k img/s target, not met)
            for k in "--inductor coordinate_descent_tuning=True" "--inductor max_autotune=True --inductor coordinate_descent_tuning=True"; do
+             timeout 280 python3 -m resnet bench train --model resnet56 --compile $k --iterations 300 --warmup 20 \
+               --json "$OUT/json/knobs-resnet56-${k//[-= ]/}.json" 2>&1 | grep -E "^ours|error"
+           done;;
+    knobs-r56-fusion) # fewer, larger kernels: the ResNet-56 step is hundreds of small ones (one call)
+           for k in "--inductor combo_kernels=True" "--inductor aggressive_fusion=True"; do
              timeout 280 python3 -m resnet bench train --model resnet56 --compile $k --iterations 300 --warmup 20 \
                --json "$OUT/json/knobs-resnet56-${k//[-= ]/}.json" 2>&1 | grep -E "^ours|error"
            done;;

@@ -58,9 +58,10 @@ def test_two_gloo_processes_train_identical_replicas(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "resnet", "train", "--device", "cpu", "--iterations", "8", "--batch-size", "32",
-           "--eval-every", "4", "--out", str(tmp_path)]
+           "--eval-every", "4", "--bucket-cap-mb", "0.5", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DistributedDataParallel over 2 processes, gradient buckets of 0.5 MB" in proc.stderr + proc.stdout
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["replicas_identical"] is True and final["step"] == 8
     assert json.loads((tmp_path / "run.json").read_text())["world_size"] == 2

@@ -136,7 +136,11 @@ class Trainer:
         net: nn.Module = model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+            net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
+                                          bucket_cap_mb=self.cfg.train.bucket_cap_mb)
+            if self.dist.is_main:
+                log.info("DistributedDataParallel over %d processes, gradient buckets of %.1f MB",
+                         self.dist.world_size, net.bucket_bytes_cap / 2**20)
         if self.sw.compile:
             net = torch.compile(net)
         return net
