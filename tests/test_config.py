@@ -82,3 +82,16 @@ def test_any_override_builds_or_raises_config_error(section, key, value):
     for k in (key, keys[hash(key) % len(keys)]):
         with contextlib.suppress(ConfigError):
             build_config({section: {k: value}})
+
+
+def test_negative_boolean_fields_get_a_flag_and_its_opposite_not_a_double_negative():
+    import argparse
+
+    from resnet.cli import add_config_flags, config_overrides
+
+    p = argparse.ArgumentParser()
+    add_config_flags(p, sections=("optim",))
+    assert "--no-no-decay-norm-bias" not in p.format_help() and "--decay-norm-bias" in p.format_help()
+    assert config_overrides(p.parse_args(["--no-decay-norm-bias"])) == {"optim": {"no_decay_norm_bias": True}}
+    assert config_overrides(p.parse_args(["--decay-norm-bias"])) == {"optim": {"no_decay_norm_bias": False}}
+    assert config_overrides(p.parse_args([])) == {}

@@ -34,7 +34,12 @@ def add_config_flags(p: argparse.ArgumentParser, sections: Sequence[str] = tuple
         for f in dataclasses.fields(_SECTIONS[section]):
             dest = f"cfg__{section}__{f.name}"
             help_ = docs.get((section, f.name), "")
-            if f.type in ("bool", "bool | None"):
+            if f.type in ("bool", "bool | None") and f.name.startswith("no_"):  # not --no-no-decay-norm-bias
+                flag = _flag(section, f.name)
+                group.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_)
+                group.add_argument("--" + flag[len("--no-"):], dest=dest, action="store_const", const=False,
+                                   help=f"the opposite of {flag}")
+            elif f.type in ("bool", "bool | None"):
                 group.add_argument(_flag(section, f.name), dest=dest, action=argparse.BooleanOptionalAction,
                                    default=None, help=help_)
             else:
@@ -71,7 +76,9 @@ def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Our INFO lines (progress, img/s); other libraries' only from WARNING up (the ONNX exporter's INFO chatter)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("resnet").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
     for register in commands.REGISTRARS:
         register(sub)
+    for command in sub.choices.values():  # before or after the subcommand; SUPPRESS keeps an earlier --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
 
 

@@ -8,6 +8,7 @@ import os
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from resnet.cli import add_config_flags, config_overrides, out_dir
 from resnet.config import build_config, from_dict, load_recipe, merge, to_dict
@@ -25,6 +26,14 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_train)
 
 
+def read_run_config(cfg_path: Path) -> dict[str, Any]:
+    """A run folder's config.toml, checked, as nested plain values (recipe included)."""
+    try:
+        return to_dict(from_dict(tomllib.loads(cfg_path.read_text())))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{cfg_path} is damaged ({e}); restore it, or start a new run with --out") from None
+
+
 def resolve_train_config(args: argparse.Namespace):
     """Recipe < flags; with --resume the run folder's config.toml replaces the recipe."""
     flags = config_overrides(args)
@@ -32,11 +41,7 @@ def resolve_train_config(args: argparse.Namespace):
         cfg_path = Path(args.resume) / "config.toml"
         if not cfg_path.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.toml there; pass the folder of an earlier run")
-        try:
-            base = from_dict(tomllib.loads(cfg_path.read_text()))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{cfg_path} is damaged ({e}); restore it, or start a new run with --out") from None
-        saved = to_dict(base)
+        saved = read_run_config(cfg_path)
         recipe = saved.pop("recipe")
         return build_config(merge(saved, flags), recipe=recipe)
     recipe = args.recipe or "quick"
@@ -73,10 +78,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- eval / predict -------------------------------------------------------------------------------------------
 def register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 error of a run folder or weights file")
-    p.add_argument("target", help="run folder (uses its model.safetensors) or a .safetensors/.pth weights file")
+    p.add_argument("target", help="run folder (uses its model.safetensors, and its dataset unless --dataset/--data "
+                                   "say otherwise) or a .safetensors/.pth weights file (default dataset: digits)")
     p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
-    p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test (default) or the validation images a run held out (--val-split)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass (default 100)")
     add_config_flags(p, sections=("data",))
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_eval)
@@ -86,6 +93,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.engine.inference import evaluate_weights
 
     flags = config_overrides(args).get("data", {})
+    run_cfg = Path(args.target) / "config.toml"
+    if run_cfg.is_file():  # a run folder: its dataset (and data settings) unless flags say otherwise
+        flags = {**read_run_config(run_cfg)["data"], **flags}
     result = evaluate_weights(args.target, flags, split=args.split, batch_size=args.batch_size,
                               device=args.device, arch=args.arch)
     skipped = f", {result['skipped']} unreadable skipped" if result.get("skipped") else ""
@@ -99,7 +109,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
     p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int, default=5, help="classes printed per image (default 5)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_predict)
 

@@ -38,3 +38,7 @@ def test_paper_cifar_holds_out_a_validation_split_and_reports_test_error_at_the_
     final = json.loads((out / "final.json").read_text())
     assert {"val_error", "test_error", "test_top5_error"} <= final.keys() and final["step"] == 4
     assert 0.0 <= final["test_error"] <= 100.0 and (out / "model.safetensors").is_file()
+    assert "val_error=" in capsys.readouterr().err  # the progress line names the split it evaluated on
+    # `resnet eval RUN` evaluates on the run's own dataset (the 120 test images here, not the digits' 360)
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    assert "(120 images, protocol center)" in capsys.readouterr().out

@@ -56,3 +56,30 @@ def test_unknown_net_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="unknown net 'resnet21'"):
         run_experiment("depth", _ctx(tmp_path, nets=("resnet21",)), log=lambda _msg: None)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_data_folder_is_one_error_before_any_run_trains(tmp_path, capsys):
+    from resnet.cli import main
+
+    argv = ["experiment", "depth", "--dataset", "cifar10", "--data", str(tmp_path / "nowhere"), "--out",
+            str(tmp_path / "out"), "--device", "cpu", "--iterations", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nowhere" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_runs_make_the_command_exit_1_after_writing_the_report(tmp_path, monkeypatch, capsys):
+    import resnet.engine.trainer as trainer
+    from resnet.cli import main
+
+    def diverge(cfg, out, resume=False):
+        raise TrainingError("loss became NaN/Inf at iteration 1; no checkpoint was written yet")
+
+    monkeypatch.setattr(trainer, "train", diverge)
+    argv = ["experiment", "depth", "--nets", "resnet20", "--seeds", "1", "--jobs", "1", "--device", "cpu",
+            "--iterations", "2", "--batch-size", "8", "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: 1 run(s) failed" in err and "resnet20-seed0 (loss became NaN/Inf at iteration 1" in err
+    assert (tmp_path / "out" / "report.md").is_file()

@@ -71,6 +71,9 @@ def test_debug_flag_shows_the_traceback_instead(tmp_path):
 
     with pytest.raises(ConfigError, match="optim.lr=-1.0 must be > 0"):
         main(["--debug", "train", "--lr", "-1", "--device", "cpu", "--out", str(tmp_path / "r")])
+    with pytest.raises(ConfigError, match="optim.lr=-1.0 must be > 0"):  # after the subcommand too
+        main(["train", "--lr", "-1", "--device", "cpu", "--out", str(tmp_path / "r"), "--debug"])
+    assert main(["train", "--lr", "-1", "--device", "cpu", "--out", str(tmp_path / "r")]) == 2  # not sticky
 
 
 # ------------------------------------------------------------------------------------------------- fuzzing

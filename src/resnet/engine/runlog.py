@@ -50,7 +50,12 @@ class RunLog:
                     self.writer.add_scalar(key, value, row["step"])
             self.writer.flush()
         if self.bar is not None:
-            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in clean.items()
+            # metrics.jsonl keeps one key for the held-out error and says which split in eval_split; the line a
+            # person reads names the split (Sec. 4.2's 45k/5k runs evaluate on the validation images)
+            split = clean.get("eval_split", "test")
+            shown = {"test_error": f"{split}_error", "test_top5_error": f"{split}_top5_error"}
+            msg = " ".join(f"{shown.get(k, k)}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in clean.items()
                            if k in ("step", "lr", "train_loss", "train_error", "test_error", "test_top5_error"))
             self.bar.write(msg, file=sys.stderr)
 

@@ -17,6 +17,7 @@ from types import ModuleType
 import torch
 
 from resnet.analysis.report import Section, write_report
+from resnet.config import RunCfg
 from resnet.errors import ConfigError
 from resnet.experiments import degradation, depth, initialization, norms, preact, responses, shortcuts
 from resnet.experiments.common import SCALES, Context, RunResult, RunSpec
@@ -108,15 +109,31 @@ def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec],
     ]
 
 
+def _check_data(cfg: RunCfg) -> None:
+    """Every run of a study reads the same dataset: open it once before anything trains, so a missing or broken
+    folder is one error (DataError) rather than the same failure once per run."""
+    from resnet.data import build_data
+
+    build_data(cfg.data, cfg.train.batch_size, torch.device("cpu"), cfg.train.seed)
+
+
 def run_experiment(name: str, ctx: Context, log: Log = print) -> list[Path]:
     """Train what study ``name`` needs (or every study for ``all``) and write the report into ``ctx.out``."""
+    return train_and_report(name, ctx, log)[0]
+
+
+def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Path], list[str]]:
+    """:func:`run_experiment`, also returning the runs that failed (``folder (error)``): the report leaves them out
+    of its tables and lists them, and the CLI exits non-zero."""
     names = check_study(name)
     t0 = time.perf_counter()
     plans = {n: STUDIES[n].plan(ctx) for n in names}
     every = [s for specs in plans.values() for s in specs]
     _check_nets(every)
-    ctx.out.mkdir(parents=True, exist_ok=True)
     before = {s.folder for s in every if (ctx.runs / s.folder / "final.json").is_file()}
+    if len(before) < len({s.folder for s in every}):
+        _check_data(every[0].cfg)
+    ctx.out.mkdir(parents=True, exist_ok=True)
     results = execute(every, ctx.runs, ctx.jobs, ctx.device, log)
     sections: list[Section] = []
     for n in names:
@@ -131,4 +148,4 @@ def run_experiment(name: str, ctx: Context, log: Log = print) -> list[Path]:
     trained = len({s.folder for s in every} - before)
     paths = write_report(ctx.out, title, _meta(ctx, results, every, wall, trained), [intro, *sections])
     log(f"report: {paths[0]} and {paths[1]}")
-    return paths
+    return paths, failed
