@@ -101,7 +101,9 @@ class DataCfg:
     protocol: str = "center"
     """Evaluation views: center, 10crop, multiscale."""
     scales: tuple[int, ...] = (224, 256, 384, 480, 640)
-    """Shorter sides for the multiscale protocol."""
+    """Shorter sides for the multiscale protocol (Sec. 3.4), in pixels of the 224 training crop; 32x32 datasets
+    (CIFAR, digits) scale them by 32/224 (224 -> 32, 640 -> 91). Nets trained without scale augmentation (the
+    CIFAR recipes) are not expected to hold up at the larger scales: use center or 10crop for them."""
     workers: int = 2
     """Loader worker processes for file-based datasets."""
     bad_images: str = "fail"
