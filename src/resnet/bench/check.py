@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from resnet.bench.workloads import BenchSpec, model_family, our_model
-from resnet.config import OptimCfg, build_config
+from resnet.config import OptimCfg, RunCfg, build_config
 from resnet.engine.fast import build_step
 from resnet.engine.optim import build_optimizer
 
@@ -122,7 +122,7 @@ RUN_RECIPE = "quick"
 QUICK_ITERATIONS, QUICK_MILESTONES = 600, (400, 520)  # recipes/quick.toml: shortened runs keep its shape
 
 
-def _run_config(model: str, spec: BenchSpec, iterations: int, fast: bool) -> Any:
+def _run_config(model: str, spec: BenchSpec, iterations: int, fast: bool) -> RunCfg:
     switches = ({"precision": spec.precision, "channels_last": spec.channels_last, "compile": spec.compile,
                  "cuda_graphs": spec.cuda_graphs} if fast else
                 {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False})

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
+from resnet.engine.distributed import wrap_ddp
 from resnet.engine.fast import build_step, capture_inference, step_autocast
 from resnet.engine.inference import compile_for_inference, prepare_inference
 from resnet.engine.optim import build_optimizer
@@ -171,9 +171,7 @@ def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = No
     optimizer = build_optimizer(model, OptimCfg(lr=LR), fused=spec.device.type == "cuda")
     net: nn.Module = model
     if ddp:
-        ids = [spec.device.index or 0] if spec.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
-                                      bucket_cap_mb=spec.bucket_cap_mb)
+        net = wrap_ddp(model, spec.device, spec.bucket_cap_mb)
     graphs = spec.cuda_graphs if cuda_graphs is None else cuda_graphs
     step = build_step(net, optimizer, spec, spec.device, cuda_graphs=graphs and not ddp)
     box: list[Tensor] = []

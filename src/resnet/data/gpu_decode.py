@@ -22,7 +22,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from resnet.data.imagefolder import BadImageLog, BadSample, EncodedItem, TrainItem, split_bad, try_decode
-from resnet.data.transforms import ScaleCrop, resized_crop
+from resnet.data.transforms import ScaleCrop, resized_crop, upload
 
 
 class EncodedBatch(NamedTuple):
@@ -131,13 +131,10 @@ def decode_batch(batch: EncodedBatch, crop: int, device: torch.device,
             out.append(_crop(image, p, crop))
             keep.append(i)
     offsets, labels = batch.offsets, batch.labels
-    if len(keep) < len(labels):  # a file was unreadable (rare); indexing makes pageable copies of pinned tensors
+    if len(keep) < len(labels):  # a file was unreadable (rare); indexing makes pageable copies, upload pins them
         index = torch.tensor(keep, dtype=torch.int64)
         offsets, labels = batch.offsets[index], batch.labels[index]
-        if device.type == "cuda":  # a non_blocking copy from pageable memory may wait for the GPU to drain
-            offsets, labels = offsets.pin_memory(), labels.pin_memory()
-    offsets, labels = offsets.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    return (torch.stack(out) if out else None), offsets, labels
+    return (torch.stack(out) if out else None), upload(offsets, device), upload(labels, device)
 
 
 __all__ = ["EncodedBatch", "collate_encoded", "decode_batch"]

@@ -24,7 +24,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from resnet.data.gpu_decode import EncodedBatch, collate_encoded, decode_batch
 from resnet.data.imagefolder import BadImageLog, FolderTrainSet, collate_train
-from resnet.data.transforms import CIFAR_PAD, Normalizer, draw_crop_flip_params, make_generator, pad_crop_flip
+from resnet.data.transforms import (
+    CIFAR_PAD,
+    Normalizer,
+    draw_crop_flip_params,
+    make_generator,
+    pad_crop_flip,
+    upload,
+)
 from resnet.errors import ConfigError, DataError
 
 Batch = tuple[Tensor, Tensor]
@@ -164,24 +171,16 @@ class TensorTrainStream(TrainStream):
             g = epoch_generator(self.seed, epoch)
             perm = torch.randperm(self.num_samples, generator=g)
             params = draw_crop_flip_params(self.num_samples, g, self.pad)
-            self._prepared = (epoch, _upload(perm, self.images.device), _upload(params, self.device))
+            self._prepared = (epoch, upload(perm, self.images.device), upload(params, self.device))
         return self._prepared[1], self._prepared[2]
 
     def _produce(self, epoch: int, position: int) -> Batch:
         perm, params = self._epoch_plan(epoch)
         window = slice(position, position + self.batch_size)
         idx = perm[window][self.rank :: self.world_size]
-        x, y = _upload(self.images[idx], self.device), _upload(self.labels[idx], self.device)
+        x, y = upload(self.images[idx], self.device), upload(self.labels[idx], self.device)
         x = pad_crop_flip(x, params[window][self.rank :: self.world_size], self.pad)
         return self.norm(x), y
-
-
-def _upload(t: Tensor, device: torch.device) -> Tensor:
-    """Host to device without stalling the loop: a copy from pageable memory waits for the GPU's queue to drain,
-    one from pinned memory is queued like a kernel (the caching host allocator keeps it alive until done)."""
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -83,6 +83,15 @@ def scale_sizes(scales: Sequence[int], input_size: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- normalization
 
 
+def upload(t: Tensor, device: torch.device) -> Tensor:
+    """Host to device without stalling the loop: a copy from pageable memory waits for the GPU's queue to drain,
+    one from pinned memory is queued like a kernel (the caching host allocator keeps it alive until done;
+    ``pin_memory`` of an already pinned tensor is the tensor itself)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def pixel_mean(images: Tensor, chunk: int = 4096) -> Tensor:
     """Per-pixel mean image (3, H, W) float32 on the [0, 1] scale ("per-pixel mean subtracted", Sec. 3.4/4.2)."""
     if images.shape[0] == 0:

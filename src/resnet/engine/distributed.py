@@ -59,6 +59,15 @@ def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistIn
     return info, device
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device, bucket_cap_mb: float) -> torch.nn.Module:
+    """DistributedDataParallel as every training path uses it: gradients as views into the all-reduce buckets
+    (no copy into them, less memory), buckets of ``bucket_cap_mb``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index or 0] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, bucket_cap_mb=bucket_cap_mb)
+
+
 # What a collective raises when a peer process died (gloo's and NCCL's words; DistError covers the typed ones).
 _PEER_LOST = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out", "timeout")
 

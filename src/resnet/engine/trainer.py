@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from resnet.config import RunCfg
 from resnet.data import DataBundle, build_data
@@ -29,6 +28,7 @@ from resnet.engine.distributed import (
     broadcast_buffers,
     init_distributed,
     peer_loss_is_training_error,
+    wrap_ddp,
 )
 from resnet.engine.evaluate import autocast_for, evaluate
 from resnet.engine.fast import grad_scaler_for, optimizer_state_dict
@@ -135,9 +135,7 @@ class Trainer:
     def _wrap(self, model: nn.Module) -> nn.Module:
         net: nn.Module = model
         if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
-                                          bucket_cap_mb=self.cfg.train.bucket_cap_mb)
+            net = wrap_ddp(model, self.device, self.cfg.train.bucket_cap_mb)
             if self.dist.is_main:
                 log.info("DistributedDataParallel over %d processes, gradient buckets of %.1f MB",
                          self.dist.world_size, net.bucket_bytes_cap / 2**20)
