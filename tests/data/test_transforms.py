@@ -13,6 +13,7 @@ from resnet.data.transforms import (
     average_view_probs,
     batch_eval_views,
     draw_crop_flip_params,
+    draw_scale_crop,
     image_eval_views,
     imagenet_train_sample,
     lighting_offsets,
@@ -23,6 +24,7 @@ from resnet.data.transforms import (
     pixel_mean,
     resize_shorter,
     scale_sizes,
+    seed_from,
 )
 
 
@@ -106,11 +108,19 @@ def test_imagenet_training_crop_is_a_window_of_the_rescaled_image_or_its_mirror(
 def test_scale_augmentation_resizes_the_shorter_side_into_the_range() -> None:
     image = _images(1, 64)[0][:, :48, :]  # 48x64
     assert resize_shorter(image, 30).shape[-2:] == (30, 40)
-    sides = set()
-    for seed in range(40):
-        g = make_generator(seed)
-        sides.add(int(torch.randint(30, 35, (1,), generator=g)))
-    assert sides == {30, 31, 32, 33, 34}  # the draw imagenet_train_sample makes first: inclusive range
+    draws = [draw_scale_crop(48, 64, 24, 30, 34, make_generator(seed)) for seed in range(60)]
+    assert {p.side for p in draws} == {30, 31, 32, 33, 34}  # the inclusive range [scale_min, scale_max]
+    assert all(p.height == p.side and p.width == int(p.side * 64 / 48) for p in draws)  # torchvision truncates
+
+
+def test_seeds_of_different_parts_never_coincide() -> None:
+    # SeedSequence alone drops trailing zero words: an epoch's shuffle (seed, epoch) and its sample 0
+    # (seed, epoch, 0) would draw from one stream; 2**32 would split into the words of (0, 1).
+    keys = [(5,), (5, 0), (5, 0, 0), (2**32,), (0, 1), (0, 1, 0), (-1,), (2**64 - 1, 0)]
+    seeds = [seed_from(*k) for k in keys[:-1]]
+    assert len(set(seeds)) == len(seeds)
+    assert seed_from(-1) == seed_from(2**64 - 1)  # parts are taken modulo 2**64
+    assert seed_from(5, 0, 0) == seed_from(5, 0, 0) and 0 <= seed_from(7) < 2**63
 
 
 def test_ten_crop_of_an_image_takes_the_four_corners_centre_and_their_mirrors() -> None:

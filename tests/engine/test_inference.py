@@ -69,3 +69,28 @@ def test_cpu_compiled_inference_freezes_the_weights_into_the_program():
         model.fc.weight.zero_()  # frozen: the compiled program holds the weights as constants
         assert torch.equal(run(x), got)
         assert not torch.allclose(model(x), got)
+
+
+@pytest.mark.parametrize("torchvision_norm", [False, True])
+def test_predict_sees_the_centre_view_resnet_eval_takes(tmp_path, torchvision_norm):
+    from PIL import Image
+
+    from resnet.data.evaluation import FolderEvalLoader
+    from resnet.data.imagefolder import decode_image_file
+    from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer
+    from resnet.engine.inference import InferenceInfo, preprocess
+
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "photo.png"  # 333x500: the resize truncates the longer side; png keeps the pixels exact
+    Image.fromarray(torch.randint(0, 256, (333, 500, 3), generator=g, dtype=torch.uint8).numpy()).save(path)
+    size = 96
+    if torchvision_norm:
+        mean, norm = None, Normalizer(torch.tensor(TORCHVISION_MEAN).view(3, 1, 1),
+                                      torch.tensor(TORCHVISION_STD).view(3, 1, 1))
+    else:
+        mean = torch.rand(3, size, size, generator=g)
+        norm = Normalizer(mean)
+    info = InferenceInfo(str(path), "resnet18", size, 3, ["a"], mean)
+    loader = FolderEvalLoader([(str(path), 0)], norm, "center", (), size, 4, torch.device("cpu"))
+    ((views, _),) = list(loader)
+    torch.testing.assert_close(preprocess(decode_image_file(str(path)), info), views[0, 0], rtol=0, atol=0)

@@ -101,7 +101,8 @@ def test_preact_unit_is_bn_relu_conv_with_nothing_after_the_addition():
 
 def test_preact_projection_reads_the_preactivated_input():
     unit = PreActBottleneck(16, 16, 1, BlockConfig(shortcut="B")).eval()
-    assert unit.project_preact and len(unit.downsample) == 1  # bare 1x1 conv, as in the paper's code
+    assert unit.project_preact and len(unit.downsample) == 1  # bare 1x1 conv, as in the paper's code ...
+    assert unit.downsample[0].bias is None  # ... whose ConvInit drops conv biases
     x = torch.randn(2, 16, 8, 8)
     pre = torch.relu(unit.bn1(x))
     branch = unit.conv3(torch.relu(unit.bn3(unit.conv2(torch.relu(unit.bn2(unit.conv1(pre)))))))

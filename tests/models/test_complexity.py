@@ -41,6 +41,18 @@ def test_parameter_count_matches_reference(name, expected):
     assert count_parameters(meta(name)) == expected
 
 
+# Identity Mappings (Table 2/3) rounds these to 1.7M, 1.7M and 10.2M; no conv has a bias, the bare 1x1 projection
+# of its released code included (resnet-1k-layers' ConvInit removes every conv bias).
+PREACT_PARAMS = {"preact_resnet110": 1_727_962, "preact_resnet164": 1_703_258, "preact_resnet1001": 10_327_706}
+
+
+@pytest.mark.parametrize(("name", "expected"), PREACT_PARAMS.items())
+def test_preact_parameter_counts_have_no_conv_biases(name, expected):
+    model = meta(name)
+    assert count_parameters(model) == expected
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
 def test_resnet56_has_853018_parameters():
     assert count_parameters(resnet.create_model("resnet56")) == 853_018
 

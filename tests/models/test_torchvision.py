@@ -95,6 +95,7 @@ def test_torchvision_weights_with_another_class_count_name_fc_shapes():
         ("resnet50", {"stride_in_1x1": True}, "stride_in_1x1=True"),
         ("resnet18", {"shortcut": "A"}, "shortcut='A'"),
         ("resnet18", {"norm": "gn"}, "norm='gn'"),
+        ("resnet18", {"in_chans": 1}, "in_chans=1"),
         ("resnet20", {}, "no torchvision counterpart"),
         ("preact_resnet18", {}, "no torchvision counterpart"),
     ],
@@ -107,3 +108,20 @@ def test_to_torchvision_refuses_nets_torchvision_would_compute_differently(name,
 def test_to_torchvision_accepts_v1_basic_nets():
     state = resnet.to_torchvision(resnet.create_model("resnet18"))  # stride_in_1x1 has no effect on basic units
     torchvision.models.resnet18().load_state_dict(state, strict=True)
+
+
+def test_state_dict_saved_before_bn_counted_batches_loads_as_torchvision_loads_it():
+    theirs = random_torchvision("resnet18")
+    old = {k: v for k, v in theirs.state_dict().items() if not k.endswith("num_batches_tracked")}  # PyTorch < 0.4.1
+    torchvision.models.resnet18().load_state_dict(old, strict=True)  # BatchNorm's loader fills the counters in
+    ours = resnet.from_torchvision(old, "resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
+    assert "num_batches_tracked" not in " ".join(old)  # the caller's dict is left as it was
+
+
+@pytest.mark.parametrize("name", ["plain18", "resnet20", "preact_resnet50", "resnet200"])
+def test_from_torchvision_names_the_valid_architectures_for_another_name(name):
+    state = random_torchvision("resnet18").state_dict()
+    with pytest.raises(WeightsError, match=f"{name} has no torchvision counterpart; valid: resnet18, resnet34"):
+        resnet.from_torchvision(state, name)

@@ -126,17 +126,28 @@ def test_malicious_pickle_is_refused_as_unsafe_and_never_runs(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"fc.weight": torch.zeros(1), "payload": WritesMarker(marker)}, path)
     assert not marker.exists()
-    with pytest.raises(WeightsError, match="unsafe") as err:
+    with pytest.raises(WeightsError, match="refused as unsafe: its pickle calls getattr, which could run code") as err:
         resnet.from_torchvision(path, "resnet18")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value)
     assert not marker.exists()
 
 
-def test_corrupt_pth_raises_weights_error(tmp_path):
-    path = tmp_path / "bad.pth"
-    path.write_bytes(b"\x00" * 64)
-    with pytest.raises(WeightsError):
+def test_training_checkpoint_holding_objects_names_the_object_and_the_fix(tmp_path):
+    import argparse
+
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": resnet.create_model("resnet18").state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(WeightsError, match=r"calls argparse.Namespace, .*re-save just the state dict"):
         resnet.from_torchvision(path, "resnet18")
+
+
+def test_corrupt_pth_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "bad.pth"
+    for garbage in (b"\x00" * 64, bytes(range(200))):
+        path.write_bytes(garbage)
+        with pytest.raises(WeightsError, match="refused: not a file torch.load.weights_only=True. reads") as err:
+            resnet.from_torchvision(path, "resnet18")
+        assert "unsafe" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_extension_is_refused(tmp_path):

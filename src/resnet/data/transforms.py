@@ -60,8 +60,17 @@ IMAGENET_EIGVEC = torch.tensor(
 
 
 def seed_from(*parts: int) -> int:
-    """Mix integers (seed, epoch, index, ...) into one 63-bit seed; neighbouring inputs give unrelated streams."""
-    state = np.random.SeedSequence([p % 2**64 for p in parts]).generate_state(2, dtype=np.uint32)
+    """Mix integers (seed, epoch, index, ...) into one 63-bit seed; different inputs give unrelated streams.
+
+    SeedSequence ignores trailing zero words and splits big integers into 32-bit words, so ``(s, e)`` and
+    ``(s, e, 0)`` (an epoch's shuffle and its sample 0), or ``(2**32,)`` and ``(0, 1)``, would collide: each
+    part is given as exactly two words, after the number of parts.
+    """
+    words = [len(parts)]
+    for part in parts:
+        part %= 2**64
+        words += [part & 0xFFFFFFFF, part >> 32]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 

@@ -14,11 +14,6 @@ from torch import nn
 
 from resnet.errors import ConfigError, DataError, WeightsError
 
-# torchvision's weights were trained on (x/255 - mean) / std; our runs subtract a per-pixel mean image only
-# (Sec. 3.4 "per-pixel mean subtracted"), which each weights file written by `resnet train` carries.
-_TV_MEAN = (0.485, 0.456, 0.406)
-_TV_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class InferenceInfo:
@@ -51,7 +46,7 @@ def load_for_inference(target: str, arch: str | None = None,
     from resnet.models.weights import from_torchvision, read_weights
 
     path = _resolve_path(target)
-    if path.suffix in (".pth", ".pt"):
+    if path.suffix.lower() in (".pth", ".pt"):
         if not arch:
             raise ConfigError(f"{path} is a torchvision state dict: pass --arch (e.g. resnet50)")
         model = from_torchvision(str(path), arch)
@@ -119,25 +114,21 @@ def compile_for_inference(model: nn.Module, device: torch.device) -> Callable[[t
 
 
 def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
-    """uint8 (C,H,W) -> normalized float (C,S,S): small nets see the whole image, large ones a centre crop."""
+    """uint8 (C,H,W) -> normalized float (C,S,S): for large nets the centre view ``resnet eval --protocol center``
+    takes (shorter side to 256/224 of S, centre crop); small (<= 64 px) nets see the whole image squeezed to S x S.
+    """
+    from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, image_eval_views, normalize
+
     size = info.input_size
-    x = image.float().unsqueeze(0) / 255.0
     if size <= 64:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        pixels = F.interpolate(image.float()[None], size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False)[0]
     else:
-        short = round(size * 256 / 224)
-        h, w = x.shape[-2:]
-        scale = short / min(h, w)
-        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
-                          antialias=True, align_corners=False)
-        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-        x = x[..., top:top + size, left:left + size]
-    if info.mean is not None:
-        mean = info.mean.float()
-        if mean.shape[-2:] != x.shape[-2:]:
-            mean = F.interpolate(mean[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
-        return (x[0] - mean)
-    return (x[0] - torch.tensor(_TV_MEAN)[:, None, None]) / torch.tensor(_TV_STD)[:, None, None]
+        (pixels,) = image_eval_views(image, "center", size, ())[0]
+    if info.mean is not None:  # our runs: the per-pixel mean their weights file carries (Sec. 3.4)
+        return normalize(pixels, info.mean.float())
+    mean, std = (torch.tensor(c).view(3, 1, 1) for c in (TORCHVISION_MEAN, TORCHVISION_STD))
+    return normalize(pixels, mean, std=std)  # torchvision's weights: their per-channel mean and std
 
 
 @torch.no_grad()

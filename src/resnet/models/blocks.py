@@ -72,8 +72,9 @@ def make_shortcut(
         return PadShortcut(in_planes, out_planes, stride)
     if kind not in ("B", "C"):
         raise ValueError(f"unknown shortcut {kind!r}; valid: A, B, C, none")
-    # A conv that no norm follows keeps its bias (norm="none" or a pre-activation projection).
-    layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride, bias=norm == "none" or not with_norm)]
+    # Biases only without normalisation, as every other conv here: the pre-activation projection has none
+    # either (resnet-1k-layers' ConvInit drops every conv's bias), though no norm follows it.
+    layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride, bias=norm == "none")]
     if with_norm:
         layers.append(make_norm(norm, out_planes))
     return nn.Sequential(*layers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,16 @@ def _read_torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(f"{path}: refused as unsafe: its pickle holds more than tensors and could run code "
-                           f"(torch.load weights_only=True: {_first_line(e)[:120]})") from e
+        # torch's message is a paragraph; its one informative line is "WeightsUnpickler error: <why>"
+        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        detail = why.group(1).strip() if why else _first_line(e)
+        name = re.match(r"Unsupported global: GLOBAL (\S+)", detail)
+        if name:
+            raise WeightsError(f"{path}: refused as unsafe: its pickle calls {name.group(1)}, which could run code; "
+                               "re-save just the state dict (torch.save(model.state_dict(), ...)) or use "
+                               ".safetensors") from e
+        raise WeightsError(f"{path}: refused: not a file torch.load(weights_only=True) reads ({detail}); truncated, "
+                           "corrupt, or a plain pickle: re-save it with torch.save or as .safetensors") from e
     except Exception as e:  # the weights_only parser meets garbage with IndexError, KeyError, struct.error, ...
         raise WeightsError(f"{path}: not a readable PyTorch file (truncated or corrupt): {_first_line(e)}") from e
 
@@ -187,12 +196,17 @@ def from_torchvision(
 
     ``num_classes`` defaults to the rows of the file's ``fc.weight``. Returned in eval mode.
     """
+    if name not in TORCHVISION_ARCHS:
+        raise WeightsError(f"{name} has no torchvision counterpart; valid: {', '.join(TORCHVISION_ARCHS)}")
     state, source = _torchvision_state(state_dict_or_path)
     options = {"stride_in_1x1": False, "shortcut": "B", **options}
     fc = state.get("fc.weight")
     if options.get("num_classes") is None and isinstance(fc, Tensor) and fc.ndim == 2:
         options["num_classes"] = int(fc.shape[0])
     model = create_model(name, **options)
+    for key, value in model.state_dict().items():  # files saved before PyTorch 0.4.1 lack these counters, which
+        if key.endswith(".num_batches_tracked") and key not in state:  # BatchNorm's own loader fills in too
+            state[key] = torch.zeros_like(value)
     _check_fits(model, state, source)
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -209,7 +223,7 @@ def to_torchvision(model: nn.Module) -> dict[str, Tensor]:
     if arch not in TORCHVISION_ARCHS:
         raise WeightsError(f"{arch or type(model).__name__} has no torchvision counterpart; "
                            f"valid: {', '.join(TORCHVISION_ARCHS)}")
-    wanted = {"shortcut": "B", "norm": "bn", "stem": "imagenet"}
+    wanted = {"shortcut": "B", "norm": "bn", "stem": "imagenet", "in_chans": 3}
     if getattr(model, "block", None) is Bottleneck:
         wanted["stride_in_1x1"] = False
     bad = [f"{k}={options.get(k)!r} (torchvision: {v!r})" for k, v in wanted.items() if options.get(k) != v]
