@@ -46,6 +46,13 @@ def test_multiscale_at_the_training_scale_alone_equals_the_centre_view(quick_run
 
 
 @pytest.mark.slow
+def test_eval_of_a_val_split_the_run_never_held_out_is_an_error_not_the_test_set(quick_run, capsys):
+    assert main(["eval", str(quick_run), "--split", "val", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --split val needs a held-out validation split") and "\n" not in err
+
+
+@pytest.mark.slow
 def test_predict_prints_top5_classes_with_probabilities(quick_run, tmp_path, capsys):
     from resnet.data import load_digits_split
 

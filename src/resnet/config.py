@@ -166,8 +166,14 @@ class OptimCfg:
         _choice("optim.schedule", self.schedule, SCHEDULES)
         _positive("optim.gamma", self.gamma)
         _positive("optim.warmup_lr", self.warmup_lr)
+        _positive("optim.plateau_patience", self.plateau_patience)
+        _positive("optim.warmup_max_iters", self.warmup_max_iters, allow_zero=True)
+        _positive("optim.warmup_error", self.warmup_error)
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
             raise ConfigError(f"optim.milestones={list(self.milestones)} must be increasing positive iterations")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("optim.nesterov needs optim.momentum > 0 (Nesterov momentum with none is plain SGD); "
+                              "set --momentum or drop --nesterov")
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,8 @@ class TrainCfg:
         _positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
         _positive("train.keep_checkpoints", self.keep_checkpoints)
         _positive("train.bucket_cap_mb", self.bucket_cap_mb)
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range
+            raise ConfigError(f"train.seed={self.seed} must be in [0, 2**63)")
         _choice("train.device", self.device, DEVICES)
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.nan_policy", self.nan_policy, NAN_POLICIES)
@@ -252,32 +260,40 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     where = f"{section}.{f.name}"
     try:
-        if origin is tuple:
+        if origin is tuple:  # each item by the scalar rules: 32000.7 is no iteration, not 32000
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(args[0](x) for x in items if str(x).strip() != "")
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(value).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError(value)
-            return value
+            return tuple(_scalar(args[0], x.strip() if isinstance(x, str) else x) for x in items if str(x).strip())
+        return _scalar(hint, value)
     except (TypeError, ValueError, OverflowError):
-        tname = getattr(hint, "__name__", str(hint))
+        tname = f"list of {args[0].__name__}" if origin is tuple else getattr(hint, "__name__", str(hint))
         raise ConfigError(f"{where}={value!r} is not a valid {tname}") from None
+
+
+def _scalar(hint: Any, value: Any) -> Any:
+    """``value`` as ``hint`` (bool, int, float or str) or ValueError; other hints pass it through."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(value)
+    if hint is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, float) or (isinstance(value, str) and "e" in value.lower()):  # 6.4e4 is an int
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(value)
     return value
 
 

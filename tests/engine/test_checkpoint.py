@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from resnet import create_model
 from resnet.config import OptimCfg
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.optim import build_optimizer, param_groups
@@ -100,6 +101,17 @@ def test_weight_decay_exemptions_are_chosen_by_module_type_not_name():
     assert len(param_groups(model, OptimCfg())) == 1
 
 
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "in", "frn", "brn"])
+def test_every_norm_of_the_zoo_is_exempt_from_weight_decay_with_the_biases(norm):
+    model = create_model("resnet20", norm=norm)
+    decay, no_decay = param_groups(model, OptimCfg(no_decay_norm_bias=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = sorted(names[id(p)] for p in decay["params"])
+    assert decayed == sorted(n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                             for n in [f"{n}.weight"])  # conv and fc weights only
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
 def test_channels_last_fused_sgd_resumed_from_a_checkpoint_matches_the_uninterrupted_run(tmp_path):
     """Checkpoints hold momentum contiguous (NCHW); a channels_last model resumed must get it back in NHWC, or fused
     SGD (which needs equal strides: CUDA raises, CPU walks them in different orders) updates wrongly."""
@@ -134,3 +146,25 @@ def test_channels_last_fused_sgd_resumed_from_a_checkpoint_matches_the_uninterru
     steps(resumed, resumed_opt, batches[2:])
     for a, b in zip(resumed.parameters(), model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_resume_keeps_the_runs_optimizer_settings_and_takes_only_the_momentum():
+    from resnet.engine.optim import load_optimizer_state
+    from resnet.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    saved = build_optimizer(model, OptimCfg(weight_decay=1e-4))  # a CPU run: foreach
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    saved.step()
+    state = saved.state_dict()
+    resumed = build_optimizer(model, OptimCfg(weight_decay=5e-4, momentum=0.8), fused=True)  # resumed on a GPU
+    load_optimizer_state(resumed, state)
+    (group,) = resumed.param_groups
+    assert group["fused"] is True and not group["foreach"]  # what the CUDA-graph step needs
+    assert group["weight_decay"] == 5e-4 and group["momentum"] == 0.8  # what config.toml says
+    p = next(model.parameters())
+    assert torch.equal(resumed.state[p]["momentum_buffer"], saved.state[p]["momentum_buffer"])
+    two_groups = build_optimizer(model, OptimCfg(no_decay_norm_bias=True))
+    with pytest.raises(ConfigError, match="1 parameter group.*this run's 2: --decay-norm-bias"):
+        load_optimizer_state(two_groups, state)

@@ -9,6 +9,7 @@ that the ``RESNET_TEST_FAULT`` environment variable describes (JSON), for exampl
     {"kill": "final_weights"}               SIGKILL with model.safetensors.tmp written but not renamed
     {"slow": 0.3}                           sleep 0.3 s per iteration (a window to send a signal in)
     {"rank": 1, ...}                        the fault applies on that torchrun rank only
+    {"pid": PATH, ...}                      write the process id to PATH (to signal one torchrun worker)
     {"mark": PATH, ...}                     write time.time() to PATH just before the SIGKILL
 
 The kills are real ``SIGKILL``s: no ``finally``, no atexit, nothing flushed, exactly as ``kill -9``.
@@ -170,6 +171,8 @@ def _install(fault: dict[str, Any]) -> None:
 
     if "rank" in fault and int(os.environ.get("RANK", "0")) != int(fault["rank"]):
         return
+    if fault.get("pid"):
+        Path(fault["pid"]).write_text(str(os.getpid()))
     kill, at = fault.get("kill"), fault.get("step")
     next_fn = TrainStream.next
 

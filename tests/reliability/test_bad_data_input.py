@@ -205,3 +205,12 @@ def test_num_classes_below_the_labels_is_a_config_error_not_an_index_error(train
     assert code == 2
     line = one_line_error(err)
     assert f"model.num_classes={want} is smaller than the {have} classes" in line and f"--num-classes {have}" in line
+
+
+def test_in_chans_other_than_the_images_is_a_config_error_before_training(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--in-chans", "1", "--iterations", "2", "--batch-size", "4", "--device", "cpu",
+                            "--out", tmp_path / "r"], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "model.in_chans=1 but the digits images have 3 channels" in line and "drop --in-chans" in line
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -70,3 +70,6 @@ def test_nan_policy_skip_drops_the_poisoned_step_and_training_continues(tmp_path
     rows = metric_rows(run)
     assert [r["step"] for r in rows] == [6, 12]
     assert all(r["test_error"] is not None and r["test_error"] < 100 for r in rows)
+    # the skipped step's NaN loss is left out of the logged training loss/error (iterations 7..12: 5 counted)
+    assert all(r["train_loss"] is not None and r["train_loss"] > 0 for r in rows), rows
+    assert 0 <= rows[1]["train_error"] <= 100

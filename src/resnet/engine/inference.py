@@ -167,6 +167,9 @@ def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)
+    elif data_cfg.val_split == 0:  # build_data would hand back the test set as its evaluation split
+        raise ConfigError("--split val needs a held-out validation split, and this run (or --val-split) held none "
+                          "out; use --split test, or --val-split N for the images the run held out")
     # The training stream is never drawn from here: batch 1, so a small training split cannot refuse the eval.
     bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=info.mean,
                         normalize_std=info.mean is None)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from resnet.config import OptimCfg
+from resnet.errors import ConfigError
 
 # Normalization layers are recognised by type, never by a substring of the parameter name
 # (a name test like `'bn' in k` misses `downsample.1`: DESIGN.md example 10).
@@ -42,13 +43,24 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False) -> tor
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """``load_state_dict``, then each per-parameter buffer (momentum) put back in its parameter's memory layout.
+    """``load_state_dict`` keeping this optimizer's settings; each per-parameter buffer (momentum) is put back in
+    its parameter's memory layout.
 
     Checkpoints store buffers contiguous (NCHW) and ``load_state_dict`` keeps that layout, while a channels_last
     model's weights and grads are NHWC: fused CUDA SGD refuses tensors of different strides (its fast-path
     check), and the fused CPU kernel, which does not check, walks them in different orders (a wrong update).
     """
+    groups = state.get("param_groups", [])
+    if len(groups) != len(optimizer.param_groups):
+        raise ConfigError(f"the checkpoint's optimizer has {len(groups)} parameter group(s), this run's "
+                          f"{len(optimizer.param_groups)}: --decay-norm-bias / --no-decay-norm-bias cannot change "
+                          "on resume")
+    # load_state_dict replaces each group wholesale: keep the settings this run was configured with (config.toml
+    # says what was asked: weight decay, momentum, fused or foreach), take only the momentum buffers.
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update(own)
     for group in optimizer.param_groups:
         for p in group["params"]:
             buffers = optimizer.state.get(p, {})

@@ -23,6 +23,7 @@ from resnet.data import DataBundle, build_data
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import (
     DistInfo,
+    all_reduce_max,
     all_reduce_sum,
     barrier,
     broadcast_buffers,
@@ -86,14 +87,15 @@ class Trainer:
         self.data: DataBundle = build_data(cfg.data, cfg.train.batch_size, self.device, cfg.train.seed,
                                            self.dist.rank, self.dist.world_size)
         self.total = total_iterations(cfg, self.data.num_train)
-        self._check_num_classes()
+        self._check_model_fits_data()
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.sw.fused_sgd)
         self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
         self.schedule = LRSchedule(cfg.optim, self.total)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # the signal the loop stops for
+        self._signal: int | None = None  # the last one this process received
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         # Steps the fast path skipped on a non-finite loss (--nan-policy skip), counted on the device, and how many
         # of them the log has reported (through the probe, without a host sync).
@@ -111,8 +113,13 @@ class Trainer:
         self.fast_step = self._build_fast_step()
 
     # -- set-up -------------------------------------------------------------------------------------------
-    def _check_num_classes(self) -> None:
-        """A classifier narrower than the labels would fail deep in the loss (IndexError, or a CUDA assert)."""
+    def _check_model_fits_data(self) -> None:
+        """A classifier narrower than the labels would fail deep in the loss (IndexError, or a CUDA assert), a stem
+        for other channels at the first forward: both are caught before the model is built."""
+        channels = int(self.data.mean.shape[0])
+        if self.cfg.model.in_chans != channels:
+            raise ConfigError(f"model.in_chans={self.cfg.model.in_chans} but the {self.cfg.data.dataset} images have "
+                              f"{channels} channels (every loader gives RGB); drop --in-chans")
         wanted, have = self.cfg.model.num_classes, self.data.num_classes
         if wanted is not None and wanted < have:
             raise ConfigError(f"model.num_classes={wanted} is smaller than the {have} classes of "
@@ -225,15 +232,17 @@ class Trainer:
                 loss, wrong = self.train_step(x, y, lr)
                 self.step += 1
                 # torch.full is a fill kernel; torch.tensor(n, device=cuda) would be a copy that syncs the stream
-                window += torch.stack([loss.double() * y.numel(), wrong.double(), torch.full(
-                    (), float(y.numel()), dtype=torch.float64, device=self.device)])
+                images = torch.full((), float(y.numel()), dtype=torch.float64, device=self.device)
+                step_sums = torch.stack([loss.double() * images, wrong.double(), images])
+                window += torch.where(torch.isfinite(loss), step_sums, 0.0)  # a skipped step (NaN loss) counts none
                 seen += y.numel()
                 if self.schedule.warming_up and self.step % 10 == 0:  # Sec. 4.2's warm-up only: read at once
-                    self.schedule.observe_train_error(100.0 * wrong.item() / y.numel())
+                    self._observe_train_error(step_sums[1:])
                 evaluate_now = self.step % self.cfg.train.eval_every == 0 or self.step == self.total
                 if self.step % 10 == 0 or evaluate_now:
-                    if self.dist.enabled:
-                        self._check_finite()  # a collective: every rank must take it at the same iteration
+                    if self.dist.enabled:  # collectives: every rank must take them at the same iteration
+                        self._check_finite()
+                        self._agree_on_stop()
                     values = [loss.double(), wrong.double(), self.bad_step.double(), self.skipped.double()]
                     probe.push(self.step, torch.stack(values), seen * self.dist.world_size, lr=lr, batch=y.numel())
                     seen = 0
@@ -289,6 +298,18 @@ class Trainer:
         runlog.record(row)
         window.zero_()
         self._save_checkpoint()
+
+    def _observe_train_error(self, wrong_and_images: torch.Tensor) -> None:
+        """The warm-up reads the whole global batch's error, so every rank ends it at the same iteration (each rank
+        on its own shard's error would train at different learning rates: replicas drifting apart)."""
+        wrong, images = all_reduce_sum(wrong_and_images.clone()).tolist()
+        self.schedule.observe_train_error(100.0 * wrong / images)
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun a signal reaches the ranks at different iterations (or one rank alone): all stop at the
+        first check where any has one, so they leave the loop, and checkpoint, together."""
+        signum = torch.full((1,), self._signal or 0, dtype=torch.long, device=self.device)
+        self.stop_signal = int(all_reduce_max(signum).item()) or None
 
     def _note_nonfinite(self, finite: torch.Tensor) -> None:
         """Remember the first non-finite iteration on the device (no host sync); --nan-policy stop acts on it."""
@@ -348,7 +369,9 @@ class Trainer:
             return {}
 
         def handler(signum: int, _frame: Any) -> None:
-            self.stop_signal = signum
+            self._signal = signum
+            if not self.dist.enabled:  # under torchrun the ranks agree first (_agree_on_stop)
+                self.stop_signal = signum
 
         old = {}
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,6 +34,8 @@ class FilterResponseNorm2d(nn.Module):
     behaves the same in training and evaluation (Singh & Krishnan 2020, Eq. 1-2).
     """
 
+    is_norm_layer = True  # its gamma, beta and tau are exempt from weight decay with the other norms' (engine/optim)
+
     def __init__(self, num_features: int, eps: float = 1e-6, tlu: bool = True) -> None:
         super().__init__()
         self.num_features = num_features
@@ -62,6 +64,8 @@ class BatchRenorm2d(nn.Module):
     ``nn.BatchNorm2d``; running variance unbiased, as BN's). The paper ramps
     ``r_max`` 1 -> 3 and ``d_max`` 0 -> 5; they are plain attributes so a schedule can set them.
     """
+
+    is_norm_layer = True  # exempt from weight decay as nn.BatchNorm2d is (engine/optim)
 
     def __init__(
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, r_max: float = 3.0, d_max: float = 5.0
