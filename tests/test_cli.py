@@ -70,7 +70,7 @@ def test_predict_prints_top5_classes_with_probabilities(quick_run, tmp_path, cap
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_checks_the_file_against_pytorch(quick_run, tmp_path, capsys, fmt):
-    dest = tmp_path / f"model.{fmt}"
+    dest = tmp_path / "new-folder" / f"model.{fmt}"  # a missing parent folder is created
     assert main(["export", "--weights", str(quick_run), "--format", fmt, "--out", str(dest)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert dest.is_file() and dest.stat().st_size > 100_000
@@ -100,9 +100,39 @@ def test_list_shows_models_and_recipes(capsys):
         (["train", "--lr", "-1"], "optim.lr"),
         (["train", "--dataset", "cifar10", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
         (["eval", "/nonexistent/run", "--dataset", "digits"], "/nonexistent/run"),
+        (["train", "--in-chans", "1", "--iterations", "1"], "model.in_chans=1"),
     ],
 )
 def test_bad_input_is_one_line_error_with_exit_2(argv, needle, capsys, tmp_path):
     assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "train" else [])]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().startswith("error:") and needle in err and "\n" not in err.strip()
+    assert "config:" not in out  # the resolved config is printed once the run is set up, not before its error
+
+
+def test_an_out_path_that_is_a_file_is_one_line_error_naming_it(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert main(["train", "--iterations", "1", "--device", "cpu", "--out", str(afile)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and needle in err and "\n" not in err
+    assert err.startswith("error:") and str(afile) in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "x.png", "--weights", "w.safetensors", "--top", "0"],
+        ["eval", "run", "--batch-size", "-3"],
+        ["summary", "resnet50", "--input-size", "-5"],
+        ["export", "--weights", "w.safetensors", "--input-size", "0"],
+        ["bench", "infer", "--model", "resnet20", "--input-size", "-5"],
+        ["bench", "pipeline", "--image-size", "abc"],
+        ["bench", "train", "--repeats", "0"],
+    ],
+)
+def test_out_of_range_counts_and_sizes_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be >= 1" in err or "WIDTHxHEIGHT" in err

@@ -95,6 +95,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts and sizes: a bad value is argparse's one error line, not a traceback later."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def width_by_height(text: str) -> tuple[int, int]:
+    """argparse ``type=`` for image sizes written ``WxH`` (e.g. 500x375)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 500x375")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``resnet`` console script and ``python -m resnet``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -114,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: file not found: {e.filename or e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file where a folder must be, no permission, a full disk: name the path
+        if debug:
+            raise
+        print(f"error: {e.filename or ''}: {e.strerror or e}; pass another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,8 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from resnet.cli import add_config_flags, config_overrides, out_dir
-from resnet.config import build_config, from_dict, load_recipe, merge, to_dict
+from resnet.cli import add_config_flags, config_overrides, out_dir, positive_int
+from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
 from resnet.errors import ConfigError
 
 
@@ -61,9 +61,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
-    if is_main:
-        print("config:", json.dumps(to_dict(cfg)), flush=True)
-    result = train(cfg, out, resume=bool(args.resume))
+
+    def announce(trained: RunCfg) -> None:  # the config as trained (ResNet-110's warm-up rule applied)
+        if is_main:
+            print("config:", json.dumps(to_dict(trained)), flush=True)
+
+    result = train(cfg, out, resume=bool(args.resume), on_ready=announce)
     if "stopped_by_signal" in result:
         if is_main:
             print(f"stopped by signal {result['stopped_by_signal']} at iteration {result['step']}; checkpoint "
@@ -83,7 +86,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test (default) or the validation images a run held out (--val-split)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass (default 100)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)")
     add_config_flags(p, sections=("data",))
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_eval)
@@ -109,7 +112,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
     p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
-    p.add_argument("--top", type=int, default=5, help="classes printed per image (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="classes printed per image (default 5)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_predict)
 
@@ -129,7 +132,7 @@ def register_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="Table-1-style layout, parameters and multiply-adds")
     p.add_argument("name", nargs="?", help="architecture (resnet list shows them)")
     p.add_argument("--all", action="store_true", help="the whole zoo")
-    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--input-size", type=positive_int, default=None, help="image side (default: the net's own)")
     p.add_argument("--stride-in-1x1", action=argparse.BooleanOptionalAction, default=None,
                    help="paper v1 (default) or torchvision v1.5 (--no-stride-in-1x1)")
     p.add_argument("--shortcut", default=None, help="A, B or C")
@@ -168,7 +171,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", default=None, help="output file (default beside the weights)")
-    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--input-size", type=positive_int, default=None, help="image side (default: the net's own)")
     p.set_defaults(handler=cmd_export)
 
 

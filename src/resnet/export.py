@@ -66,13 +66,17 @@ def export_model(weights: str, fmt: str, out: str | None = None, input_size: int
     """Load ``weights`` (a resnet .safetensors or run folder) and export it to ``fmt``."""
     from resnet.engine.inference import load_for_inference
 
+    if fmt not in ("onnx", "torchscript"):
+        raise ConfigError(f"--format {fmt!r} is not valid; choose one of: onnx, torchscript")
+    if input_size is not None and input_size < 1:
+        raise ConfigError(f"input_size={input_size} must be >= 1")
     model, info = load_for_inference(weights)
     size = input_size or info.input_size
     src = Path(info.path)
+    dest = Path(out) if out else src.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    if dest.is_dir():
+        raise ConfigError(f"--out {dest} is a folder; pass a file name, e.g. {dest / src.stem}.{fmt}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
-        dest = Path(out) if out else src.with_suffix(".onnx")
         return export_onnx(model, dest, size, info.in_chans)
-    if fmt == "torchscript":
-        dest = Path(out) if out else src.with_suffix(".torchscript.pt")
-        return export_torchscript(model, dest, size, info.in_chans)
-    raise ConfigError(f"--format {fmt!r} is not valid; choose one of: onnx, torchscript")
+    return export_torchscript(model, dest, size, info.in_chans)

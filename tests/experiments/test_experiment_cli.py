@@ -1,25 +1,16 @@
 """``resnet experiment`` through the real CLI entry point, its one-line errors, and the --jobs N child processes."""
 
-import argparse
-
 import pytest
 
-from resnet import cli, commands
-from resnet.experiments.cli import register
+from resnet import cli
 from resnet.experiments.suite import STUDY_NAMES
 
 TINY = ["--iterations", "2", "--batch-size", "8", "--seeds", "1", "--device", "cpu"]
 
 
 @pytest.fixture
-def main(monkeypatch):
-    """resnet.cli.main with the experiment subcommand (added here only if resnet.commands does not yet)."""
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    for registrar in commands.REGISTRARS:
-        registrar(sub)
-    if "experiment" not in sub.choices:
-        monkeypatch.setattr(commands, "REGISTRARS", [*commands.REGISTRARS, register])
+def main():
+    """resnet.cli.main as installed: the experiment subcommand must be wired in."""
     return cli.main
 
 
@@ -77,3 +68,20 @@ def test_report_names_the_command_as_the_user_typed_it(monkeypatch):
     assert _command_line() == "resnet experiment depth --data 'my data'"
     monkeypatch.setattr("sys.argv", ["study.py", "--fast"])
     assert _command_line() == "study.py --fast"
+
+
+def test_study_options_a_net_does_not_take_are_one_error_before_training(main, tmp_path, capsys):
+    rc = main(["experiment", "shortcuts", "--nets", "plain20", "--out", str(tmp_path / "sc"), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "plain20" in err and "this study cannot run that net" in err
+    assert not (tmp_path / "sc" / "runs").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_error_before_training(main, tmp_path, capsys):
+    rc = main(["experiment", "depth", "--nets", "resnet20", "--out", str(tmp_path / "d"), *TINY[:-2],
+               "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: --device cuda was asked for but no CUDA device is visible; use --device cpu"
+    assert not (tmp_path / "d" / "runs").exists()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from resnet.cli import positive_int, width_by_height
+
 WORKLOADS = ("train", "infer", "pipeline")
 
 
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("workload", choices=WORKLOADS)
     p.add_argument("--model", default="resnet50", help="architecture (resnet list shows them)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="default 256 (ImageNet nets), 128 (CIFAR nets), 64 (pipeline)")
     p.add_argument("--reference", action="store_true", help="also time the reference in the same process")
     p.add_argument("--reference-compile", action="store_true",
@@ -34,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="train: also run the correctness check: our step's losses beside the plain eager fp32 "
                         "step's, same seed and batches (exit 1 when they do not track)")
-    p.add_argument("--check-iterations", type=int, default=200, help="train --check: steps of each side")
+    p.add_argument("--check-iterations", type=positive_int, default=200, help="train --check: steps of each side")
     p.add_argument("--check-run-iterations", type=int, default=600,
                    help="train --check: also train the quick recipe (embedded digits) end to end this long with our "
                         "switches and as the eager fp32 loop, and compare test errors (0 leaves it out)")
-    p.add_argument("--iterations", type=int, default=20, help="timed steps")
+    p.add_argument("--iterations", type=positive_int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (graph capture adds its own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
@@ -57,20 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="ours, with --compile: set torch._inductor.config.KEY for this run (repeatable), e.g. "
                         "max_autotune=True or conv_1x1_as_mm=True: for trying compiler knobs side by side")
-    p.add_argument("--input-size", type=int, default=None, help="image side; default 32 (CIFAR nets) or 224")
+    p.add_argument("--input-size", type=positive_int, default=None, help="image side; default 32 (CIFAR nets) or 224")
     p.add_argument("--stride-in-1x1", action=argparse.BooleanOptionalAction, default=None,
                    help="ours; default torchvision's v1.5 layout when torchvision is the reference")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=positive_int, default=1,
                    help="measure every run this many times, interleaved; keep the least disturbed (noisy machines)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default torch's own); 1 avoids OpenMP stalls on a crowded machine")
     p.add_argument("--workers", type=int, default=2, help="loader workers (pipeline; CIFAR reference loader)")
-    p.add_argument("--dataset-size", type=int, default=50_000, help="images in the synthetic CIFAR-shaped set")
+    p.add_argument("--dataset-size", type=positive_int, default=50_000,
+                   help="images in the synthetic CIFAR-shaped set")
     p.add_argument("--data", default=None, help="pipeline: an existing image folder (train/<class>/ or <class>/)")
-    p.add_argument("--images", type=int, default=None, help="pipeline: JPEGs to generate (default 4 batches, >= 64)")
+    p.add_argument("--images", type=positive_int, default=None,
+                   help="pipeline: JPEGs to generate (default 4 batches, >= 64)")
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
                    help="pipeline, ours: workers read bytes, the device decodes (nvJPEG on CUDA); default on for CUDA")
-    p.add_argument("--image-size", default="500x375", help="pipeline: generated JPEG size WxH")
+    p.add_argument("--image-size", type=width_by_height, default=(500, 375), metavar="WxH",
+                   help="pipeline: generated JPEG size (default 500x375)")
     p.add_argument("--json", default=None, metavar="PATH", help="default runs/bench/<workload>-<model>-<time>.json")
     p.set_defaults(handler=cmd_bench)
 

@@ -181,7 +181,7 @@ def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
     if spec.workload == "pipeline":
         from resnet.bench.pipeline import image_folder, pipeline_runners
 
-        w, h = (int(v) for v in args.image_size.lower().split("x"))
+        w, h = args.image_size
         count = args.images or max(64, 4 * spec.batch_size)
         with image_folder(args.data, count, (w, h)) as root:
             results = measure_all(pipeline_runners(spec, root), spec, args.repeats)

@@ -10,6 +10,7 @@ import logging
 import math
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -379,11 +380,19 @@ class Trainer:
         return old
 
 
-def train(cfg: RunCfg, out: Path, resume: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked)."""
+def train(cfg: RunCfg, out: Path, resume: bool = False,
+          on_ready: Callable[[RunCfg], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked).
+
+    ``on_ready`` gets the config as trained (recipe rules applied) once data, model and run folder are set up:
+    the CLI prints it then, so bad input ends in its one error line alone.
+    """
     cfg = apply_recipe_rules(cfg)
     with peer_loss_is_training_error():
-        return Trainer(cfg, out, resume=resume).run()
+        trainer = Trainer(cfg, out, resume=resume)
+        if on_ready is not None:
+            on_ready(cfg)
+        return trainer.run()
 
 
 def apply_recipe_rules(cfg: RunCfg) -> RunCfg:

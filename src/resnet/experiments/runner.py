@@ -31,12 +31,10 @@ GPU_JOBS = 4  # concurrent small-net runs per GPU by default
 
 
 def resolve_device(device: str) -> str:
-    """auto -> cuda when available, else cpu."""
-    import torch
+    """auto -> cuda when available, else cpu; cuda without a GPU is a ConfigError (the engine's rule)."""
+    from resnet.engine.distributed import resolve_device as engine_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return engine_device(device).type
 
 
 def default_jobs(device: str, runs: int) -> int:
