@@ -192,6 +192,13 @@ def test_check_fails_a_diverging_curve_and_the_command_exits_1(tmp_path, monkeyp
                       "--check-run-iterations", "0", *FAST, "--json", str(tmp_path / "b.json")]) == 1
     assert "do not track" in capsys.readouterr().err
     assert json.loads((tmp_path / "b.json").read_text())["check"]["passed"] is False
+    slow = check.compare(eager + 0.3, eager + 0.3)  # tracks exactly, but falls too little in so few steps
+    assert [k for k, ok in slow["checks"].items() if not ok] == ["learned"]
+    monkeypatch.setattr(check, "run_check", lambda spec, iterations: slow)
+    assert run_bench(["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64", "--check",
+                      "--check-run-iterations", "0", *FAST, "--json", str(tmp_path / "b.json")]) == 1
+    err = capsys.readouterr().err
+    assert "not learned in 60 iterations; raise --check-iterations" in err and "do not track" not in err
 
 
 def test_check_run_trains_the_quick_recipe_both_ways_and_compares_test_errors(tmp_path, monkeypatch):
