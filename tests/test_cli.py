@@ -136,3 +136,22 @@ def test_out_of_range_counts_and_sizes_are_refused_by_the_parser(argv, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "must be >= 1" in err or "WIDTHxHEIGHT" in err
+
+
+def test_export_refuses_a_file_whose_outputs_differ_from_the_model(tmp_path, monkeypatch):
+    import torch
+
+    import resnet
+    from resnet.errors import ResNetError
+    from resnet.export import export_torchscript
+
+    model = resnet.create_model("resnet20").eval()
+    real_load = torch.jit.load
+
+    def skewed(path):  # a program that computes something else than the model it was traced from
+        program = real_load(path)
+        return lambda x: program(x) + 0.01
+
+    monkeypatch.setattr(torch.jit, "load", skewed)
+    with pytest.raises(ResNetError, match="TorchScript check failed .* differ from the model's by up to 0.01"):
+        export_torchscript(model, tmp_path / "m.pt", 32)

@@ -327,6 +327,20 @@ def test_a_short_batch_at_capture_time_defers_the_capture_to_the_next_full_batch
 
 @pytest.mark.gpu
 @needs_cuda
+def test_a_batch_larger_than_every_warm_up_is_warmed_up_before_it_is_captured():
+    dev = torch.device("cuda")
+    _, step = _gpu_graph_step(dev)
+    for x, y in _teacher_batches(step.warmup_steps, 24, dev):  # the warm-ups all met short batches
+        step(x, y, 0.1)
+    (x, y), = _teacher_batches(1, 32, dev)
+    assert torch.isfinite(step(x, y, 0.1)[0]) and not step.captured  # warmed up at 32 first, outside any capture
+    (x, y), = _teacher_batches(1, 32, dev)
+    step(x, y, 0.1)
+    assert step.captured and step._static[0].shape[0] == 32
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_fast_path_losses_track_eager_fp32_over_200_iterations(monkeypatch):
     """Same seed, same 200 fresh batches. Graph replay must be the eager step's math exactly (same precision),
     and bf16 must track fp32 within bf16 tolerance: step by step at first, then in 20-step window means while the

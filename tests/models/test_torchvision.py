@@ -125,3 +125,11 @@ def test_from_torchvision_names_the_valid_architectures_for_another_name(name):
     state = random_torchvision("resnet18").state_dict()
     with pytest.raises(WeightsError, match=f"{name} has no torchvision counterpart; valid: resnet18, resnet34"):
         resnet.from_torchvision(state, name)
+
+
+def test_stride_in_1x1_none_still_means_torchvisions_layout():
+    theirs = random_torchvision("resnet50")
+    ours = resnet.from_torchvision(theirs.state_dict(), "resnet50", stride_in_1x1=None, shortcut=None)
+    assert ours.options["stride_in_1x1"] is False and ours.options["shortcut"] == "B"
+    x = torch.randn(1, 3, 64, 64)
+    assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5

@@ -170,3 +170,9 @@ def test_save_weights_unwraps_compiled_and_data_parallel_models(tmp_path):
     path = tmp_path / "m.safetensors"
     resnet.save_weights(wrapper, path)
     assert resnet.load_model(path).arch == "resnet20"
+
+
+def test_save_into_a_missing_folder_is_one_weights_error_and_leaves_no_temp_file(tmp_path):
+    with pytest.raises(WeightsError, match="folder .*missing.* does not exist"):
+        resnet.save_weights(resnet.create_model("resnet20"), tmp_path / "missing" / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -198,6 +198,9 @@ class FastStep:
         if self.graph is None:
             if x.shape[0] < self._largest:  # a short batch (unreadable images skipped): a graph of its shape would
                 return self.eager(x, y)  # send every full batch after it down the eager path; capture on the next
+            if x.shape[0] > self._largest:  # a shape no warm-up ran (the warm-ups were short): warm it up first, so
+                self._largest = x.shape[0]  # cuDNN's algorithm search never runs inside the capture
+                return self._side_stream(x, y)
             self._capture(x, y)
         assert self._static is not None and self._out is not None
         sx, sy = self._static

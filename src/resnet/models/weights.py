@@ -70,9 +70,15 @@ def save_weights(
             raise WeightsError(f"extra[{key!r}] must be a tensor, got {type(value).__name__}")
         tensors[EXTRA_PREFIX + key] = value.detach().cpu().contiguous()
     target = Path(path)
+    if not target.parent.is_dir():
+        raise WeightsError(f"cannot write {target}: folder {target.parent} does not exist")
     tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, target)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, an interrupt: no half-written .tmp left beside the weights
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _first_line(err: BaseException) -> str:
@@ -199,7 +205,8 @@ def from_torchvision(
     if name not in TORCHVISION_ARCHS:
         raise WeightsError(f"{name} has no torchvision counterpart; valid: {', '.join(TORCHVISION_ARCHS)}")
     state, source = _torchvision_state(state_dict_or_path)
-    options = {"stride_in_1x1": False, "shortcut": "B", **options}
+    options = {**options, "stride_in_1x1": options.get("stride_in_1x1") or False, "shortcut": options.get("shortcut")
+               or "B"}  # None means torchvision's layout here, not the family default (v1 for bottlenecks)
     fc = state.get("fc.weight")
     if options.get("num_classes") is None and isinstance(fc, Tensor) and fc.ndim == 2:
         options["num_classes"] = int(fc.shape[0])
