@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from resnet.cli import positive_int
 from resnet.experiments.common import DATASETS, SCALE_NAMES, Context
 from resnet.experiments.suite import STUDY_NAMES, train_and_report
 
@@ -48,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--nets", type=_list, default=None, help="comma-separated nets replacing the study's own")
     p.add_argument("--runs", default=None, help="run-folder root shared between reports (default OUT/runs)")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=positive_int, default=None,
                    help="iterations per run instead of the scale's (the schedule's milestones scale with it)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size instead of the scale's")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size instead of the scale's")
     p.set_defaults(handler=cmd_experiment)
 
 
