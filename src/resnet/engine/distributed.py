@@ -93,18 +93,9 @@ def peer_loss_is_training_error() -> Iterator[None]:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum across processes (identity in a single process); raise a clear error if a peer is gone."""
-    return _all_reduce(t, "SUM")
-
-
-def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    """Maximum across processes (identity in a single process); raise a clear error if a peer is gone."""
-    return _all_reduce(t, "MAX")
-
-
-def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         try:
-            dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
         except (RuntimeError, dist.DistBackendError) as e:
             raise _peer_lost_error(e) from None
     return t

@@ -24,7 +24,6 @@ from resnet.data import DataBundle, build_data
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import (
     DistInfo,
-    all_reduce_max,
     all_reduce_sum,
     barrier,
     broadcast_buffers,
@@ -43,6 +42,7 @@ from resnet.errors import ConfigError, TrainingError
 from resnet.models.registry import create_model
 
 log = logging.getLogger("resnet.engine")
+_STOPS = (signal.SIGTERM, signal.SIGINT)  # finish the step, checkpoint, stop (SIGTERM wins if both arrive)
 
 
 @dataclass(frozen=True)
@@ -241,9 +241,8 @@ class Trainer:
                     self._observe_train_error(step_sums[1:])
                 evaluate_now = self.step % self.cfg.train.eval_every == 0 or self.step == self.total
                 if self.step % 10 == 0 or evaluate_now:
-                    if self.dist.enabled:  # collectives: every rank must take them at the same iteration
-                        self._check_finite()
-                        self._agree_on_stop()
+                    if self.dist.enabled:  # a collective: every rank must take it at the same iteration
+                        self._check_finite(agree_on_stop=True)
                     values = [loss.double(), wrong.double(), self.bad_step.double(), self.skipped.double()]
                     probe.push(self.step, torch.stack(values), seen * self.dist.world_size, lr=lr, batch=y.numel())
                     seen = 0
@@ -306,12 +305,6 @@ class Trainer:
         wrong, images = all_reduce_sum(wrong_and_images.clone()).tolist()
         self.schedule.observe_train_error(100.0 * wrong / images)
 
-    def _agree_on_stop(self) -> None:
-        """Under torchrun a signal reaches the ranks at different iterations (or one rank alone): all stop at the
-        first check where any has one, so they leave the loop, and checkpoint, together."""
-        signum = torch.full((1,), self._signal or 0, dtype=torch.long, device=self.device)
-        self.stop_signal = int(all_reduce_max(signum).item()) or None
-
     def _note_nonfinite(self, finite: torch.Tensor) -> None:
         """Remember the first non-finite iteration on the device (no host sync); --nan-policy stop acts on it."""
         if self.cfg.train.nan_policy == "stop":
@@ -322,10 +315,20 @@ class Trainer:
         flags = all_reduce_sum((~finite).long().reshape(1))
         return int(flags.item()) == 0
 
-    def _check_finite(self) -> None:
-        """Stop on the first non-finite loss, naming the iteration; the last checkpoint stays as it was."""
-        seen = all_reduce_sum(torch.stack([(self.bad_step >= 0).long(), self.bad_step.clamp_min(0)]))
-        bad = int(seen[1].item()) // max(int(seen[0].item()), 1) if int(seen[0].item()) else -1
+    def _check_finite(self, agree_on_stop: bool = False) -> None:
+        """Stop on the first non-finite loss, naming the iteration; the last checkpoint stays as it was.
+
+        ``agree_on_stop`` (torchrun): a signal reaches the ranks at different iterations (or one rank alone), so
+        the ranks also count who got SIGTERM / SIGINT in this same all-reduce (one host sync) and all stop at the
+        first check where any has one (SIGTERM first), leaving the loop, and checkpointing, together.
+        """
+        flags = [(self.bad_step >= 0).long(), self.bad_step.clamp_min(0)]
+        if agree_on_stop:
+            flags += [torch.full((), int(self._signal == s), dtype=torch.long, device=self.device) for s in _STOPS]
+        seen = all_reduce_sum(torch.stack(flags)).tolist()
+        if agree_on_stop:
+            self.stop_signal = next((s for s, count in zip(_STOPS, seen[2:], strict=True) if count), None)
+        bad = seen[1] // max(seen[0], 1) if seen[0] else -1
         if bad >= 0:
             self._stop_nonfinite(f"loss became NaN/Inf at iteration {bad}", "Lower --lr, or pass --nan-policy skip "
                                  "to skip such steps")
@@ -371,11 +374,11 @@ class Trainer:
 
         def handler(signum: int, _frame: Any) -> None:
             self._signal = signum
-            if not self.dist.enabled:  # under torchrun the ranks agree first (_agree_on_stop)
+            if not self.dist.enabled:  # under torchrun the ranks agree first (_check_finite(agree_on_stop=True))
                 self.stop_signal = signum
 
         old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOPS:
             old[sig] = signal.signal(sig, handler)
         return old
 

@@ -195,6 +195,11 @@ def _torchvision_state(source: Mapping[str, Tensor] | str | os.PathLike[str]) ->
     return state, name
 
 
+def _check_torchvision_arch(name: str) -> None:
+    if name not in TORCHVISION_ARCHS:
+        raise WeightsError(f"{name} has no torchvision counterpart; valid: {', '.join(TORCHVISION_ARCHS)}")
+
+
 def from_torchvision(
     state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike[str], name: str, **options: Any
 ) -> nn.Module:
@@ -202,11 +207,11 @@ def from_torchvision(
 
     ``num_classes`` defaults to the rows of the file's ``fc.weight``. Returned in eval mode.
     """
-    if name not in TORCHVISION_ARCHS:
-        raise WeightsError(f"{name} has no torchvision counterpart; valid: {', '.join(TORCHVISION_ARCHS)}")
+    _check_torchvision_arch(name)
     state, source = _torchvision_state(state_dict_or_path)
-    options = {**options, "stride_in_1x1": options.get("stride_in_1x1") or False, "shortcut": options.get("shortcut")
-               or "B"}  # None means torchvision's layout here, not the family default (v1 for bottlenecks)
+    # torchvision's layout; None means that here too, not the family default (v1 for bottlenecks)
+    options = {**options, "stride_in_1x1": options.get("stride_in_1x1") or False,
+               "shortcut": options.get("shortcut") or "B"}
     fc = state.get("fc.weight")
     if options.get("num_classes") is None and isinstance(fc, Tensor) and fc.ndim == 2:
         options["num_classes"] = int(fc.shape[0])
@@ -227,9 +232,7 @@ def to_torchvision(model: nn.Module) -> dict[str, Tensor]:
     """
     model = _unwrap(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", {})
-    if arch not in TORCHVISION_ARCHS:
-        raise WeightsError(f"{arch or type(model).__name__} has no torchvision counterpart; "
-                           f"valid: {', '.join(TORCHVISION_ARCHS)}")
+    _check_torchvision_arch(arch or type(model).__name__)
     wanted = {"shortcut": "B", "norm": "bn", "stem": "imagenet", "in_chans": 3}
     if getattr(model, "block", None) is Bottleneck:
         wanted["stride_in_1x1"] = False
