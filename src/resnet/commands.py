@@ -93,7 +93,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from resnet.engine.inference import evaluate_weights
+    from resnet.inference import evaluate_weights
 
     flags = config_overrides(args).get("data", {})
     run_cfg = Path(args.target) / "config.toml"
@@ -118,7 +118,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnet.engine.inference import predict_images
+    from resnet.inference import predict_images
 
     for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch):
         print(path)

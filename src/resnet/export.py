@@ -74,7 +74,7 @@ def export_torchscript(model: nn.Module, path: Path, input_size: int, in_chans: 
 
 def export_model(weights: str, fmt: str, out: str | None = None, input_size: int | None = None) -> dict[str, Any]:
     """Load ``weights`` (a resnet .safetensors or run folder) and export it to ``fmt``."""
-    from resnet.engine.inference import load_for_inference
+    from resnet.inference import load_for_inference
 
     if fmt not in ("onnx", "torchscript"):
         raise ConfigError(f"--format {fmt!r} is not valid; choose one of: onnx, torchscript")

@@ -26,7 +26,7 @@ from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.distributed import wrap_ddp
 from resnet.engine.fast import build_step, capture_inference, step_autocast
-from resnet.engine.inference import compile_for_inference, prepare_inference
+from resnet.inference import compile_for_inference, prepare_inference
 from resnet.engine.optim import build_optimizer
 from resnet.errors import ConfigError
 from resnet.models.registry import create_model

@@ -1,4 +1,4 @@
-"""BatchNorm folding for inference (resnet.engine.inference.fold_batchnorm)."""
+"""BatchNorm folding for inference (resnet.inference.fold_batchnorm)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnet import create_model
-from resnet.engine.inference import fold_batchnorm
+from resnet.inference import fold_batchnorm
 
 
 def _with_random_statistics(model: nn.Module) -> nn.Module:
@@ -42,7 +42,7 @@ def test_folding_a_model_in_training_mode_is_refused():
 
 
 def test_prepared_inference_net_is_nhwc_without_bn_and_computes_the_same_function():
-    from resnet.engine.inference import prepare_inference
+    from resnet.inference import prepare_inference
 
     torch.manual_seed(0)
     model = _with_random_statistics(create_model("resnet18"))
@@ -57,7 +57,7 @@ def test_prepared_inference_net_is_nhwc_without_bn_and_computes_the_same_functio
 
 
 def test_cpu_compiled_inference_freezes_the_weights_into_the_program():
-    from resnet.engine.inference import compile_for_inference, prepare_inference
+    from resnet.inference import compile_for_inference, prepare_inference
 
     torch.manual_seed(0)
     model = prepare_inference(_with_random_statistics(create_model("resnet20")))
@@ -78,7 +78,7 @@ def test_predict_sees_the_centre_view_resnet_eval_takes(tmp_path, torchvision_no
     from resnet.data.evaluation import FolderEvalLoader
     from resnet.data.imagefolder import decode_image_file
     from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer
-    from resnet.engine.inference import InferenceInfo, preprocess
+    from resnet.inference import InferenceInfo, preprocess
 
     g = torch.Generator().manual_seed(0)
     path = tmp_path / "photo.png"  # 333x500: the resize truncates the longer side; png keeps the pixels exact
