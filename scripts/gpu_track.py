@@ -12,8 +12,8 @@ import torch
 from resnet import create_model
 from resnet.bench.check import teacher_batches
 from resnet.config import OptimCfg
-from resnet.engine.fast import build_step
 from resnet.engine.optim import build_optimizer
+from resnet.engine.step import build_step
 from resnet.engine.trainer import Switches
 
 
@@ -25,7 +25,7 @@ def curve(precision: str, graphs: bool, lr: float, data: list, dev: torch.device
         model = model.to(memory_format=torch.channels_last)
     step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), Switches(precision, cl, False, True),
                       dev, cuda_graphs=graphs)
-    return torch.stack([step(x, y, lr)[0] for x, y in data]).float().cpu()
+    return torch.stack([step((x, y), lr)[0] for x, y in data]).float().cpu()
 
 
 def main() -> None:

@@ -38,9 +38,9 @@ def test_training_loop_reads_nothing_off_the_device_between_evaluations(tmp_path
     calls: list[int] = []
     item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: (calls.append(trainer.step), item(t))[1])
-    evaluate = trainer._evaluate_and_log
+    evaluate = trainer.evaluate
     at_eval: list[int] = []
-    monkeypatch.setattr(trainer, "_evaluate_and_log", lambda *a: (at_eval.append(len(calls)), evaluate(*a))[1])
+    monkeypatch.setattr(trainer, "evaluate", lambda *a: (at_eval.append(len(calls)), evaluate(*a))[1])
     trainer.run()
     assert at_eval and at_eval[0] == 0, f".item() during training steps at iterations {calls[:at_eval[0]]}"
 
@@ -65,15 +65,15 @@ def test_progress_report_warns_once_per_new_batch_of_fast_path_skips(tmp_path, c
     from test_train import _cfg
 
     from resnet.engine.probe import Reading
+    from resnet.engine.progress import Progress
     from resnet.engine.runlog import RunLog
     from resnet.engine.trainer import Trainer
 
     trainer = Trainer(_cfg(nan_policy="skip"), tmp_path)
-    trainer._shown = 0
-    trainer.speed = [0, 0.0]
     runlog = RunLog(tmp_path, 30, 0, enabled=False)
+    progress = Progress(runlog, torch.device("cpu"), 0, 1, trainer._progress_figures, trainer._on_reading)
     caplog.set_level(logging.WARNING, logger="resnet.engine")
     for step, skipped in ((10, 0.0), (20, 2.0), (30, 2.0)):
-        trainer._show(runlog, Reading(step, [1.0, 3.0, -1.0, skipped], 0.1, 640, {"lr": 0.1, "batch": 32}))
+        progress._show(Reading(step, [1.0, 3.0, -1.0, skipped], 0.1, 640, {"lr": 0.1, "batch": 32}))
     assert caplog.text.count("skipped") == 1 and "2 step(s) skipped by iteration 20" in caplog.text
-    assert trainer.speed == [1920, pytest.approx(0.3)]
+    assert progress.trained == [1920, pytest.approx(0.3)] and progress.shown == 30

@@ -1,4 +1,4 @@
-"""The fast training step (resnet.engine.fast): CPU fallback is the eager step's exact math; the CUDA graph
+"""The training step (resnet.engine.step): CPU fallback is the eager step's exact math; the CUDA graph
 path (GPU-only tests, skipped without CUDA) captures once and tracks eager fp32 within bf16 tolerance."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from resnet import create_model
 from resnet.bench.check import compare, teacher_batches
 from resnet.config import OptimCfg
-from resnet.engine.fast import DeviceLR, FastStep, build_step, capture_inference, optimizer_state_dict
+from resnet.engine.graphs import capture_inference
 from resnet.engine.optim import build_optimizer
+from resnet.engine.step import DeviceLR, Step, build_step, optimizer_state_dict
 from resnet.engine.trainer import Switches
 
 CPU = torch.device("cpu")
@@ -70,7 +71,7 @@ def test_cpu_fallback_gives_bit_identical_parameters_to_a_hand_written_sgd_step(
     batches, lrs = _batches(3), [0.1, 0.1, 0.05]
     step = build_step(ours, build_optimizer(ours, OptimCfg()), FP32, CPU)
     assert not step.graphs and step.setup_calls == 0
-    losses = [step(x, y, lr)[0] for (x, y), lr in zip(batches, lrs, strict=True)]
+    losses = [step((x, y), lr)[0] for (x, y), lr in zip(batches, lrs, strict=True)]
     ref_losses = _hand_written_sgd(ref, batches, lrs)
     assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses, strict=True))
     assert _same_state(ours, ref)  # parameters and BN running statistics
@@ -82,7 +83,7 @@ def test_step_returns_the_wrong_prediction_count_of_the_batch():
     with torch.no_grad():
         expected = int((model(x).argmax(1) != y).sum())  # BN in train mode: the step sees the same logits
     step = build_step(model, build_optimizer(model, OptimCfg()), FP32, CPU)
-    _, wrong = step(x, y, 0.1)
+    _, wrong = step((x, y), 0.1)
     assert int(wrong) == expected
 
 
@@ -90,13 +91,13 @@ def test_device_tensor_lr_follows_a_schedule_exactly_like_a_float_lr():
     a, b = _tiny_model(), _tiny_model()
     batches, lrs = _batches(4), [0.1, 0.02, 0.02, 0.005]
     fused = OptimCfg()
-    step_t = FastStep(a, build_optimizer(a, fused, fused=True), FP32, CPU, tensor_lr=True)
-    step_f = FastStep(b, build_optimizer(b, fused, fused=True), FP32, CPU, tensor_lr=False)
+    step_t = Step(a, build_optimizer(a, fused, fused=True), FP32, CPU, tensor_lr=True)
+    step_f = Step(b, build_optimizer(b, fused, fused=True), FP32, CPU, tensor_lr=False)
     assert step_t.lr is not None
     lr_tensor = step_t.lr.value
     for (x, y), lr in zip(batches, lrs, strict=True):
-        step_t(x, y, lr)
-        step_f(x, y, lr)
+        step_t((x, y), lr)
+        step_f((x, y), lr)
         assert all(g["lr"] is lr_tensor for g in step_t.optimizer.param_groups)  # never re-pointed
         assert lr_tensor.item() == pytest.approx(lr)
     assert _same_state(a, b)
@@ -117,30 +118,30 @@ def test_device_lr_refills_only_when_the_value_changes():
 
 def test_zero_tensor_lr_leaves_parameters_unchanged():
     model = _tiny_model()
-    step = FastStep(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, tensor_lr=True)
+    step = Step(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, tensor_lr=True)
     (x, y), (x2, y2) = _batches(2)
-    step(x, y, 0.1)
+    step((x, y), 0.1)
     before = [p.detach().clone() for p in model.parameters()]
-    step(x2, y2, 0.0)
+    step((x2, y2), 0.0)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
 def test_skip_nonfinite_drops_the_update_without_a_host_check():
     model = _tiny_model()
     opt = build_optimizer(model, OptimCfg(), fused=True)
-    step = FastStep(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
+    step = Step(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
     (x, y), (x2, y2) = _batches(2)
-    step(x, y, 0.1)
+    step((x, y), 0.1)
     params = [p.detach().clone() for p in model.parameters()]
     bufs = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
     stats = [b.clone() for b in model.buffers()]
-    loss, _ = step(torch.full_like(x2, float("nan")), y2, 0.1)
+    loss, _ = step((torch.full_like(x2, float("nan")), y2), 0.1)
     assert not torch.isfinite(loss)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
     assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(model.parameters(), bufs, strict=True))
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))  # BN stats put back
     assert not hasattr(opt, "found_inf")  # the flag does not leak into later optimizer use
-    step(x2, y2, 0.1)  # a finite batch after it trains as usual, BN statistics included
+    step((x2, y2), 0.1)  # a finite batch after it trains as usual, BN statistics included
     assert not all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))
 
 
@@ -148,11 +149,11 @@ def test_a_skipped_first_fused_step_leaves_momentum_as_if_no_step_had_run():
     # fused SGD's first step allocates momentum with empty_like and skips the write when found_inf is set
     model, ref = _tiny_model(), _tiny_model()
     opt = build_optimizer(model, OptimCfg(), fused=True)
-    step = FastStep(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
+    step = Step(model, opt, FP32, CPU, tensor_lr=True, skip_nonfinite=True)
     (x, y), (x2, y2) = _batches(2)
-    step(torch.full_like(x, float("nan")), y, 0.1)  # skipped first step (BN statistics do see the NaN batch)
+    step((torch.full_like(x, float("nan")), y), 0.1)  # skipped first step (BN statistics do see the NaN batch)
     assert all(torch.equal(opt.state[p]["momentum_buffer"], torch.zeros_like(p)) for p in model.parameters())
-    step(x2, y2, 0.1)
+    step((x2, y2), 0.1)
     _hand_written_sgd(ref, [(x2, y2)], [0.1])
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True))
 
@@ -169,9 +170,9 @@ def _ddp_skip_worker(rank: int, init: str, out: str) -> None:
         net = DistributedDataParallel(model, broadcast_buffers=False)
         step = build_step(net, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, skip_nonfinite=True)
         (x, y), (x2, y2) = _batches(2, seed=rank)
-        step(x, y, 0.1)
+        step((x, y), 0.1)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        loss, _ = step(torch.full_like(x2, float("nan")) if rank == 1 else x2, y2, 0.1)
+        loss, _ = step((torch.full_like(x2, float("nan")) if rank == 1 else x2, y2), 0.1)
         torch.save({"finite": bool(torch.isfinite(loss)), "before": before, "after": model.state_dict()},
                    f"{out}/rank{rank}.pt")
     finally:
@@ -193,17 +194,17 @@ def test_under_ddp_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp
 def test_tensor_lr_and_graphs_are_refused_where_they_cannot_work():
     model = _tiny_model()
     with pytest.raises(ValueError, match="fused SGD"):
-        FastStep(model, build_optimizer(model, OptimCfg()), FP32, CPU, tensor_lr=True)
+        Step(model, build_optimizer(model, OptimCfg()), FP32, CPU, tensor_lr=True)
     with pytest.raises(ValueError, match="CUDA"):
-        FastStep(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, cuda_graphs=True)
+        Step(model, build_optimizer(model, OptimCfg(), fused=True), FP32, CPU, cuda_graphs=True)
 
 
 def test_optimizer_state_dict_with_a_tensor_lr_stays_json_serializable():
     model = _tiny_model()
     opt = build_optimizer(model, OptimCfg(), fused=True)
-    step = FastStep(model, opt, FP32, CPU, tensor_lr=True)
+    step = Step(model, opt, FP32, CPU, tensor_lr=True)
     (x, y), = _batches(1)
-    step(x, y, 0.05)
+    step((x, y), 0.05)
     state = optimizer_state_dict(opt)
     json.dumps(state["param_groups"])
     assert state["param_groups"][0]["lr"] == pytest.approx(0.05)
@@ -237,7 +238,7 @@ def test_fp16_step_is_torchs_amp_recipe_with_its_loss_scaling():
     batches = _batches(3, batch=4, size=8)
     step = build_step(ours, build_optimizer(ours, OptimCfg()), FP16, CPU)
     assert step.scaler is not None
-    losses = [step(x, y, 0.1)[0] for x, y in batches]
+    losses = [step((x, y), 0.1)[0] for x, y in batches]
     ref_losses, ref_scale = _amp_recipe_sgd(ref, batches, 0.1)
     assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses, strict=True))
     assert _same_state(ours, ref)
@@ -249,16 +250,16 @@ def test_fp16_step_whose_gradients_overflow_is_skipped_and_the_scale_backs_off(f
     model = _tiny_model()
     opt = build_optimizer(model, OptimCfg(), fused=fused)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # scaled fp16 gradients overflow to inf
-    step = FastStep(model, opt, FP16, CPU, tensor_lr=fused, scaler=scaler)
+    step = Step(model, opt, FP16, CPU, tensor_lr=fused, scaler=scaler)
     (x, y), (x2, y2) = _batches(2, batch=4, size=8)
     params = [p.detach().clone() for p in model.parameters()]
-    loss, _ = step(x, y, 0.1)
+    loss, _ = step((x, y), 0.1)
     assert torch.isfinite(loss)  # the loss itself is fine: only its scaled gradients overflow
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
     assert scaler.get_scale() == 2.0 ** 99
     assert not hasattr(opt, "found_inf") and not hasattr(opt, "grad_scale")
     scaler.update(2.0 ** 10)  # a scale that fits: the next step updates, at the unscaled gradients' size
-    step(x2, y2, 0.1)
+    step((x2, y2), 0.1)
     moved = [(p - q).abs().max().item() for p, q in zip(model.parameters(), params, strict=True)]
     assert 0 < max(moved) < 1.0
 
@@ -270,7 +271,7 @@ def _teacher_batches(n: int, batch: int, device: torch.device,
     return teacher_batches(n, batch, device, noise=noise)
 
 
-def _gpu_graph_step(dev: torch.device, compile: bool = False) -> tuple[torch.nn.Module, FastStep]:
+def _gpu_graph_step(dev: torch.device, compile: bool = False) -> tuple[torch.nn.Module, Step]:
     """The GPU defaults' step (bf16, channels_last, fused SGD, CUDA graph) on the tiny model."""
     model = _tiny_model().to(dev).to(memory_format=torch.channels_last)
     sw = Switches(precision="bf16", channels_last=True, compile=compile, fused_sgd=True)
@@ -285,14 +286,14 @@ def test_graph_step_captures_once_and_replays_with_a_live_lr():
     assert step.graphs
     batches = _teacher_batches(step.setup_calls + 3, 32, dev)
     for x, y in batches[:-1]:
-        loss, _ = step(x, y, 0.1)
+        loss, _ = step((x, y), 0.1)
     assert step.captured and torch.isfinite(loss)
     graph = step.graph
     before = [p.detach().clone() for p in model.parameters()]
-    step(*batches[-1], 0.0)  # lr changed after capture: the replay must use it
+    step(batches[-1], 0.0)  # lr changed after capture: the replay must use it
     assert step.graph is graph
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
-    step(*batches[0], 0.1)
+    step(batches[0], 0.1)
     assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
@@ -302,12 +303,12 @@ def test_graph_step_takes_the_eager_path_for_a_batch_of_another_shape():
     dev = torch.device("cuda")
     _, step = _gpu_graph_step(dev)
     for x, y in _teacher_batches(step.setup_calls + 1, 32, dev):
-        step(x, y, 0.1)
+        step((x, y), 0.1)
     (x, y), = _teacher_batches(1, 16, dev)
-    loss, _ = step(x, y, 0.1)
+    loss, _ = step((x, y), 0.1)
     assert torch.isfinite(loss)
     for x, y in _teacher_batches(2, 32, dev):
-        loss, _ = step(x, y, 0.1)
+        loss, _ = step((x, y), 0.1)
     assert torch.isfinite(loss)
 
 
@@ -317,11 +318,11 @@ def test_a_short_batch_at_capture_time_defers_the_capture_to_the_next_full_batch
     dev = torch.device("cuda")
     _, step = _gpu_graph_step(dev)
     for x, y in _teacher_batches(step.warmup_steps, 32, dev):
-        step(x, y, 0.1)
+        step((x, y), 0.1)
     (x, y), = _teacher_batches(1, 30, dev)  # two images of the batch were unreadable
-    assert torch.isfinite(step(x, y, 0.1)[0]) and not step.captured
+    assert torch.isfinite(step((x, y), 0.1)[0]) and not step.captured
     (x, y), = _teacher_batches(1, 32, dev)
-    step(x, y, 0.1)
+    step((x, y), 0.1)
     assert step.captured and step._static[0].shape[0] == 32
 
 
@@ -331,11 +332,11 @@ def test_a_batch_larger_than_every_warm_up_is_warmed_up_before_it_is_captured():
     dev = torch.device("cuda")
     _, step = _gpu_graph_step(dev)
     for x, y in _teacher_batches(step.warmup_steps, 24, dev):  # the warm-ups all met short batches
-        step(x, y, 0.1)
+        step((x, y), 0.1)
     (x, y), = _teacher_batches(1, 32, dev)
-    assert torch.isfinite(step(x, y, 0.1)[0]) and not step.captured  # warmed up at 32 first, outside any capture
+    assert torch.isfinite(step((x, y), 0.1)[0]) and not step.captured  # warmed up at 32 first, outside any capture
     (x, y), = _teacher_batches(1, 32, dev)
-    step(x, y, 0.1)
+    step((x, y), 0.1)
     assert step.captured and step._static[0].shape[0] == 32
 
 
@@ -363,7 +364,7 @@ def test_fast_path_losses_track_eager_fp32_over_200_iterations(monkeypatch):
         if sw.channels_last:
             model = model.to(memory_format=torch.channels_last)
         step = build_step(model, build_optimizer(model, OptimCfg(), fused=True), sw, dev, cuda_graphs=graphs)
-        runs[name] = torch.stack([step(x, y, 0.02)[0] for x, y in batches]).float().cpu()
+        runs[name] = torch.stack([step((x, y), 0.02)[0] for x, y in batches]).float().cpu()
         assert step.captured == graphs
     assert torch.allclose(runs["fast"], runs["bf16-eager"], rtol=1e-4, atol=1e-5)  # the graph changes nothing
     result = compare(runs["fast"], runs["eager"])  # bf16 vs fp32: resnet.bench.check's tolerances (its docstring)
@@ -377,7 +378,7 @@ def test_graph_step_captures_a_compiled_model():
     dev = torch.device("cuda")
     _, step = _gpu_graph_step(dev, compile=True)
     for x, y in _teacher_batches(step.setup_calls + 2, 32, dev):
-        loss, _ = step(x, y, 0.1)
+        loss, _ = step((x, y), 0.1)
     assert step.captured and torch.isfinite(loss)
 
 
@@ -407,12 +408,71 @@ def test_fp16_graph_step_backs_off_its_loss_scale_on_the_device_at_every_replay(
     batches = _teacher_batches(step.setup_calls + 4, 32, dev)
     before = [p.detach().clone() for p in model.parameters()]
     for x, y in batches:
-        step(x, y, 0.1)
+        step((x, y), 0.1)
     assert step.captured
     assert scaler.get_scale() == 2.0 ** (100 - len(batches))  # halved by warm-up, capture and replays alike
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
     scaler.update(2.0 ** 8)  # a scale that fits: replays now update, with finite weights
     for x, y in batches[:3]:
-        step(x, y, 0.1)
+        step((x, y), 0.1)
     assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ one step everywhere
+def test_the_trainer_on_cpu_trains_exactly_as_the_step_called_directly(tmp_path):
+    """The loop adds nothing to the arithmetic: the trainer's losses and final weights equal those of the same step
+    driven by hand over the same batches and learning rates."""
+    from resnet.config import build_config
+    from resnet.engine.trainer import Trainer
+
+    cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
+                        "optim": {"milestones": [6]}, "train": {"iterations": 12, "batch_size": 16, "eval_every": 12,
+                                                               "checkpoint_every": 0, "device": "cpu"}}, "quick")
+    trainer = Trainer(cfg, tmp_path).setup()
+    twin = copy.deepcopy(trainer.model)
+    seen: list[tuple[tuple[torch.Tensor, torch.Tensor], float, torch.Tensor]] = []
+    original = trainer.train_step
+
+    def recording(batch, lr):
+        kept = (batch[0].clone(), batch[1].clone())
+        loss, sums = original(batch, lr)
+        seen.append((kept, lr, loss))
+        return loss, sums
+
+    trainer.train_step = recording
+    trainer.run()
+    step = build_step(twin, build_optimizer(twin, cfg.optim), FP32, CPU)
+    for batch, lr, loss in seen:
+        assert torch.equal(step(batch, lr)[0], loss)
+    assert len(seen) == 12 and _same_state(twin, trainer.model)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_skip_nonfinite_works_with_either_sgd_kernel(fused):
+    model = _tiny_model()
+    opt = build_optimizer(model, OptimCfg(), fused=fused)
+    step = Step(model, opt, FP32, CPU, skip_nonfinite=True)
+    (x, y), (x2, y2) = _batches(2)
+    step((x, y), 0.1)
+    params = [p.detach().clone() for p in model.parameters()]
+    stats = [b.clone() for b in model.buffers()]
+    loss, _ = step((torch.full_like(x2, float("nan")), y2), 0.1)
+    assert not torch.isfinite(loss)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
+    assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))
+
+
+def test_fp16_skip_of_a_nonfinite_loss_backs_the_loss_scale_off_on_every_device():
+    """One behaviour for fp16 + --nan-policy skip: the scaler sees the non-finite gradients, drops the update and
+    halves its scale (the captured CUDA step can only do it this way, so the CPU does too)."""
+    model = _tiny_model()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    step = Step(model, build_optimizer(model, OptimCfg()), FP16, CPU, skip_nonfinite=True, scaler=scaler)
+    (x, y), = _batches(1, batch=4, size=8)
+    params = [p.detach().clone() for p in model.parameters()]
+    stats = [b.clone() for b in model.buffers()]
+    step((torch.full_like(x, float("nan")), y), 0.1)
+    assert scaler.get_scale() == 2.0 ** 7
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
+    assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats, strict=True))

@@ -25,10 +25,10 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     trainer = Trainer(_cfg(), tmp_path / "cut")
     original_step = trainer.train_step
 
-    def stop_after_15(x, y, lr):
-        out = original_step(x, y, lr)
+    def stop_after_15(batch, lr):
+        out = original_step(batch, lr)
         if trainer.step + 1 == 15:
-            trainer.stop_signal = 15  # what the SIGTERM handler sets
+            trainer.signals.stop = 15  # what the SIGTERM handler sets
         return out
 
     trainer.train_step = stop_after_15
@@ -76,21 +76,21 @@ def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits"},
                         "optim": {"milestones": [40]}, "train": {"iterations": 60, "batch_size": 64, "eval_every": 30,
                                                                  "device": "cuda", "cuda_graphs": True}}, "quick")
-    trainer = Trainer(cfg, tmp_path)
-    assert trainer.fast_step is not None and trainer.fast_step.graphs
+    trainer = Trainer(cfg, tmp_path).setup()
+    assert trainer.step_fn is not None and trainer.step_fn.graphs
     step = trainer.train_step
 
-    def stop_after_45(x, y, lr):
-        out = step(x, y, lr)
+    def stop_after_45(batch, lr):
+        out = step(batch, lr)
         if trainer.step + 1 == 45:
-            trainer.stop_signal = 15  # what the SIGTERM handler sets: checkpoint and stop
+            trainer.signals.stop = 15  # what the SIGTERM handler sets: checkpoint and stop
         return out
 
     trainer.train_step = stop_after_45
     assert trainer.run() == {"stopped_by_signal": 15, "step": 45}
     # The resumed run trains 15 graph steps from the checkpoint: channels_last weights with momentum read back
     # from a contiguous checkpoint (fused SGD refuses mismatched strides on CUDA).
-    resumed = Trainer(cfg, tmp_path, resume=True)
+    resumed = Trainer(cfg, tmp_path, resume=True).setup()
     assert resumed.step == 45
     for p in resumed.model.parameters():
         assert resumed.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
@@ -109,16 +109,17 @@ def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_pat
     for name, t in (("fast", {}), ("eager", {"precision": "fp32", "channels_last": False, "compile": False,
                                              "cuda_graphs": False})):
         cfg = build_config({"train": {"device": "cuda", **t}}, "quick")
-        trainer = Trainer(cfg, tmp_path / name)
-        assert (trainer.fast_step is not None and trainer.fast_step.graphs) == (name == "fast")
+        trainer = Trainer(cfg, tmp_path / name).setup()
+        assert trainer.step_fn is not None and trainer.step_fn.graphs == (name == "fast")
         errors[name] = trainer.run()["test_error"]
     assert errors["fast"] < 5.0 and errors["eager"] < 5.0, errors
     assert abs(errors["fast"] - errors["eager"]) < 2.5, errors
 
 
 def test_cpu_training_keeps_the_plain_eager_step(tmp_path):
-    trainer = Trainer(_cfg(iterations=1, eval_every=1), tmp_path)
-    assert trainer.fast_step is None and trainer.sw.precision == "fp32" and not trainer.sw.channels_last
+    trainer = Trainer(_cfg(iterations=1, eval_every=1), tmp_path).setup()
+    assert trainer.step_fn is not None and not trainer.step_fn.graphs
+    assert trainer.sw.precision == "fp32" and not trainer.sw.channels_last
 
 
 def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkeypatch):
@@ -133,18 +134,18 @@ def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkey
 
 
 def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_path):
-    trainer = Trainer(_cfg(precision="fp16"), tmp_path)
+    trainer = Trainer(_cfg(precision="fp16"), tmp_path).setup()
     assert trainer.scaler is not None and trainer.scaler.get_scale() == 65536.0
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)  # CPU fp16 is slow: tiny
     trainer.scaler.load_state_dict({**trainer.scaler.state_dict(), "scale": 2.0 ** 100})  # the next step overflows
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    loss, _ = trainer.train_step(x, y, 0.1)
+    loss, _ = trainer.train_step((x, y), 0.1)
     assert torch.isfinite(loss)
     assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before, strict=True))
     trainer.step = 1
-    trainer._save_checkpoint()
-    resumed = Trainer(_cfg(precision="fp16"), tmp_path, resume=True)
+    trainer.save_checkpoint()
+    resumed = Trainer(_cfg(precision="fp16"), tmp_path, resume=True).setup()
     assert resumed.step == 1
     assert resumed.scaler is not None and resumed.scaler.state_dict() == trainer.scaler.state_dict()
     assert resumed.scaler.get_scale() == 2.0 ** 99
@@ -160,21 +161,21 @@ def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, m
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
                         "train": {"iterations": 45, "batch_size": 64, "eval_every": 45, "checkpoint_every": 0,
                                   "device": "cuda", "compile": False}}, "quick")
-    trainer = Trainer(cfg, tmp_path)
-    assert trainer.fast_step is not None and trainer.fast_step.graphs
-    start, step, evaluate = trainer.fast_step.setup_calls + 1, trainer.train_step, trainer._evaluate_and_log
+    trainer = Trainer(cfg, tmp_path).setup()
+    assert trainer.step_fn is not None and trainer.step_fn.graphs
+    start, step, evaluate = trainer.step_fn.setup_calls + 1, trainer.train_step, trainer.evaluate
 
-    def guarded(x, y, lr):
+    def guarded(batch, lr):
         if trainer.step == start:
             torch.cuda.set_sync_debug_mode("error")
-        return step(x, y, lr)
+        return step(batch, lr)
 
     def unguarded(*args):
         torch.cuda.set_sync_debug_mode(0)
         return evaluate(*args)
 
     monkeypatch.setattr(trainer, "train_step", guarded)
-    monkeypatch.setattr(trainer, "_evaluate_and_log", unguarded)
+    monkeypatch.setattr(trainer, "evaluate", unguarded)
     try:
         assert trainer.run()["step"] == 45
     finally:

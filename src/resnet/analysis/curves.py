@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: runs on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A figure drawn with matplotlib's object API: no pyplot state and no global backend switch, so drawing here
+    leaves the user's own matplotlib session as it was, and works headless (Agg renders ``savefig``)."""
+    return Figure(**kwargs)
 
 
 def plot_runs(ax: Any, runs: Sequence[tuple[str, list[dict[str, Any]]]], title: str = "") -> None:
@@ -31,9 +34,9 @@ def plot_runs(ax: Any, runs: Sequence[tuple[str, list[dict[str, Any]]]], title: 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, label: str = "run") -> Path:
     """One run's curves.png: training (dashed) and test (bold) error against iterations."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = new_figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     plot_runs(ax, [(label, rows)], title=f"{label}: dashed = training error, bold = test error")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

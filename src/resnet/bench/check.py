@@ -34,8 +34,8 @@ from torch import Tensor
 
 from resnet.bench.workloads import BenchSpec, model_family, our_model
 from resnet.config import OptimCfg, RunCfg, build_config
-from resnet.engine.fast import build_step
 from resnet.engine.optim import build_optimizer
+from resnet.engine.step import build_step
 
 CHECK_LR = 0.02
 CHECK_BATCH = 64
@@ -73,7 +73,7 @@ def loss_curve(spec: BenchSpec, batches: list[tuple[Tensor, Tensor]], fast: bool
     fused = fast and spec.device.type == "cuda"
     step = build_step(model, build_optimizer(model, OptimCfg(lr=CHECK_LR), fused=fused), run, spec.device,
                       cuda_graphs=run.cuda_graphs)
-    losses = [step(x, y, CHECK_LR)[0] for x, y in batches]
+    losses = [step((x, y), CHECK_LR)[0] for x, y in batches]
     return torch.stack(losses).float().cpu()
 
 

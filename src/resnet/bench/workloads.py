@@ -5,7 +5,7 @@ Reference (REFERENCE.md, speed figures): for the ImageNet nets torchvision has (
 loop under bf16 autocast + channels_last. For CIFAR nets (and nets torchvision lacks) it is our own model in
 the usual eager fp32 code: a DataLoader with per-sample CPU augmentation (torchvision transforms) for CIFAR,
 a fixed synthetic batch otherwise. "Ours" is the engine's path: the tensor stream (uint8 set resident on the
-device, batched crop/flip/mean there) for CIFAR, then :func:`resnet.engine.fast.build_step`.
+device, batched crop/flip/mean there) for CIFAR, then :func:`resnet.engine.step.build_step`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.distributed import wrap_ddp
-from resnet.engine.fast import build_step, capture_inference, step_autocast
-from resnet.inference import compile_for_inference, prepare_inference
+from resnet.engine.graphs import capture_inference
 from resnet.engine.optim import build_optimizer
+from resnet.engine.precision import autocast_for as step_autocast
+from resnet.engine.step import build_step
 from resnet.errors import ConfigError
+from resnet.inference import compile_for_inference, prepare_inference
 from resnet.models.registry import create_model
 
 TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -183,12 +185,12 @@ def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = No
 
         def run() -> None:
             x, y = stream.next()
-            box[:] = [step(x, y, LR)[0]]
+            box[:] = [step((x, y), LR)[0]]
     else:
         x, y = synthetic_batch(spec, spec.batch_size, spec.channels_last)
 
         def run() -> None:
-            box[:] = [step(x, y, LR)[0]]
+            box[:] = [step((x, y), LR)[0]]
 
     return Built(run, setup_calls=step.setup_calls, finish=_last_loss(box))
 

@@ -14,23 +14,29 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 import torch
 
-import resnet
-from resnet.analysis.curves import plot_curves
 from resnet.config import to_dict
-from resnet.engine.evaluate import evaluate
+from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
 from resnet.errors import TrainingError
 from resnet.models.weights import save_weights
 
 if TYPE_CHECKING:
     from resnet.config import RunCfg
     from resnet.engine.distributed import DistInfo
-    from resnet.engine.trainer import Trainer
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("resnet")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def code_version() -> dict[str, str]:
     """Package version and, from a git checkout, the commit (and whether the tree had local changes)."""
-    info = {"resnet": resnet.__version__, "torch": torch.__version__}
-    root = Path(resnet.__file__).resolve().parents[2]
+    info = {"resnet": _package_version(), "torch": torch.__version__}
+    root = Path(__file__).resolve().parents[3]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5)
@@ -75,8 +81,6 @@ def replicas_identical(model: torch.nn.Module) -> bool:
     """
     import torch.distributed as dist
 
-    from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
-
     broadcast_buffers(model)
     flat = torch.cat([t.detach().reshape(-1).double() for t in model.state_dict().values() if t.is_floating_point()])
     reference = flat.clone()
@@ -85,34 +89,18 @@ def replicas_identical(model: torch.nn.Module) -> bool:
     return int(all_reduce_sum(mismatches).item()) == 0
 
 
-def finish_run(trainer: Trainer) -> dict[str, Any]:
-    """Final test evaluation (when a validation split was used), model.safetensors, curves.png, final.json."""
-    final: dict[str, Any] = {"step": trainer.step, "iterations": trainer.total}
-    last = trainer.history[-1] if trainer.history else {}
-    final.update({k: last[k] for k in ("train_error", "test_error", "test_top5_error") if k in last})
-    if trainer.data.test is not None:
-        res = evaluate(trainer.model, trainer.data.test, trainer.device, trainer.sw.precision,
-                       trainer.sw.channels_last)
-        final.update({"val_error": last.get("test_error"), "test_error": res["top1_error"],
-                      "test_top5_error": res["top5_error"]})
-    if trainer.data.bad_images.skipped:  # --bad-images skip: say how much was left out
-        final["bad_images_skipped"] = trainer.data.bad_images.skipped
-        final["bad_image_files"] = len(trainer.data.bad_images.files)
-    if trainer.dist.enabled:
-        final["replicas_identical"] = replicas_identical(trainer.model)
-    if trainer.dist.is_main:
-        out = trainer.out
-        meta = {"dataset": trainer.cfg.data.dataset, "classes": json.dumps(trainer.data.classes),
-                "input_size": str(trainer.data.input_size), "step": str(trainer.step)}
-        target = out / "model.safetensors"
-        try:
-            save_weights(trainer.model, target, metadata=meta,
-                         extra={"input_mean": trainer.data.mean.detach().cpu().float()})
-            plot_curves(trainer.history, out / "curves.png", label=trainer.cfg.model.name)
-            (out / "final.json").write_text(json.dumps(final, indent=1))
-        except OSError as e:  # a full disk: the last checkpoint holds everything, so the run can be finished later
-            with contextlib.suppress(OSError):
-                target.with_name(target.name + ".tmp").unlink()
-            raise TrainingError(f"could not write the results in {out} ({e.strerror or e}); the checkpoint of "
-                                f"iteration {trainer.step} is intact. Free disk space, then --resume {out}") from None
-    return final
+def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], history: list[dict[str, Any]],
+                  meta: dict[str, str], extra: dict[str, torch.Tensor], label: str) -> None:
+    """model.safetensors (with the task's record), curves.png and final.json; a full disk is one TrainingError."""
+    from resnet.analysis.curves import plot_curves  # matplotlib is imported where something is drawn
+    
+    target = out / "model.safetensors"
+    try:
+        save_weights(model, target, metadata=meta, extra=extra)
+        plot_curves(history, out / "curves.png", label=label)
+        (out / "final.json").write_text(json.dumps(final, indent=1))
+    except OSError as e:  # a full disk: the last checkpoint holds everything, so the run can be finished later
+        with contextlib.suppress(OSError):
+            target.with_name(target.name + ".tmp").unlink()
+        raise TrainingError(f"could not write the results in {out} ({e.strerror or e}); the checkpoint of "
+                            f"iteration {final.get('step')} is intact. Free disk space, then --resume {out}") from None

@@ -59,6 +59,12 @@ class RunLog:
                            if k in ("step", "lr", "train_loss", "train_error", "test_error", "test_top5_error"))
             self.bar.write(msg, file=sys.stderr)
 
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -8,6 +8,33 @@ from typing import Any
 from resnet.config import OptimCfg
 
 
+def milestones_for(cfg: OptimCfg, total_iters: int) -> tuple[int, ...]:
+    """The step schedule's milestones for a run of ``total_iters``: ``milestones_frac`` of it, else ``milestones``.
+
+    Fractions round to the nearest iteration and stay strictly increasing from 1 (32k and 48k of 64k are 0.5 and
+    0.75; a 30-iteration run divides at 15 and 22).
+    """
+    if cfg.milestones_frac is None:
+        return tuple(cfg.milestones)
+    out: list[int] = []
+    for frac in cfg.milestones_frac:
+        out.append(max(round(frac * total_iters), out[-1] + 1 if out else 1))
+    return tuple(out)
+
+
+def warnings_for(cfg: OptimCfg, total_iters: int) -> list[str]:
+    """Schedule settings that cannot do what they say in a run of ``total_iters``: one line each, to log."""
+    if cfg.schedule != "step":
+        return []
+    late = [m for m in milestones_for(cfg, total_iters) if m >= total_iters]
+    if not late:
+        return []
+    given = f"optim.milestones_frac={list(cfg.milestones_frac)} gives" if cfg.milestones_frac is not None \
+        else "optim.milestones"
+    return [f"{given} {late}: at or after the run's last iteration ({total_iters}), so the learning rate is never "
+            f"divided there; give --milestones below {total_iters} or --milestones-frac 0.5,0.75"]
+
+
 class LRSchedule:
     """lr as a function of the iteration, plus the two schedules that react to errors.
 
@@ -21,6 +48,7 @@ class LRSchedule:
     def __init__(self, cfg: OptimCfg, total_iters: int) -> None:
         self.cfg = cfg
         self.total_iters = total_iters
+        self.milestones = milestones_for(cfg, total_iters)
         self.plateau_drops = 0
         self.best_error = math.inf
         self.bad_evals = 0
@@ -34,7 +62,7 @@ class LRSchedule:
                 return cfg.warmup_lr
             self.warming_up = False
         if cfg.schedule == "step":
-            return cfg.lr * cfg.gamma ** sum(it >= m for m in cfg.milestones)
+            return cfg.lr * cfg.gamma ** sum(it >= m for m in self.milestones)
         if cfg.schedule == "plateau":
             return cfg.lr * cfg.gamma**self.plateau_drops
         if cfg.schedule == "cosine":

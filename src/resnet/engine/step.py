@@ -1,68 +1,57 @@
-"""The whole-training-step fast path: forward, loss, backward and SGD step replayed as one CUDA graph.
+"""The training step: forward, the task's loss, backward and the SGD update — one implementation for every device.
 
-Why: at CIFAR sizes a ResNet step is a few hundred small kernels, and on an H100 the GPU waits for Python to
-launch them (REFERENCE.md, speed figures: ResNet-56 at 23.6 ms/step eager fp32 vs 5.8 ms with bf16 +
-channels_last in one hand-captured graph). Capturing the step once and replaying it removes the launch cost.
+The same :class:`Step` runs the plain eager step on a CPU, on a GPU, under DistributedDataParallel, and, on a
+single CUDA process, replays the whole step as one CUDA graph. Why graphs: at CIFAR sizes a ResNet step is a few
+hundred small kernels and the GPU waits for Python to launch them; capturing the step once and replaying it removes
+the launch cost.
 
 What a captured graph needs, and how it is provided here:
 
-- fixed addresses: inputs are copied into static buffers; gradients are allocated during capture (the graph's
-  pool) and overwritten, never accumulated, on every replay; momentum buffers exist before capture (warm-up);
-- no Python floats that change: the learning rate lives in a 0-d device tensor (:class:`DeviceLR`) that every
-  param group points at; fused SGD reads it on the device, so the schedule changes it without re-capture;
-- no host syncs: the step returns (loss, wrong) as device tensors; an optional non-finite guard skips the update
-  on the device through fused SGD's ``found_inf`` input (what GradScaler uses), instead of an ``if`` on the host,
-  puts back the BatchNorm statistics the poisoned forward changed, and under DDP takes the ranks' maximum of the
-  flag (an all-reduce on the device) so that every replica skips together;
-- fp16's dynamic loss scaling is ``torch.amp.GradScaler`` driving fused SGD: it hands the optimizer ``grad_scale``
-  and ``found_inf`` tensors and updates the scale with a device kernel, so it is sync-free and captured with the
-  rest of the step (with the foreach SGD, GradScaler reads ``found_inf`` on the host and cannot be captured).
+- fixed addresses: the batch's tensors are copied into static buffers; gradients are allocated during capture (the
+  graph's pool) and overwritten, never accumulated, on every replay; momentum buffers exist before capture (warm-up);
+- no Python floats that change: the learning rate lives in a 0-d device tensor (:class:`DeviceLR`) that every param
+  group points at; fused SGD reads it on the device, so the schedule changes it without re-capture;
+- no host syncs: the step returns ``(loss, sums)`` as device tensors.
 
-Off CUDA (or with graphs off) the same object runs the plain eager step, the exact math of
-``Trainer.train_step``: tests pin that it matches a hand-written SGD step bit for bit on CPU.
+The non-finite policy (``--nan-policy skip``) is expressed once, in :meth:`Step._update`: a flag computed on the device
+(under DDP the ranks' maximum, so every replica skips together), the BatchNorm statistics of the poisoned forward put
+back, and the update dropped — through fused SGD's ``found_inf`` input where the optimizer is fused (no host sync, so it
+can be captured), through GradScaler under fp16 (which then also backs its scale off, as for any overflowing step), and
+with one host read on the foreach optimizer (the CPU default).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from resnet.engine.graphs import CAPTURE_MODE, unwrap_compiled
+from resnet.engine.precision import autocast_for, grad_scaler_for
+from resnet.engine.task import ClassificationTask
+
 log = logging.getLogger("resnet.engine")
 
-# The capture happens mid-epoch, while a DataLoader's pin-memory thread may be allocating pinned buffers
-# (cudaHostAlloc, event queries): under torch's default "global" mode any thread's such call invalidates the
-# capture and poisons that thread (it re-raises at the next batch). "thread_local" restricts only the capturing
-# thread, which is all the graph needs: the loader's calls never touch the captured stream.
-CAPTURE_MODE = "thread_local"
+Batch = Sequence[Any]
+"""A training batch as the task's stream yields it; the step may capture it only when it is a tuple of tensors."""
+
 
 class StepSwitches(Protocol):
-    """What the fast path reads from the trainer's ``Switches`` (kept structural to avoid an import cycle)."""
+    """What the step reads from the trainer's ``Switches``."""
 
     precision: str
     channels_last: bool
     compile: bool
 
 
-def step_autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast, else a no-op. Graphs need ``cache=False``: cached casts would outlive the capture."""
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
-    return contextlib.nullcontext()
+class StepLoss(Protocol):
+    """The part of a task the step calls (see :class:`resnet.engine.task.Task`)."""
 
-
-def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 trains with dynamic loss scaling (gradients below 6e-8 flush to zero in fp16); bf16 and fp32 do not
-    need it (bf16 has fp32's exponent range). A step whose scaled gradients overflow is skipped and the scale
-    halves; 2000 clean steps double it (GradScaler's defaults, as in torch's AMP recipe)."""
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]: ...
 
 
 class DeviceLR:
@@ -126,18 +115,19 @@ def _zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def _unwrap(net: nn.Module) -> nn.Module:
-    return getattr(net, "_orig_mod", net)  # a torch.compile wrapper keeps the module it compiled here
+def _static_batch(batch: Batch) -> bool:
+    return isinstance(batch, (tuple, list)) and all(isinstance(t, Tensor) for t in batch)
 
 
-class FastStep:
-    """One SGD update per call: ``loss, wrong = step(x, y, lr)``; both are device tensors (no host sync).
+class Step:
+    """One SGD update per call: ``loss, sums = step(batch, lr)``, both device tensors (no host sync).
 
-    With ``cuda_graphs`` the first ``warmup_steps`` calls run eagerly on a side stream (lazy initialisation:
-    cuDNN plans, momentum buffers, torch.compile), the next call captures the step, and every later call
-    copies ``x, y`` into the static buffers and replays. Every call, warm-up included, is a real training
-    step on its own batch. A batch of another shape (e.g. after dropped unreadable images) takes the eager
-    step; the graph stays valid because the eager step updates the same parameter and buffer storage.
+    ``sums`` are the task's running sums for the batch (classification: the wrong-prediction count). With
+    ``cuda_graphs`` the first ``warmup_steps`` calls run eagerly on a side stream (lazy initialisation: cuDNN plans,
+    momentum buffers, torch.compile), the next call captures the step, and every later call copies the batch into
+    the static buffers and replays. Every call, warm-up included, is a real training step on its own batch. A batch of
+    another shape (e.g. after dropped unreadable images) takes the eager step; the graph stays valid because the eager
+    step updates the same parameter and buffer storage.
     """
 
     def __init__(
@@ -147,6 +137,7 @@ class FastStep:
         switches: StepSwitches,
         device: torch.device,
         *,
+        task: StepLoss | None = None,
         cuda_graphs: bool = False,
         tensor_lr: bool | None = None,
         skip_nonfinite: bool = False,
@@ -155,14 +146,15 @@ class FastStep:
     ) -> None:
         if cuda_graphs and (device.type != "cuda" or not torch.cuda.is_available()):
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
-        self.ddp = isinstance(_unwrap(net), DistributedDataParallel)
+        self.ddp = isinstance(unwrap_compiled(net), DistributedDataParallel)
         if cuda_graphs and self.ddp:
             raise ValueError("CUDA graphs are not used under DistributedDataParallel; build the step without them")
         tensor_lr = cuda_graphs if tensor_lr is None else tensor_lr
-        if (tensor_lr or skip_nonfinite) and not _is_fused(optimizer):
-            raise ValueError("a device-tensor lr and skip_nonfinite need fused SGD (build_optimizer(..., fused=True)); "
-                             "the foreach path reads a tensor lr with a host sync and ignores found_inf")
+        if tensor_lr and not _is_fused(optimizer):
+            raise ValueError("a device-tensor lr needs fused SGD (build_optimizer(..., fused=True)); the foreach path "
+                             "reads a tensor lr with a host sync")
         self.net, self.optimizer, self.device = net, optimizer, device
+        self.task = task if task is not None else ClassificationTask()
         self.precision, self.channels_last = switches.precision, switches.channels_last
         self.graphs, self.skip_nonfinite, self.warmup_steps = cuda_graphs, skip_nonfinite, warmup_steps
         self.lr = DeviceLR(optimizer, device) if tensor_lr else None
@@ -172,7 +164,7 @@ class FastStep:
             _zero_momentum_buffers(optimizer)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
-        self._static: tuple[Tensor, Tensor] | None = None
+        self._static: tuple[Tensor, ...] | None = None
         self._out: tuple[Tensor, Tensor] | None = None
         self._stream: torch.cuda.Stream | None = None  # warm-ups and the capture share it
         self._largest = 0  # the largest warm-up batch: the graph is captured on a batch that size
@@ -187,29 +179,29 @@ class FastStep:
         """Whether the step is now a graph replay."""
         return self.graph is not None
 
-    def __call__(self, x: Tensor, y: Tensor, lr: float | Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, batch: Batch, lr: float | Tensor) -> tuple[Tensor, Tensor]:
         self._set_lr(lr)
         self.calls += 1
-        if not self.graphs:
-            return self.eager(x, y)
+        if not self.graphs or not _static_batch(batch):
+            return self.eager(batch)
+        size = batch[0].shape[0]
         if self.graph is None and self.calls <= self.warmup_steps:
-            self._largest = max(self._largest, x.shape[0])
-            return self._side_stream(x, y)
+            self._largest = max(self._largest, size)
+            return self._side_stream(batch)
         if self.graph is None:
-            if x.shape[0] < self._largest:  # a short batch (unreadable images skipped): a graph of its shape would
-                return self.eager(x, y)  # send every full batch after it down the eager path; capture on the next
-            if x.shape[0] > self._largest:  # a shape no warm-up ran (the warm-ups were short): warm it up first, so
-                self._largest = x.shape[0]  # cuDNN's algorithm search never runs inside the capture
-                return self._side_stream(x, y)
-            self._capture(x, y)
-        assert self._static is not None and self._out is not None
-        sx, sy = self._static
-        if sx.shape != x.shape or sy.shape != y.shape:
-            return self.eager(x, y)
-        if x.data_ptr() != sx.data_ptr():
-            sx.copy_(x, non_blocking=True)
-        sy.copy_(y, non_blocking=True)
-        assert self.graph is not None
+            if size < self._largest:  # a short batch (unreadable images skipped): a graph of its shape would
+                return self.eager(batch)  # send every full batch after it down the eager path; capture on the next
+            if size > self._largest:  # a shape no warm-up ran (the warm-ups were short): warm it up first, so
+                self._largest = size  # cuDNN's algorithm search never runs inside the capture
+                return self._side_stream(batch)
+            self._capture(batch)
+        assert self._static is not None and self._out is not None and self.graph is not None
+        if len(batch) != len(self._static) or any(s.shape != t.shape for s, t in zip(self._static, batch,
+                                                                                      strict=False)):
+            return self.eager(batch)
+        for static, t in zip(self._static, batch, strict=True):
+            if t.data_ptr() != static.data_ptr():
+                static.copy_(t, non_blocking=True)
         self.graph.replay()
         return self._out[0].clone(), self._out[1].clone()
 
@@ -221,16 +213,15 @@ class FastStep:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def _forward_backward(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
+        if self.channels_last and isinstance(batch[0], Tensor) and batch[0].dim() == 4:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
         # BN statistics before the forward, to put back if the step is skipped (a few KB: the running stats)
         saved = [b.detach().clone() for b in self.net.buffers()] if self.skip_nonfinite else []
-        with step_autocast(self.device, self.precision, cache=not self.graphs):
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+        with autocast_for(self.device, self.precision, cache=not self.graphs):
+            loss, sums = self.task.loss(self.net, batch)
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return loss.detach(), (logits.argmax(1) != y).sum(), saved
+        return loss.detach(), sums.detach(), saved
 
     def _nonfinite_flag(self, loss: Tensor) -> Tensor:
         """1.0 where this step must be skipped, as a (1,) device tensor every DDP rank agrees on."""
@@ -241,7 +232,7 @@ class FastStep:
 
     def _update(self, loss: Tensor, saved: list[Tensor]) -> None:
         bad = self._nonfinite_flag(loss) if self.skip_nonfinite else None
-        if bad is not None:
+        if bad is not None:  # a non-finite batch also poisoned BatchNorm's running statistics: put them back
             skip = bad.reshape(()).bool()
             with torch.no_grad():
                 for buffer, before in zip(self.net.buffers(), saved, strict=True):
@@ -249,26 +240,26 @@ class FastStep:
         if self.scaler is not None:  # skips steps with non-finite gradients by itself (found_inf), then rescales
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            return
-        if bad is None:
+        elif bad is None:
             self.optimizer.step()
-            return
-        # fused SGD leaves params and momentum untouched where found_inf == 1 (the GradScaler mechanism)
-        self.optimizer.found_inf = bad  # type: ignore[attr-defined]
-        try:
+        elif _is_fused(self.optimizer):  # params and momentum untouched where found_inf == 1 (GradScaler's mechanism)
+            self.optimizer.found_inf = bad  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+        elif not bool(bad.item()):  # the foreach optimizer has no device-side skip: one host read
             self.optimizer.step()
-        finally:
-            del self.optimizer.found_inf  # type: ignore[attr-defined]
 
-    def eager(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """The plain step (Trainer.train_step's math): forward, cross-entropy, backward, SGD, zero grads."""
+    def eager(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The plain step: forward, the task's loss, backward, SGD, zero grads."""
         self.optimizer.zero_grad(set_to_none=True)  # after a capture .grad holds the last replay's values
-        loss, wrong, saved = self._forward_backward(x, y)
+        loss, sums, saved = self._forward_backward(batch)
         self._update(loss, saved)
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, wrong
+        return loss, sums
 
-    def _side_stream(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _side_stream(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Warm-up on the stream the capture will use, so lazy per-stream set-up (cuBLAS workspaces, cuDNN plans)
         happens before the capture, not inside it."""
         current = torch.cuda.current_stream(self.device)
@@ -277,22 +268,23 @@ class FastStep:
         side = self._stream
         side.wait_stream(current)
         with torch.cuda.stream(side):
-            loss, wrong = self.eager(x, y)
+            loss, sums = self.eager(batch)
         current.wait_stream(side)
-        return loss.clone(), wrong.clone()
+        return loss.clone(), sums.clone()
 
-    def _capture(self, x: Tensor, y: Tensor) -> None:
-        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
-        sx = torch.empty_like(x, memory_format=fmt)
-        sx.copy_(x)
-        self._static = (sx, y.clone())
+    def _capture(self, batch: Batch) -> None:
+        static = []
+        for t in batch:
+            fmt = torch.channels_last if self.channels_last and t.dim() == 4 else torch.contiguous_format
+            static.append(torch.empty_like(t, memory_format=fmt).copy_(t))
+        self._static = tuple(static)
         self.optimizer.zero_grad(set_to_none=True)  # backward inside the capture allocates .grad in the pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._stream, capture_error_mode=CAPTURE_MODE):
-            loss, wrong, saved = self._forward_backward(*self._static)
+            loss, sums, saved = self._forward_backward(self._static)
             self._update(loss, saved)
-        self.graph, self._out = graph, (loss, wrong)
-        log.info("training step captured as a CUDA graph (batch %s)", tuple(x.shape))
+        self.graph, self._out = graph, (loss, sums)
+        log.info("training step captured as a CUDA graph (batch %s)", tuple(batch[0].shape))
 
 
 def build_step(
@@ -301,67 +293,26 @@ def build_step(
     switches: StepSwitches,
     device: torch.device,
     *,
+    task: StepLoss | None = None,
     cuda_graphs: bool | None = None,
     skip_nonfinite: bool = False,
     scaler: torch.amp.GradScaler | None = None,
-) -> FastStep:
-    """The training step for the trainer's switches: ``loss, wrong = step(x, y, lr)`` (device tensors).
+) -> Step:
+    """The training step for the trainer's switches: ``loss, sums = step(batch, lr)`` (device tensors).
 
-    How the trainer uses it (it replaces ``Trainer.train_step``)::
-
-        self.model = model.to(memory_format=torch.channels_last)       # when switches.channels_last
-        self.optimizer = build_optimizer(model, cfg.optim, fused=sw.fused_sgd)
-        ... restore a checkpoint (optimizer.load_state_dict) BEFORE building: capture records addresses ...
-        self.step_fn = build_step(self.net, self.optimizer, self.sw, self.device,
-                                  skip_nonfinite=cfg.train.nan_policy == "skip")
-        loss, wrong = self.step_fn(x, y, self.schedule.lr_at(self.step))
-        ckpt: optimizer=optimizer_state_dict(self.optimizer)         # the group lr is a device tensor here
-
-    ``cuda_graphs`` defaults to on for a single CUDA process and off otherwise (CPU, DDP). ``model`` may be
-    already compiled or DDP-wrapped; it is compiled here when ``switches.compile`` asks and it is not yet.
-    With graphs the trainer's ``nan_policy == "skip"`` host check must not run; pass ``skip_nonfinite``.
-    fp16 gets a ``GradScaler`` (:func:`grad_scaler_for`) unless one is passed; pass the trainer's to checkpoint it.
+    Restore a checkpoint (``optimizer.load_state_dict``) BEFORE building: a capture records addresses.
+    ``cuda_graphs`` defaults to on for a single CUDA process and off otherwise (CPU, DDP). ``model`` may be already
+    compiled or DDP-wrapped; it is compiled here when ``switches.compile`` asks and it is not yet. fp16 gets a
+    ``GradScaler`` (:func:`grad_scaler_for`) unless one is passed; pass the trainer's to checkpoint it. ``task``
+    defaults to classification (cross-entropy; sums = wrong predictions).
     """
-    ddp = isinstance(_unwrap(model), DistributedDataParallel)
+    ddp = isinstance(unwrap_compiled(model), DistributedDataParallel)
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda" and torch.cuda.is_available() and not ddp
     net = torch.compile(model) if switches.compile and not hasattr(model, "_orig_mod") else model
-    return FastStep(net, optimizer, switches, device, cuda_graphs=cuda_graphs, skip_nonfinite=skip_nonfinite,
-                    scaler=scaler)
+    return Step(net, optimizer, switches, device, task=task, cuda_graphs=cuda_graphs, skip_nonfinite=skip_nonfinite,
+                scaler=scaler)
 
 
-@torch.no_grad()
-def capture_inference(
-    model: Callable[[Tensor], Tensor], example: Tensor, precision: str, channels_last: bool, warmup: int = 3
-) -> Callable[[Tensor], Tensor]:
-    """Eval-mode forward replayed as a CUDA graph (for ``resnet bench infer``): ``logits = fn(x)``.
-
-    Returns a function that copies ``x`` into the captured input and replays; the logits tensor it returns is
-    the graph's static output (clone it to keep it past the next call).
-    """
-    device = example.device
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    static_x = example.clone(memory_format=fmt)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            with step_autocast(device, precision, cache=False):
-                model(static_x)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with (torch.cuda.graph(graph, stream=side, capture_error_mode=CAPTURE_MODE),
-          step_autocast(device, precision, cache=False)):
-        static_out = model(static_x)
-
-    def run(x: Tensor) -> Tensor:
-        if x.data_ptr() != static_x.data_ptr():
-            static_x.copy_(x, non_blocking=True)
-        graph.replay()
-        return static_out
-
-    return run
-
-
-__all__ = ["DeviceLR", "FastStep", "StepSwitches", "build_step", "capture_inference", "grad_scaler_for",
-           "optimizer_state_dict", "step_autocast"]
+__all__ = ["Batch", "DeviceLR", "Step", "StepSwitches", "autocast_for", "build_step", "grad_scaler_for",
+           "optimizer_state_dict"]

@@ -1,29 +1,26 @@
-"""The training loop: one path for CPU, one GPU and torchrun (Sec. 3.4 / Sec. 4.2 recipes).
+"""The training loop: one path for CPU, one GPU and torchrun, for any task (Sec. 3.4 / Sec. 4.2 recipes).
 
-Speed switches (channels_last, bf16 autocast, fused SGD, torch.compile) are chosen once in
-:func:`resolve_switches`; the loop itself does not branch on them.
+A reader of torchvision's train.py finds the loop in :meth:`Trainer.run`: next batch, step, account, maybe report,
+maybe evaluate, maybe checkpoint. What differs between tasks (loss, running figures, evaluation) is the task's
+(:mod:`resnet.engine.task`); what differs between devices is the step's (:mod:`resnet.engine.step`); the speed switches
+(channels_last, bf16 autocast, fused SGD, torch.compile, cuDNN autotuning) are chosen once in :func:`resolve_switches`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resnet.config import RunCfg
-from resnet.data import DataBundle, build_data
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import (
-    DistInfo,
     all_reduce_sum,
     barrier,
     broadcast_buffers,
@@ -31,23 +28,24 @@ from resnet.engine.distributed import (
     peer_loss_is_training_error,
     wrap_ddp,
 )
-from resnet.engine.evaluate import autocast_for, evaluate
-from resnet.engine.fast import grad_scaler_for, optimizer_state_dict
+from resnet.engine.guards import NonFiniteGuard, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
-from resnet.engine.probe import DeviceProbe, Reading
-from resnet.engine.rundir import finish_run, prepare_run_dir
+from resnet.engine.precision import grad_scaler_for
+from resnet.engine.probe import Reading
+from resnet.engine.progress import REPORT_EVERY, Progress
+from resnet.engine.rundir import prepare_run_dir, replicas_identical, write_results
 from resnet.engine.runlog import RunLog, truncate_metrics
 from resnet.engine.schedule import LRSchedule
+from resnet.engine.step import Step, build_step, optimizer_state_dict
+from resnet.engine.task import ClassificationTask, Task
 from resnet.errors import ConfigError, TrainingError
-from resnet.models.registry import create_model
 
 log = logging.getLogger("resnet.engine")
-_STOPS = (signal.SIGTERM, signal.SIGINT)  # finish the step, checkpoint, stop (SIGTERM wins if both arrive)
 
 
 @dataclass(frozen=True)
 class Switches:
-    """The engine's speed switches, resolved for the device (DESIGN.md example 6)."""
+    """The engine's speed switches, resolved for the device: switches in one place, not forks of the loop."""
 
     precision: str
     channels_last: bool
@@ -76,92 +74,70 @@ def total_iterations(cfg: RunCfg, num_train: int) -> int:
 
 
 class Trainer:
-    """Holds the run's state; ``run()`` trains to the end (or to a signal) and returns the final metrics."""
+    """A run's state. Construction builds (data, model, optimizer, schedule); :meth:`setup` does the side effects
+    (run folder, restore, the step); :meth:`run` trains to the end or to a signal; :meth:`finish` writes the results.
+    """
 
-    def __init__(self, cfg: RunCfg, out: Path, resume: bool = False) -> None:
+    def __init__(self, cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None) -> None:
+        self.task: Task = task if task is not None else ClassificationTask()
         self.dist, self.device = init_distributed(cfg.train.device)
-        self.cfg, self.out = cfg, out
+        self.out, self.resume = out, resume
         self.sw = resolve_switches(cfg, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = self.sw.cudnn_benchmark  # process-wide: set for this run either way
         torch.manual_seed(cfg.train.seed)
-        self.data: DataBundle = build_data(cfg.data, cfg.train.batch_size, self.device, cfg.train.seed,
-                                           self.dist.rank, self.dist.world_size)
+        self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
-        self._check_model_fits_data()
-        self.model = self._build_model()
-        self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.sw.fused_sgd)
+        self.model = self._build_model(cfg)
+        self.cfg = apply_recipe_rules(cfg, self.model)
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd)
         self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
-        self.schedule = LRSchedule(cfg.optim, self.total)
+        self.schedule = LRSchedule(self.cfg.optim, self.total)
+        self.guard = NonFiniteGuard(self.cfg.train.nan_policy, self.device, out / "checkpoints")
+        self.signals = StopSignals(self.dist.enabled)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.stop_signal: int | None = None  # the signal the loop stops for
-        self._signal: int | None = None  # the last one this process received
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        # Steps the fast path skipped on a non-finite loss (--nan-policy skip), counted on the device, and how many
-        # of them the log has reported (through the probe, without a host sync).
-        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
-        self._skips_logged = 0
-        # Training loss sum, wrong predictions, images since the last evaluation: checkpointed, so a resumed run
-        # logs the same metrics as an uninterrupted one.
-        self.window = torch.zeros(3, dtype=torch.float64, device=self.device)
-        if self.dist.is_main:
-            prepare_run_dir(out, cfg, self.dist, self.device, resume)
-        barrier()
-        if resume:
-            self._restore()
-        self.net = self._wrap(self.model)
-        self.fast_step = self._build_fast_step()
+        # Loss sum, the task's running sums and images since the last evaluation, summed on the device and
+        # checkpointed, so a resumed run logs the same rows as an uninterrupted one.
+        self.window = torch.zeros(2 + len(self.task.running), dtype=torch.float64, device=self.device)
+        self.net: nn.Module = self.model
+        self.step_fn: Step | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------
-    def _check_model_fits_data(self) -> None:
-        """A classifier narrower than the labels would fail deep in the loss (IndexError, or a CUDA assert), a stem
-        for other channels at the first forward: both are caught before the model is built."""
-        channels = int(self.data.mean.shape[0])
-        if self.cfg.model.in_chans != channels:
-            raise ConfigError(f"model.in_chans={self.cfg.model.in_chans} but the {self.cfg.data.dataset} images have "
-                              f"{channels} channels (every loader gives RGB); drop --in-chans")
-        wanted, have = self.cfg.model.num_classes, self.data.num_classes
-        if wanted is not None and wanted < have:
-            raise ConfigError(f"model.num_classes={wanted} is smaller than the {have} classes of "
-                              f"{self.cfg.data.dataset} (labels 0..{have - 1}); set --num-classes {have} "
-                              "or leave it unset")
-
-    def _build_model(self) -> nn.Module:
-        opts = self.cfg.model.options()
-        opts.setdefault("num_classes", self.data.num_classes)
-        model = create_model(self.cfg.model.name, **opts).to(self.device)
+    def _build_model(self, cfg: RunCfg) -> nn.Module:
+        model = self.task.build_model(cfg, self.data).to(self.device)
         if self.sw.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if self.dist.enabled and self.cfg.train.sync_bn:
+        if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type != "cuda":  # PyTorch's SyncBatchNorm runs on CUDA only
                 raise ConfigError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                                   "drop --sync-bn for a CPU (gloo) run")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        net: nn.Module = model
+    def setup(self) -> Trainer:
+        """Process-wide flags, the run folder, the checkpoint to resume, then the step (a capture records the
+        restored tensors' addresses, so it comes last)."""
+        if self.step_fn is not None:
+            return self
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.sw.cudnn_benchmark  # process-wide: set for this run either way
+        if self.dist.is_main:
+            prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume)
+        barrier()
+        if self.resume:
+            self.restore()
         if self.dist.enabled:
-            net = wrap_ddp(model, self.device, self.cfg.train.bucket_cap_mb)
+            self.net = wrap_ddp(self.model, self.device, self.cfg.train.bucket_cap_mb)
             if self.dist.is_main:
                 log.info("DistributedDataParallel over %d processes, gradient buckets of %.1f MB",
-                         self.dist.world_size, net.bucket_bytes_cap / 2**20)
-        if self.sw.compile:
-            net = torch.compile(net)
-        return net
+                         self.dist.world_size, self.net.bucket_bytes_cap / 2**20)
+        graphs = self.device.type == "cuda" and self.cfg.train.cuda_graphs and not self.dist.enabled \
+            and getattr(self.task, "static_shapes", True)
+        self.step_fn = build_step(self.net, self.optimizer, self.sw, self.device, task=self.task, cuda_graphs=graphs,
+                                  skip_nonfinite=self.cfg.train.nan_policy == "skip", scaler=self.scaler)
+        return self
 
-    def _build_fast_step(self):
-        """On CUDA the whole step may be one CUDA graph (engine/fast.py); CPU keeps the plain eager step below."""
-        if self.device.type != "cuda":
-            return None
-        from resnet.engine.fast import build_step
-
-        skip = self.cfg.train.nan_policy == "skip"  # decided on the device; under torchrun all ranks agree
-        return build_step(self.net, self.optimizer, self.sw, self.device, cuda_graphs=self.cfg.train.cuda_graphs
-                          if not self.dist.enabled else False, skip_nonfinite=skip, scaler=self.scaler)
-
-    def _restore(self) -> None:
+    def restore(self) -> None:
+        """Continue from the newest intact checkpoint: weights, optimizer, schedule, data position, RNG, sums."""
         state = ckpt.latest_checkpoint(self.out / "checkpoints")
         if state is None:
             log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
@@ -182,172 +158,103 @@ class Trainer:
             log.info("resumed from iteration %d", self.step)
 
     # -- the loop -----------------------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD update; returns (loss, wrong-prediction count) as device tensors (no host sync)."""
-        if self.fast_step is not None:
-            loss, wrong = self.fast_step(x, y, lr)
-            finite = torch.isfinite(loss)
-            self._note_nonfinite(finite)
-            if self.cfg.train.nan_policy == "skip":
-                self.skipped += (~finite).long()
-            return loss.detach(), wrong
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        if self.sw.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        skip = self.cfg.train.nan_policy == "skip"
-        # A non-finite batch also poisons BatchNorm's running statistics in the forward: a skipped step undoes that.
-        buffers = [b.detach().clone() for b in self.model.buffers()] if skip else []
-        with autocast_for(self.device, self.sw.precision):
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        finite = torch.isfinite(loss)
-        if skip and not self._all_finite(finite):
-            log.warning("non-finite loss at iteration %d: step skipped (--nan-policy skip)", self.step + 1)
-            with torch.no_grad():
-                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
-                    buffer.copy_(saved)
-        elif self.scaler is not None:  # fp16: a step whose gradients overflow is skipped and the scale backs off
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._note_nonfinite(finite)
-        wrong = (logits.argmax(1) != y).sum()
-        return loss.detach(), wrong
+    def train_step(self, batch: Any, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD update; returns (loss, the task's sums) as device tensors (no host sync)."""
+        assert self.step_fn is not None, "call setup() first"
+        loss, sums = self.step_fn(batch, lr)
+        self.guard.note(loss, self.step + 1)
+        return loss, sums
 
     def run(self) -> dict[str, Any]:
         """Train from the current step to the end; evaluate, log and checkpoint along the way."""
+        self.setup()
         runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
-        old_handlers = self._install_signal_handlers()
-        window = self.window
-        # Progress figures are read through the probe, a report late, so the loop never waits on the GPU.
-        probe, seen, self._shown = DeviceProbe(self.device), 0, self.step
-        self.speed = [0, 0.0]  # images and seconds of training steps (evaluations left out), for the log
-        try:
-            while self.step < self.total and self.stop_signal is None:
+        progress = Progress(runlog, self.device, self.step, self.dist.world_size, self._progress_figures,
+                            self._on_reading)
+        with self.signals, runlog:
+            while self.step < self.total and self.signals.stop is None:
                 lr = self.schedule.lr_at(self.step)
-                x, y = self.data.train.next()
-                loss, wrong = self.train_step(x, y, lr)
+                batch = self.data.train.next()
+                loss, sums = self.train_step(batch, lr)
                 self.step += 1
-                # torch.full is a fill kernel; torch.tensor(n, device=cuda) would be a copy that syncs the stream
-                images = torch.full((), float(y.numel()), dtype=torch.float64, device=self.device)
-                step_sums = torch.stack([loss.double() * images, wrong.double(), images])
-                window += torch.where(torch.isfinite(loss), step_sums, 0.0)  # a skipped step (NaN loss) counts none
-                seen += y.numel()
-                if self.schedule.warming_up and self.step % 10 == 0:  # Sec. 4.2's warm-up only: read at once
-                    self._observe_train_error(step_sums[1:])
+                images = self._account(loss, sums, self.task.batch_size(batch))
+                progress.count(images)
                 evaluate_now = self.step % self.cfg.train.eval_every == 0 or self.step == self.total
-                if self.step % 10 == 0 or evaluate_now:
-                    if self.dist.enabled:  # a collective: every rank must take it at the same iteration
-                        self._check_finite(agree_on_stop=True)
-                    values = [loss.double(), wrong.double(), self.bad_step.double(), self.skipped.double()]
-                    probe.push(self.step, torch.stack(values), seen * self.dist.world_size, lr=lr, batch=y.numel())
-                    seen = 0
-                    for reading in probe.ready():
-                        self._show(runlog, reading)
+                if self.step % REPORT_EVERY == 0 or evaluate_now:
+                    self._report(progress, loss, sums, lr, images)
                 if evaluate_now:
-                    for reading in probe.drain():
-                        self._show(runlog, reading)
-                    self._evaluate_and_log(runlog, window, lr)
-                    probe.restart()
+                    progress.drain()
+                    self.evaluate(runlog, lr)
+                    progress.restart()
                 elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
-                    self._save_checkpoint()
-            if self.speed[1] > 0 and self.dist.is_main:
+                    self.save_checkpoint()
+            if progress.trained[1] > 0 and self.dist.is_main:
                 log.info("training: %.0f img/s over %d images (evaluations left out)",
-                         self.speed[0] / self.speed[1], self.speed[0])
-            if self.stop_signal is not None:
-                self._save_checkpoint()
-                return {"stopped_by_signal": self.stop_signal, "step": self.step}
-            return finish_run(self)
-        finally:
-            runlog.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+                         progress.images_per_second, progress.trained[0])
+            if self.signals.stop is not None:
+                self.save_checkpoint()
+                return {"stopped_by_signal": self.signals.stop, "step": self.step}
+            return self.finish()
 
-    def _show(self, runlog: RunLog, reading: Reading) -> None:
-        """One progress report (from the probe); a non-finite loss it carries stops the run here."""
-        loss, wrong, bad, skipped = reading.values
-        if bad >= 0 and not self.dist.enabled:  # under DDP the collective check ran before the push
-            self._check_finite()
-        if skipped > self._skips_logged:
-            log.warning("non-finite loss: %d step(s) skipped by iteration %d (--nan-policy skip)",
-                        int(skipped) - self._skips_logged, reading.step)
-            self._skips_logged = int(skipped)
-        rate = reading.images / max(reading.seconds, 1e-9)
-        self.speed[0] += reading.images
-        self.speed[1] += reading.seconds
-        runlog.progress(reading.step, reading.step - self._shown, loss=loss,
-                        err=100.0 * wrong / max(reading.meta["batch"], 1), lr=reading.meta["lr"], img_s=round(rate))
-        self._shown = reading.step
+    def _account(self, loss: torch.Tensor, sums: torch.Tensor, images: int) -> int:
+        """Add the step to the evaluation window (a skipped, non-finite step counts none)."""
+        # torch.full is a fill kernel; torch.tensor(n, device=cuda) would be a copy that syncs the stream
+        n = torch.full((1,), float(images), dtype=torch.float64, device=self.device)
+        step_sums = torch.cat([loss.double().reshape(1) * n, sums.double().reshape(-1), n])
+        self.window += torch.where(torch.isfinite(loss), step_sums, 0.0)
+        if self.schedule.warming_up and self.step % REPORT_EVERY == 0:  # Sec. 4.2's warm-up only: read at once
+            self._observe_train_error(step_sums[1:])
+        return images
 
-    def _evaluate_and_log(self, runlog: RunLog, window: torch.Tensor, lr: float) -> None:
-        self._check_finite()
-        all_reduce_sum(window)
-        count = max(window[2].item(), 1.0)
-        broadcast_buffers(self.model)  # every shard is scored with rank 0's BN statistics (what gets saved)
-        result = evaluate(self.model, self.data.eval, self.device, self.sw.precision, self.sw.channels_last)
-        self.schedule.observe_eval_error(result["top1_error"])
-        row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),
-               "lr": lr, "train_loss": window[0].item() / count, "train_error": 100.0 * window[1].item() / count,
-               "test_error": result["top1_error"], "test_top5_error": result["top5_error"],
-               "test_loss": result["loss"], "eval_split": "val" if self.data.test is not None else "test"}
-        self.history.append(row)
-        runlog.record(row)
-        window.zero_()
-        self._save_checkpoint()
+    def _report(self, progress: Progress, loss: torch.Tensor, sums: torch.Tensor, lr: float, images: int) -> None:
+        if self.dist.enabled:  # a collective: every rank takes it at the same iteration
+            agree(self.guard, self.signals, self.device)
+        values = torch.cat([loss.double().reshape(1), sums.double().reshape(-1),
+                            torch.stack([self.guard.first_bad, self.guard.skipped]).double()])
+        progress.push(self.step, values, lr, images)
 
-    def _observe_train_error(self, wrong_and_images: torch.Tensor) -> None:
+    def _on_reading(self, reading: Reading) -> None:
+        """A non-finite loss a progress reading carries stops the run here (under DDP the agreement did)."""
+        first_bad, skipped = reading.values[-2:]
+        if first_bad >= 0 and not self.dist.enabled:
+            self.guard.check()
+        self.guard.report_skips(skipped, reading.step, log)
+
+    def _progress_figures(self, values: list[float], batch: int) -> dict[str, float]:
+        running = dict(zip(self.task.running, values[1:-2], strict=True))
+        return {"loss": values[0], **self.task.train_figures(running, batch)}
+
+    def _observe_train_error(self, running_and_images: torch.Tensor) -> None:
         """The warm-up reads the whole global batch's error, so every rank ends it at the same iteration (each rank
         on its own shard's error would train at different learning rates: replicas drifting apart)."""
-        wrong, images = all_reduce_sum(wrong_and_images.clone()).tolist()
-        self.schedule.observe_train_error(100.0 * wrong / images)
+        *running, images = all_reduce_sum(running_and_images.clone()).tolist()
+        figures = self.task.train_figures(dict(zip(self.task.running, running, strict=True)), images)
+        if "train_error" in figures:
+            self.schedule.observe_train_error(figures["train_error"])
 
-    def _note_nonfinite(self, finite: torch.Tensor) -> None:
-        """Remember the first non-finite iteration on the device (no host sync); --nan-policy stop acts on it."""
-        if self.cfg.train.nan_policy == "stop":
-            self.bad_step = torch.where(~finite & (self.bad_step < 0), self.step + 1, self.bad_step)
+    def evaluate(self, runlog: RunLog, lr: float) -> dict[str, Any]:
+        """Score the eval split, append the row (metrics.jsonl, TensorBoard), checkpoint."""
+        self.guard.check()
+        window = all_reduce_sum(self.window).tolist()
+        loss_sum, *running, images = window
+        broadcast_buffers(self.model)  # every shard is scored with rank 0's BN statistics (what gets saved)
+        result = self.task.evaluate(self.model, self.data.eval, self.device, self.sw.precision,
+                                    self.sw.channels_last)
+        self.schedule.observe_eval_error(result[self.task.monitor])
+        count = max(images, 1.0)
+        row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),
+               "lr": lr, "train_loss": loss_sum / count,
+               **self.task.train_figures(dict(zip(self.task.running, running, strict=True)), count),
+               **result, "eval_split": "val" if self.data.test is not None else "test"}
+        self.history.append(row)
+        runlog.record(row)
+        self.window.zero_()
+        self.save_checkpoint()
+        return row
 
-    def _all_finite(self, finite: torch.Tensor) -> bool:
-        """Every process agrees whether to skip (gradients are all-reduced, so all must skip together)."""
-        flags = all_reduce_sum((~finite).long().reshape(1))
-        return int(flags.item()) == 0
-
-    def _check_finite(self, agree_on_stop: bool = False) -> None:
-        """Stop on the first non-finite loss, naming the iteration; the last checkpoint stays as it was.
-
-        ``agree_on_stop`` (torchrun): a signal reaches the ranks at different iterations (or one rank alone), so
-        the ranks also count who got SIGTERM / SIGINT in this same all-reduce (one host sync) and all stop at the
-        first check where any has one (SIGTERM first), leaving the loop, and checkpointing, together.
-        """
-        flags = [(self.bad_step >= 0).long(), self.bad_step.clamp_min(0)]
-        if agree_on_stop:
-            flags += [torch.full((), int(self._signal == s), dtype=torch.long, device=self.device) for s in _STOPS]
-        seen = all_reduce_sum(torch.stack(flags)).tolist()
-        if agree_on_stop:
-            self.stop_signal = next((s for s, count in zip(_STOPS, seen[2:], strict=True) if count), None)
-        bad = seen[1] // max(seen[0], 1) if seen[0] else -1
-        if bad >= 0:
-            self._stop_nonfinite(f"loss became NaN/Inf at iteration {bad}", "Lower --lr, or pass --nan-policy skip "
-                                 "to skip such steps")
-
-    def _check_weights_finite(self) -> None:
-        """A finite loss can still come with an update that overflows: never checkpoint NaN/Inf weights."""
-        state = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        finite = torch.stack([torch.isfinite(t).all() for t in state]).all()
-        if int(all_reduce_sum((~finite).long().reshape(1)).item()):
-            self._stop_nonfinite(f"weights became NaN/Inf at iteration {self.step}", "Lower --lr")
-
-    def _stop_nonfinite(self, what: str, fix: str) -> None:
-        last = ckpt.list_checkpoints(self.out / "checkpoints")
-        keep = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
-        raise TrainingError(f"{what}; {keep}. {fix}")
-
-    def _save_checkpoint(self) -> None:
-        self._check_finite()
-        self._check_weights_finite()
+    def save_checkpoint(self) -> None:
+        self.guard.check()
+        self.guard.check_weights(self.model, self.step)
         window = all_reduce_sum(self.window.clone())
         if not self.dist.is_main:
             barrier()
@@ -367,44 +274,71 @@ class Trainer:
         finally:
             barrier()
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGTERM/SIGINT finish the current step, write a checkpoint and stop cleanly."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
+    # -- the end ------------------------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """The test split scored once (when a validation split was used), model.safetensors, curves.png,
+        final.json."""
+        final: dict[str, Any] = {"step": self.step, "iterations": self.total}
+        last = self.history[-1] if self.history else {}
+        final.update({k: v for k, v in last.items() if k.startswith(("train_", "test_")) and not k.endswith("_loss")})
+        if self.data.test is not None:
+            result = self.task.evaluate(self.model, self.data.test, self.device, self.sw.precision,
+                                        self.sw.channels_last)
+            final.update({"val" + k[len("test"):]: last[k] for k in result if k in last and not k.endswith("_loss")})
+            final.update({k: v for k, v in result.items() if not k.endswith("_loss")})
+        if self.data.bad_images.skipped:  # --bad-images skip: say how much was left out
+            final["bad_images_skipped"] = self.data.bad_images.skipped
+            final["bad_image_files"] = len(self.data.bad_images.files)
+        if self.dist.enabled:
+            final["replicas_identical"] = replicas_identical(self.model)
+        if self.dist.is_main:
+            meta, extra = self.task.save_record(self.data)
+            write_results(self.out, self.model, final, self.history, {**meta, "step": str(self.step)}, extra,
+                          label=self.cfg.model.name)
+        return final
 
-        def handler(signum: int, _frame: Any) -> None:
-            self._signal = signum
-            if not self.dist.enabled:  # under torchrun the ranks agree first (_check_finite(agree_on_stop=True))
-                self.stop_signal = signum
 
-        old = {}
-        for sig in _STOPS:
-            old[sig] = signal.signal(sig, handler)
-        return old
-
-
-def train(cfg: RunCfg, out: Path, resume: bool = False,
+def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None,
           on_ready: Callable[[RunCfg], None] | None = None) -> dict[str, Any]:
     """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked).
 
     ``on_ready`` gets the config as trained (recipe rules applied) once data, model and run folder are set up:
     the CLI prints it then, so bad input ends in its one error line alone.
     """
-    cfg = apply_recipe_rules(cfg)
     with peer_loss_is_training_error():
-        trainer = Trainer(cfg, out, resume=resume)
+        trainer = Trainer(cfg, out, resume=resume, task=task).setup()
         if on_ready is not None:
-            on_ready(cfg)
+            on_ready(trainer.cfg)
         return trainer.run()
 
 
-def apply_recipe_rules(cfg: RunCfg) -> RunCfg:
-    """Sec. 4.2: for ResNet-110 and deeper on CIFAR, lr 0.01 until training error < 80%, then back to 0.1."""
-    digits = "".join(ch for ch in cfg.model.name.rsplit("_", 1)[-1] if ch.isdigit())
-    deep = digits.isdigit() and int(digits) >= 110
-    if cfg.recipe == "paper-cifar" and deep and cfg.optim.warmup_lr is None and "plain" not in cfg.model.name:
+def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:
+    """Sec. 4.2: for ResNet-110 and deeper on CIFAR, lr 0.01 until training error < 80%, then back to 0.1.
+
+    The depth is the built model's (``model.depth``, recorded by the registry's builder); without a model one is
+    built on the meta device, which allocates nothing.
+    """
+    if cfg.recipe != "paper-cifar" or cfg.optim.warmup_lr is not None:
+        return cfg
+    if model is None:
+        from resnet.models.registry import create_model
+
+        with torch.device("meta"):
+            model = create_model(cfg.model.name, **cfg.model.options())
+    depth, plain = model_depth(model), getattr(model, "family", "").startswith("plain") or "plain" in cfg.model.name
+    if depth >= 110 and not plain:
         return replace(cfg, optim=replace(cfg.optim, warmup_lr=cfg.optim.lr / 10))
     return cfg
 
 
-__all__ = ["DistInfo", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]
+def model_depth(model: nn.Module) -> int:
+    """Weighted layers of a built net (ResNet-110: 110)."""
+    depth = getattr(model, "depth", None)
+    if isinstance(depth, int):
+        return depth
+    arch = str(getattr(model, "arch", ""))
+    digits = "".join(ch for ch in arch.rsplit("_", 1)[-1] if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+__all__ = ["Switches", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]

@@ -8,7 +8,7 @@ smoke and short scale its training time alone would exceed the budget (about 11x
 
 from __future__ import annotations
 
-from resnet.analysis.curves import plt
+from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table
 from resnet.experiments import figures
 from resnet.experiments.common import Context, RunResult, RunSpec, Summary, by_name, specs_for, summarize
@@ -40,7 +40,8 @@ def plan(ctx: Context) -> list[RunSpec]:
 
 def _figure(ctx: Context, summaries: list[Summary]) -> Figure:
     """Test error against depth (log axis): ours with +-1 std bars, the paper's and akamaster's beside."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    fig = new_figure(figsize=(6.5, 4.4))
+    ax = fig.subplots()
     pts = [(depth_of(s.model), s) for s in summaries if s.test_mean is not None and depth_of(s.model)]
     ax.errorbar([d for d, _ in pts], [s.test_mean for _, s in pts], yerr=[s.test_std or 0.0 for _, s in pts],
                 fmt="o-", lw=2, capsize=4, color="C0", label="ours (mean +- std over seeds)")

@@ -9,23 +9,23 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from resnet.analysis.curves import plot_runs, plt
+from resnet.analysis.curves import new_figure, plot_runs
 
 Curves = Sequence[tuple[str, list[dict[str, Any]]]]
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write a PNG (120 dpi, tight) and free the figure."""
+    """Write a PNG (120 dpi, tight)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def curves_figure(path: Path, panels: Sequence[tuple[str, Curves]], suptitle: str = "") -> Path:
     """One panel per (title, runs), side by side, sharing the error axis (Fig. 6 has plain | ResNet)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False, sharey=True)
+    fig = new_figure(figsize=(6.2 * len(panels), 4.4))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)
     for ax, (title, runs) in zip(axes[0], panels, strict=True):
         plot_runs(ax, runs, title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -36,7 +36,8 @@ def curves_figure(path: Path, panels: Sequence[tuple[str, Curves]], suptitle: st
 
 def fig1(path: Path, shallow: tuple[str, list[dict[str, Any]]], deep: tuple[str, list[dict[str, Any]]]) -> Path:
     """Fig. 1: training error (left) and test error (right) of a shallow and a deep plain net."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, ("train_error", "test_error"), ("training error", "test error"), strict=True):
         for color, (label, rows) in zip(("C0", "C3"), (shallow, deep), strict=True):
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]

@@ -11,7 +11,7 @@ import statistics
 
 import torch
 
-from resnet.analysis.curves import plt
+from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table
 from resnet.analysis.responses import LayerResponse, layer_responses, sorted_stds
 from resnet.experiments import figures
@@ -44,7 +44,8 @@ def measure(run: RunResult, device: str) -> list[LayerResponse]:
 
 def _figure(ctx: Context, measured: list[tuple[str, list[LayerResponse]]]) -> Figure:
     """Fig. 7: top, std in the original layer order; bottom, sorted by magnitude."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7.5))
+    fig = new_figure(figsize=(8, 7.5))
+    top, bottom = fig.subplots(2, 1)
     for i, (label, resp) in enumerate(measured):
         style = dict(color=f"C{i}", lw=1.6, marker="o", ms=2.5, label=label)
         if label.startswith("plain"):
