@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnet.cli import positive_int, width_by_height
+from resnet.cliargs import positive_int, width_by_height
 
 WORKLOADS = ("train", "infer", "pipeline")
 

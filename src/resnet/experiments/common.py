@@ -22,6 +22,11 @@ from resnet.engine.runlog import read_metrics
 from resnet.errors import ConfigError
 
 SCALE_NAMES: tuple[str, ...] = ("smoke", "short", "paper")
+STUDY_MODULES: dict[str, str] = {"degradation": "degradation", "depth": "depth", "shortcuts": "shortcuts",
+                                 "responses": "responses", "norms": "norms", "init": "initialization",
+                                 "preact": "preact"}
+"""Each study's name (``resnet experiment NAME``) and its module in resnet.experiments."""
+STUDY_NAMES: tuple[str, ...] = (*STUDY_MODULES, "all")
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder")
 
 
@@ -81,6 +86,8 @@ class Context:
                             ("--batch-size", self.batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name}={value} must be >= 1")
+        if self.nets is not None and not self.nets:
+            raise ConfigError("--nets names no nets; give comma-separated names (e.g. resnet20,resnet56) or drop it")
 
     @property
     def runs(self) -> Path:

@@ -6,6 +6,7 @@ share, such as ResNet-20 seed 0, train once), then writes one report with a sect
 
 from __future__ import annotations
 
+import importlib
 import platform
 import shlex
 import sys
@@ -19,13 +20,11 @@ import torch
 from resnet.analysis.report import Section, write_report
 from resnet.config import RunCfg
 from resnet.errors import ConfigError
-from resnet.experiments import degradation, depth, initialization, norms, preact, responses, shortcuts
-from resnet.experiments.common import SCALES, Context, RunResult, RunSpec
+from resnet.experiments.common import SCALES, STUDY_MODULES, STUDY_NAMES, Context, RunResult, RunSpec
 from resnet.experiments.runner import Log, default_jobs, execute, resolve_device
 
-STUDIES: dict[str, ModuleType] = {m.NAME: m for m in (degradation, depth, shortcuts, responses, norms, initialization,
-                                                      preact)}
-STUDY_NAMES: tuple[str, ...] = (*STUDIES, "all")
+STUDIES: dict[str, ModuleType] = {name: importlib.import_module(f"resnet.experiments.{module}")
+                                  for name, module in STUDY_MODULES.items()}
 
 DATA_NOTES = {
     "digits": "the embedded handwritten digits (1,437 training / 360 test images, 8x8 scans upscaled to 32x32, "
