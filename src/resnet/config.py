@@ -1,13 +1,15 @@
-"""Typed run configuration: one frozen dataclass per part, each owning its defaults and checks.
+"""Typed run configuration: one frozen dataclass per part, each owning its defaults, help texts and checks.
 
 A recipe (``recipes/*.toml``) overrides the defaults; command-line flags override the recipe. Unknown keys,
-wrong types and out-of-range values raise :class:`ConfigError` naming the field and the valid choices.
+wrong types and out-of-range values raise :class:`ConfigError` naming the field and the valid choices. Each
+field's help lives in its ``metadata["help"]`` (:func:`field_help`), which is where the CLI takes its flag help.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import ConfigError
+from resnet.printable import safe_name
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 PROTOCOLS = ("center", "10crop", "multiscale")
@@ -25,6 +28,18 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
 BAD_IMAGE_POLICIES = ("fail", "skip")
+SIZE_RANGE = (8, 4096)
+"""Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image decoded by default: a small file can declare gigapixels (a decompression bomb)."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""Training computes in float32: a larger value (lr 1e308) overflows to inf there."""
+PAPER_MILESTONES = (32000, 48000)
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with its default and its help text (the one source of the CLI's flag help)."""
+    return field(default=default, metadata={"help": help})
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -37,32 +52,34 @@ def _positive(name: str, value: float | int | None, allow_zero: bool = False) ->
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name}={value!r} must be a finite number")
+    if isinstance(value, float) and value > FLOAT32_MAX:
+        raise ConfigError(f"{name}={value!r} overflows float32 (largest 3.4e38), which training computes in")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _size(name: str, value: int) -> None:
+    lo, hi = SIZE_RANGE
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} must be between {lo} and {hi} pixels")
 
 
 @dataclass(frozen=True)
 class ModelCfg:
     """Which network to build; options are passed to ``resnet.create_model``."""
 
-    name: str = "resnet20"
-    """Registered architecture name (``resnet list`` shows them)."""
-    shortcut: str | None = None
-    """Shortcut option of Sec. 4.1: A, B or C; None = the paper's default for the family (A CIFAR, B ImageNet)."""
-    stride_in_1x1: bool = True
-    """True = the paper's v1 (stride in the bottleneck's first 1x1); False = torchvision's v1.5."""
-    norm: str = "bn"
-    """Normalization layer: bn, gn, ln, in, frn, brn, none."""
-    init: str = "kaiming_normal"
-    """Weight initialization: kaiming_normal (paper, [13]), xavier_normal, torchvision."""
-    stem: str | None = None
-    """imagenet (7x7/2 + max-pool) or cifar (3x3/1); None = the family's own."""
-    zero_init_residual: bool = False
-    """Start each residual branch's last norm at zero (Goyal et al. 2017)."""
-    num_classes: int | None = None
-    """Classifier width; None = the dataset's class count."""
-    in_chans: int = 3
-    """Input channels."""
+    name: str = option("resnet20", "Registered architecture name (`resnet list` shows them).")
+    shortcut: str | None = option(None, "Shortcut option of Sec. 4.1: A, B or C; None = the paper's default for "
+                                        "the family (A CIFAR, B ImageNet).")
+    stride_in_1x1: bool = option(True, "True = the paper's v1 (stride in the bottleneck's first 1x1); False = "
+                                       "torchvision's v1.5.")
+    norm: str = option("bn", "Normalization layer: bn, gn, ln, in, frn, brn, none.")
+    init: str = option("kaiming_normal", "Weight initialization: kaiming_normal (paper, [13]), xavier_normal, "
+                                         "torchvision.")
+    stem: str | None = option(None, "imagenet (7x7/2 + max-pool) or cifar (3x3/1); None = the family's own.")
+    zero_init_residual: bool = option(False, "Start each residual branch's last norm at zero (Goyal et al. 2017).")
+    num_classes: int | None = option(None, "Classifier width; None = the dataset's class count.")
+    in_chans: int = option(3, "Input channels.")
 
     def __post_init__(self) -> None:
         if self.shortcut is not None:
@@ -82,36 +99,35 @@ class ModelCfg:
 class DataCfg:
     """Where the images come from and how they are augmented (Sec. 3.4, Sec. 4.2)."""
 
-    dataset: str = "digits"
-    """digits (embedded, no download), cifar10, cifar100, imagefolder, synthetic (random, for benchmarks)."""
-    data: str | None = None
-    """Folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, or train/ and val/ class folders)."""
-    download: bool = False
-    """Fetch CIFAR with torchvision's downloader when it is missing (needs a network)."""
-    val_split: int = 0
-    """Training images held out for validation (paper-cifar: 5000, the paper's 45k/5k); 0 = train on all, test."""
-    crop_size: int = 224
-    """ImageNet training/eval crop."""
-    scale_min: int = 256
-    """ImageNet scale augmentation: shorter side drawn uniformly from [scale_min, scale_max]."""
-    scale_max: int = 480
-    """See scale_min."""
-    lighting_std: float = 0.1
-    """AlexNet PCA colour augmentation strength (0 disables)."""
-    protocol: str = "center"
-    """Evaluation views: center, 10crop, multiscale."""
-    scales: tuple[int, ...] = (224, 256, 384, 480, 640)
-    """Shorter sides for the multiscale protocol (Sec. 3.4), in pixels of the 224 training crop; 32x32 datasets
-    (CIFAR, digits) scale them by 32/224 (224 -> 32, 640 -> 91). Nets trained without scale augmentation (the
-    CIFAR recipes) are not expected to hold up at the larger scales: use center or 10crop for them."""
-    workers: int = 2
-    """Loader worker processes for file-based datasets."""
-    bad_images: str = "fail"
-    """What to do with an unreadable image: fail (stop with its path) or skip (log it and go on)."""
-    gpu_resident: bool | None = None
-    """Keep tensor datasets on the GPU with augmentation there; None = on when training on CUDA."""
-    gpu_decode: bool | None = None
-    """Image folders: decode JPEGs and resample the crops on the GPU (nvJPEG); None = on when training on CUDA."""
+    dataset: str = option("digits", "digits (embedded, no download), cifar10, cifar100, imagefolder, synthetic "
+                                    "(random, for benchmarks).")
+    data: str | None = option(None, "Folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, or "
+                                    "train/ and val/ class folders).")
+    download: bool = option(False, "Fetch CIFAR with torchvision's downloader when it is missing (needs a network).")
+    val_split: int = option(0, "Training images held out for validation (paper-cifar: 5000, the paper's 45k/5k); "
+                               "0 = train on all, test.")
+    crop_size: int = option(224, "ImageNet training/eval crop.")
+    scale_min: int = option(256, "ImageNet scale augmentation: shorter side drawn uniformly from "
+                                 "[scale_min, scale_max].")
+    scale_max: int = option(480, "See scale_min.")
+    lighting_std: float = option(0.1, "AlexNet PCA colour augmentation strength (0 disables).")
+    protocol: str = option("center", "Evaluation views: center, 10crop, multiscale.")
+    scales: tuple[int, ...] = option(
+        (224, 256, 384, 480, 640),
+        "Shorter sides for the multiscale protocol (Sec. 3.4), in pixels of the 224 training crop; 32x32 datasets "
+        "(CIFAR, digits) scale them by 32/224 (224 -> 32, 640 -> 91). Nets trained without scale augmentation "
+        "(the CIFAR recipes) are not expected to hold up at the larger scales: use center or 10crop for them.",
+    )
+    workers: int = option(2, "Loader worker processes for file-based datasets.")
+    bad_images: str = option("fail", "What to do with an unreadable image: fail (stop with its path) or skip "
+                                     "(log it and go on).")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Image folders: largest image (width x height) decoded, checked "
+                                                 "from the file's header; a larger one is an unreadable image "
+                                                 "(see bad_images). Raise it for very large photographs.")
+    gpu_resident: bool | None = option(None, "Keep tensor datasets on the GPU with augmentation there; None = on "
+                                             "when training on CUDA.")
+    gpu_decode: bool | None = option(None, "Image folders: decode JPEGs and resample the crops on the GPU "
+                                           "(nvJPEG); None = on when training on CUDA.")
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
@@ -122,10 +138,16 @@ class DataCfg:
         _positive("data.scale_min", self.scale_min)
         _positive("data.workers", self.workers, allow_zero=True)
         _positive("data.lighting_std", self.lighting_std, allow_zero=True)
+        _positive("data.max_pixels", self.max_pixels)
+        for name in ("crop_size", "scale_min", "scale_max"):
+            if getattr(self, name) > SIZE_RANGE[1]:
+                _size(f"data.{name}", getattr(self, name))
         if self.scale_max < self.scale_min:
             raise ConfigError(f"data.scale_max={self.scale_max} must be >= data.scale_min={self.scale_min}")
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ConfigError(f"data.scales={self.scales!r} must be a non-empty list of positive sizes")
+        lo, hi = SIZE_RANGE
+        if not self.scales or any(not lo <= s <= hi for s in self.scales):
+            raise ConfigError(f"data.scales={list(self.scales)} must be a non-empty list of shorter sides between "
+                              f"{lo} and {hi} pixels (the paper's: 224,256,384,480,640)")
         if self.dataset in ("cifar10", "cifar100", "imagefolder") and not self.data and not self.download:
             raise ConfigError(f"data.dataset={self.dataset} needs --data PATH (the dataset folder)")
 
@@ -134,88 +156,97 @@ class DataCfg:
 class OptimCfg:
     """SGD and its learning-rate schedule (Sec. 3.4: momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10)."""
 
-    lr: float = 0.1
-    """Base learning rate (for the reference batch size; not rescaled)."""
-    momentum: float = 0.9
-    """SGD momentum."""
-    weight_decay: float = 1e-4
-    """L2 weight decay."""
-    nesterov: bool = False
-    """Nesterov momentum (not in the paper)."""
-    no_decay_norm_bias: bool = False
-    """Exempt normalization parameters and biases from weight decay (chosen by module type)."""
-    schedule: str = "step"
-    """step (divide at milestones), plateau (divide when validation error stops improving), cosine, constant."""
-    milestones: tuple[int, ...] = (32000, 48000)
-    """Iterations at which a step schedule multiplies the lr by gamma."""
-    gamma: float = 0.1
-    """Factor applied at each milestone or plateau."""
-    plateau_patience: int = 3
-    """Evaluations without improvement before a plateau schedule steps."""
-    warmup_lr: float | None = None
-    """Sec. 4.2, ResNet-110: train at this lr until training error falls below warmup_error, then at lr."""
-    warmup_error: float = 80.0
-    """Training error (%) under which the warm-up ends."""
-    warmup_max_iters: int = 2000
-    """Warm-up ends after this many iterations whatever the error (a guard against never converging)."""
+    lr: float = option(0.1, "Base learning rate (for the reference batch size; not rescaled).")
+    momentum: float = option(0.9, "SGD momentum, in [0, 1).")
+    weight_decay: float = option(1e-4, "L2 weight decay.")
+    nesterov: bool = option(False, "Nesterov momentum (not in the paper).")
+    no_decay_norm_bias: bool = option(False, "Exempt normalization parameters and biases from weight decay (chosen "
+                                             "by module type).")
+    schedule: str = option("step", "step (divide at milestones), plateau (divide when validation error stops "
+                                   "improving), cosine, constant.")
+    milestones: tuple[int, ...] = option(PAPER_MILESTONES, "Iterations at which a step schedule multiplies the lr "
+                                                           "by gamma (replaces a recipe's milestones_frac).")
+    milestones_frac: tuple[float, ...] | None = option(
+        None,
+        "Step-schedule milestones as fractions of the run's iterations (Sec. 4.2's 32k and 48k of 64k are 0.5,0.75), "
+        "so a shorter run keeps the schedule's shape; set by the recipes, replaced by an explicit milestones.",
+    )
+    gamma: float = option(0.1, "Factor in (0, 1] applied to the lr at each milestone or plateau.")
+    plateau_patience: int = option(3, "Evaluations without improvement before a plateau schedule steps.")
+    warmup_lr: float | None = option(None, "Sec. 4.2, ResNet-110: train at this lr until training error falls below "
+                                           "warmup_error, then at lr.")
+    warmup_error: float = option(80.0, "Training error (%) under which the warm-up ends.")
+    warmup_max_iters: int = option(2000, "Warm-up ends after this many iterations whatever the error (a guard "
+                                         "against never converging).")
 
     def __post_init__(self) -> None:
         _positive("optim.lr", self.lr)
         _positive("optim.momentum", self.momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ConfigError(f"optim.momentum={self.momentum!r} must be in [0, 1) (the paper's 0.9); at 1 or above "
+                              "the updates grow without bound")
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
         _choice("optim.schedule", self.schedule, SCHEDULES)
         _positive("optim.gamma", self.gamma)
+        if self.gamma > 1:
+            raise ConfigError(f"optim.gamma={self.gamma!r} must be in (0, 1]: it divides the lr (the paper's 0.1)")
         _positive("optim.warmup_lr", self.warmup_lr)
         _positive("optim.plateau_patience", self.plateau_patience)
         _positive("optim.warmup_max_iters", self.warmup_max_iters, allow_zero=True)
         _positive("optim.warmup_error", self.warmup_error)
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
             raise ConfigError(f"optim.milestones={list(self.milestones)} must be increasing positive iterations")
+        self._check_fractions()
         if self.nesterov and self.momentum == 0:
             raise ConfigError("optim.nesterov needs optim.momentum > 0 (Nesterov momentum with none is plain SGD); "
                               "set --momentum or drop --nesterov")
+
+    def _check_fractions(self) -> None:
+        frac = self.milestones_frac
+        if frac is None:
+            return
+        if any(not math.isfinite(f) or not 0 < f < 1 for f in frac) or list(frac) != sorted(set(frac)):
+            raise ConfigError(f"optim.milestones_frac={list(frac)} must be increasing fractions of the run, each "
+                              "between 0 and 1 (e.g. 0.5,0.75)")
+        if tuple(self.milestones) != PAPER_MILESTONES:
+            raise ConfigError(f"optim.milestones={list(self.milestones)} and optim.milestones_frac={list(frac)} are "
+                              "both set; give one of them")
 
 
 @dataclass(frozen=True)
 class TrainCfg:
     """How long and where to train, and the engine's switches (speed tricks live here, not in the loop)."""
 
-    iterations: int = 64000
-    """Training iterations (the paper counts iterations)."""
-    epochs: float | None = None
-    """If set, overrides iterations: epochs x (training images / batch size)."""
-    batch_size: int = 128
-    """Global batch size (split across processes under torchrun)."""
-    eval_every: int = 1000
-    """Evaluate (and log a metrics.jsonl line) every this many iterations, and at the end."""
-    checkpoint_every: int = 0
-    """Write a resumable checkpoint every this many iterations (0 = only at evaluations and the end)."""
-    seed: int = 0
-    """Seeds weights, data order and augmentation."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda."""
-    precision: str = "auto"
-    """fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU. fp16 trains with dynamic loss scaling
-    (torch.amp.GradScaler, checkpointed; inside the CUDA graph too): overflowing steps are skipped."""
-    channels_last: bool | None = None
-    """NHWC memory format; None = on for CUDA."""
-    compile: bool | None = None
-    """torch.compile the model; None = on for CUDA (fuses BN+ReLU(+add): ResNet-50 step 1.41-1.45x on an H200)."""
-    cuda_graphs: bool | None = None
-    """Capture the whole step (forward, backward, SGD) in one CUDA graph; None = on for one CUDA process."""
-    cudnn_benchmark: bool | None = None
-    """Let cuDNN time its algorithms for each convolution shape on first use and keep the fastest; None = on
-    for CUDA (what `resnet bench` measures with). The choice can differ between runs (not bitwise repeatable)."""
-    sync_bn: bool = False
-    """Convert BatchNorm to SyncBatchNorm under torchrun."""
-    bucket_cap_mb: float = 25.0
-    """Under torchrun, DistributedDataParallel's gradient bucket size in MB (torch's default 25): each full bucket
-    is all-reduced while the backward goes on, so smaller buckets start overlapping sooner and larger ones make
-    fewer, larger all-reduces (ResNet-50's 98 MB of gradients are 4-5 buckets at 25)."""
-    nan_policy: str = "stop"
-    """On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip the step."""
-    keep_checkpoints: int = 2
-    """How many resumable checkpoints to keep (the newest)."""
+    iterations: int = option(64000, "Training iterations (the paper counts iterations).")
+    epochs: float | None = option(None, "If set, overrides iterations: epochs x (training images / batch size).")
+    batch_size: int = option(128, "Global batch size (split across processes under torchrun).")
+    eval_every: int = option(1000, "Evaluate (and log a metrics.jsonl line) every this many iterations, and at the "
+                                   "end.")
+    checkpoint_every: int = option(0, "Write a resumable checkpoint every this many iterations (0 = only at "
+                                      "evaluations and the end).")
+    seed: int = option(0, "Seeds weights, data order and augmentation.")
+    device: str = option("auto", "auto (cuda when available), cpu, cuda.")
+    precision: str = option("auto", "fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU. fp16 trains "
+                                    "with dynamic loss scaling (torch.amp.GradScaler, checkpointed; inside the CUDA "
+                                    "graph too): overflowing steps are skipped.")
+    channels_last: bool | None = option(None, "NHWC memory format; None = on for CUDA.")
+    compile: bool | None = option(None, "torch.compile the model; None = on for CUDA (fuses BN+ReLU(+add)).")
+    cuda_graphs: bool | None = option(None, "Capture the whole step (forward, backward, SGD) in one CUDA graph; "
+                                            "None = on for one CUDA process.")
+    cudnn_benchmark: bool | None = option(
+        None,
+        "Let cuDNN time its algorithms for each convolution shape on first use and keep the fastest; None = on for "
+        "CUDA (what `resnet bench` measures with). The choice can differ between runs (not bitwise repeatable).",
+    )
+    sync_bn: bool = option(False, "Convert BatchNorm to SyncBatchNorm under torchrun.")
+    bucket_cap_mb: float = option(
+        25.0,
+        "Under torchrun, DistributedDataParallel's gradient bucket size in MB (torch's default 25): each full bucket "
+        "is all-reduced while the backward goes on, so smaller buckets start overlapping sooner and larger ones make "
+        "fewer, larger all-reduces (ResNet-50's 98 MB of gradients are 4-5 buckets at 25).",
+    )
+    nan_policy: str = option("stop", "On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip the step.")
+    keep_checkpoints: int = option(2, "How many resumable checkpoints to keep (the newest).")
 
     def __post_init__(self) -> None:
         _positive("train.iterations", self.iterations)
@@ -240,16 +271,33 @@ class RunCfg:
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
-    recipe: str = "quick"
-    """Name of the recipe these values started from."""
+    recipe: str = option("quick", "Name of the recipe these values started from.")
 
 
-_SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "train": TrainCfg}
+SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "train": TrainCfg}
+"""The config's sections, as recipe tables ``[model]`` ... and run-folder ``config.toml`` name them."""
+_SECTIONS = SECTIONS
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of ``section.name`` (as written: a CLI escapes argparse's ``%`` itself)."""
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
+    for f in fields(SECTIONS[section]):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise ConfigError(f"unknown config key {section}.{name}")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to one short line (a recipe value can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
     """Convert a TOML/flag value to the field's declared type, or raise ConfigError naming the field."""
-    hint = typing.get_type_hints(_SECTIONS[section])[f.name]
+    hint = typing.get_type_hints(SECTIONS[section])[f.name]
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     optional = origin in (typing.Union, types.UnionType) and type(None) in args
@@ -266,7 +314,7 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
         return _scalar(hint, value)
     except (TypeError, ValueError, OverflowError):
         tname = f"list of {args[0].__name__}" if origin is tuple else getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"{where}={value!r} is not a valid {tname}") from None
+        raise ConfigError(f"{where}={_show(value)} is not a valid {tname}") from None
 
 
 def _scalar(hint: Any, value: Any) -> Any:
@@ -301,18 +349,18 @@ def build_config(overrides: dict[str, dict[str, Any]], recipe: str = "custom") -
     """Build a RunCfg from ``{section: {field: value}}``, rejecting unknown sections and keys."""
     parts: dict[str, Any] = {}
     for section, values in overrides.items():
-        if section not in _SECTIONS:
-            raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(_SECTIONS)}")
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"config section [{section}] must be a table of key = value")
-        known = {f.name: f for f in fields(_SECTIONS[section])}
+        known = {f.name: f for f in fields(SECTIONS[section])}
         for key in values:
             if key not in known:
                 raise ConfigError(
                     f"unknown config key {section}.{key}; valid keys: {', '.join(sorted(known))}"
                 )
         parts[section] = {k: _coerce(section, known[k], v) for k, v in values.items()}
-    return RunCfg(**{s: cls(**parts.get(s, {})) for s, cls in _SECTIONS.items()}, recipe=recipe)
+    return RunCfg(**{s: cls(**parts.get(s, {})) for s, cls in SECTIONS.items()}, recipe=recipe)
 
 
 def list_recipes() -> list[str]:
@@ -321,36 +369,73 @@ def list_recipes() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in files if p.name.endswith(".toml"))
 
 
+def _recipe_bytes(name_or_path: str) -> bytes:
+    """The file's bytes: a path when it looks like one (``.toml``, a folder in it), else a shipped recipe."""
+    if Path(name_or_path).suffix != ".toml" and "/" not in name_or_path and os.sep not in name_or_path:
+        if name_or_path in list_recipes():
+            return resources.files("resnet.recipes").joinpath(f"{name_or_path}.toml").read_bytes()
+        raise ConfigError(f"unknown recipe {name_or_path!r}; choose one of: {', '.join(list_recipes())}")
+    path = Path(name_or_path).expanduser()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"recipe file not found: {safe_name(path)}; pass an existing .toml file or one of: "
+                          f"{', '.join(list_recipes())}") from None
+    except OSError as e:  # a folder, no permission
+        raise ConfigError(f"recipe {safe_name(path)} cannot be read ({e.strerror or e}); pass a .toml file") from None
+
+
 def load_recipe(name_or_path: str) -> dict[str, dict[str, Any]]:
     """Read a shipped recipe by name, or any TOML file by path, as nested overrides."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        text = path.read_text()
-    elif name_or_path in list_recipes():
-        text = resources.files("resnet.recipes").joinpath(f"{name_or_path}.toml").read_text()
-    else:
-        raise ConfigError(f"unknown recipe {name_or_path!r}; choose one of: {', '.join(list_recipes())}")
+    data = _recipe_bytes(name_or_path)
+    where = safe_name(name_or_path)
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")  # the byte-order mark some editors write: not TOML
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {where} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                          "save it as UTF-8") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"recipe {name_or_path!r} is not valid TOML: {e}") from None
+        raise ConfigError(f"recipe {where} is not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"recipe {where} nests arrays or tables too deeply; a recipe is [section] tables of "
+                          "key = value") from None
+
+
+_EITHER = {"milestones": "milestones_frac", "milestones_frac": "milestones"}
+"""Keys that replace each other: an absolute milestones list given over a recipe's fractions wins, and back."""
 
 
 def merge(base: dict[str, dict[str, Any]], over: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Section-wise merge: values in ``over`` win."""
-    out = {k: dict(v) for k, v in base.items()}
+    """Section-wise merge: values in ``over`` win (``milestones`` there also drops the base's ``milestones_frac``,
+    and the reverse)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in over.items():
-        out.setdefault(section, {}).update(values)
+        if not isinstance(values, dict) or not isinstance(out.get(section, {}), dict):
+            out[section] = values  # build_config names the section that is not a table
+            continue
+        target = out.setdefault(section, {})
+        for key in values:
+            if section == "optim" and key in _EITHER:
+                target.pop(_EITHER[key], None)
+        target.update(values)
     return out
 
 
 def to_dict(cfg: RunCfg) -> dict[str, Any]:
-    """Nested plain dict (None values dropped, tuples as lists) for TOML and JSON."""
+    """Nested plain dict (None values dropped, tuples as lists) for TOML and JSON.
+
+    With ``milestones_frac`` set, the unused absolute ``milestones`` are left out (they are the default then).
+    """
 
     def clean(d: dict[str, Any]) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v is not None}
 
-    return {"recipe": cfg.recipe, **{s: clean(dataclasses.asdict(getattr(cfg, s))) for s in _SECTIONS}}
+    out = {s: clean(dataclasses.asdict(getattr(cfg, s))) for s in SECTIONS}
+    if cfg.optim.milestones_frac is not None:
+        del out["optim"]["milestones"]
+    return {"recipe": cfg.recipe, **out}
 
 
 def from_dict(d: dict[str, Any]) -> RunCfg:

@@ -32,7 +32,7 @@ def test_paper_cifar_holds_out_a_validation_split_and_reports_test_error_at_the_
     cfg = tomllib.loads((out / "config.toml").read_text())
     # Sec. 4.2: ResNet-110 starts at lr 0.01 until training error < 80%, then goes back to 0.1.
     assert cfg["recipe"] == "paper-cifar" and cfg["optim"]["warmup_lr"] == pytest.approx(0.01)
-    assert cfg["optim"]["milestones"] == [32000, 48000] and cfg["data"]["val_split"] == 100
+    assert cfg["optim"]["milestones_frac"] == [0.5, 0.75] and cfg["data"]["val_split"] == 100
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["eval_split"] for r in rows] == ["val", "val"] and rows[0]["lr"] == pytest.approx(0.01)
     final = json.loads((out / "final.json").read_text())

@@ -11,7 +11,7 @@ from _util import one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resnet.config import _SECTIONS, build_config
+from resnet.config import SECTIONS, build_config, load_recipe
 from resnet.errors import ConfigError
 
 RECIPE_ERRORS = [
@@ -55,6 +55,12 @@ FLAG_ERRORS = [
     (["--shortcut", "D"], "model.shortcut='D' is not valid; choose one of: A, B, C"),
     (["--norm", "batch"], "invalid norm='batch'; valid values: 'bn'"),
     (["--batch-size", "5000"], "train.batch_size=5000 is larger than the 1437 training images"),
+    (["--momentum", "5"], "optim.momentum=5.0 must be in [0, 1)"),
+    (["--lr", "1e308"], "optim.lr=1e+308 overflows float32"),
+    (["--recipe", "/missing.toml"], "recipe file not found: /missing.toml"),
+    (["--recipe", "recipes/mine"], "recipe file not found: recipes/mine"),
+    (["--scales", "10000000"], "data.scales=[10000000] must be a non-empty list of shorter sides between 8 and 4096"),
+    (["--milestones-frac", "0.5,2"], "optim.milestones_frac=[0.5, 2.0] must be increasing fractions"),
 ]
 
 
@@ -76,8 +82,62 @@ def test_debug_flag_shows_the_traceback_instead(tmp_path):
     assert main(["train", "--lr", "-1", "--device", "cpu", "--out", str(tmp_path / "r")]) == 2  # not sticky
 
 
+DEEP = "[optim]\nmilestones = " + "[" * 100_000 + "]" * 100_000 + "\n"
+BROKEN_FILES = [
+    (DEEP.encode(), "nests arrays or tables too deeply"),
+    (b"[optim]\nlr = 0.05  # caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 24); save it as UTF-8"),
+    (b"\xff\xfe[\x00o\x00", "is not UTF-8 text (byte 0xff at offset 0)"),  # UTF-16
+]
+
+
+@pytest.mark.parametrize(("data", "needle"), BROKEN_FILES, ids=["100k nested arrays", "Latin-1", "UTF-16"])
+def test_recipe_file_the_toml_reader_cannot_take_is_one_error_naming_the_file(tmp_path, capsys, data, needle):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_bytes(data)
+
+    code, _, err = run_cli(["train", "--recipe", recipe, "--device", "cpu", "--out", tmp_path / "r"], capsys)
+
+    assert code == 2
+    line = one_line_error(err)
+    assert needle in line and str(recipe) in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_recipe_file_starting_with_a_utf8_byte_order_mark_reads_as_without_it(tmp_path):
+    text = "[optim]\nlr = 0.05\n[train]\niterations = 7\n"
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "plain.toml").write_text(text)
+    assert load_recipe(str(tmp_path / "bom.toml")) == load_recipe(str(tmp_path / "plain.toml"))
+    assert build_config(load_recipe(str(tmp_path / "bom.toml"))).train.iterations == 7
+
+
+def test_eval_with_an_absurd_multiscale_scale_is_one_error_before_any_image_is_resized(tmp_path, capsys):
+    import resnet
+
+    weights = tmp_path / "r20.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), weights)
+
+    code, _, err = run_cli(["eval", weights, "--protocol", "multiscale", "--scales", "224,10000000", "--device",
+                            "cpu"], capsys)
+
+    assert code == 2
+    assert "data.scales=[224, 10000000] must be" in one_line_error(err)
+
+
+def test_experiment_nets_that_name_no_net_is_an_error_not_the_studys_own_nets(tmp_path, capsys):
+    from resnet.cli import main
+    from resnet.experiments.common import Context
+
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "depth", "--nets", ",", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "names no nets" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--nets names no nets"):
+        Context(nets=())
+    assert not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------------------------------- fuzzing
-_FIELDS = {s: [f.name for f in dataclasses.fields(cls)] for s, cls in _SECTIONS.items()}
+_FIELDS = {s: [f.name for f in dataclasses.fields(cls)] for s, cls in SECTIONS.items()}
 _name = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=8)  # echoed in one-line errors
 _scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.integers(), st.floats(allow_nan=False),

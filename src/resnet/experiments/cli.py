@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from resnet.cli import positive_int
-from resnet.experiments.common import DATASETS, SCALE_NAMES, Context
-from resnet.experiments.suite import STUDY_NAMES, train_and_report
+from resnet.cliargs import positive_int
+from resnet.experiments.common import DATASETS, SCALE_NAMES, STUDY_NAMES, Context
 
 EPILOG = """studies:
   degradation  Fig. 1/6: plain-20..56 vs ResNet-20..110, training and test error curves
@@ -29,7 +28,10 @@ Finished runs in OUT/runs are reused; interrupted ones resume."""
 
 
 def _list(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:  # "--nets ," would silently train the study's own nets
+        raise argparse.ArgumentTypeError(f"{value!r} names no nets; give comma-separated names, e.g. resnet20,resnet56")
+    return names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +67,7 @@ def context_from_args(args: argparse.Namespace) -> Context:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Handler of ``resnet experiment``: run the study, print where the report is."""
-    from resnet.experiments.suite import check_study
+    from resnet.experiments.suite import check_study, train_and_report  # torch and the studies: only when run
 
     check_study(args.study)  # fail on a bad name before anything trains
     _, failed = train_and_report(args.study, context_from_args(args), log=lambda msg: print(msg, flush=True))

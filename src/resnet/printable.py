@@ -1,0 +1,12 @@
+"""Names from the file system as they may be printed: a file called ``$'\\e[2J.jpg'`` must not clear the terminal."""
+
+from __future__ import annotations
+
+import os
+
+
+def safe_name(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    """``path`` as text for a message or a log line: unchanged when every character is printable, else its
+    ``repr`` (quoted, with escape codes, newlines and undecodable bytes written as ``\\x1b``, ``\\n``, ``\\udcff``)."""
+    text = os.fsdecode(path)
+    return text if text.isprintable() else repr(text)
