@@ -214,3 +214,56 @@ def test_in_chans_other_than_the_images_is_a_config_error_before_training(tmp_pa
     line = one_line_error(err)
     assert "model.in_chans=1 but the digits images have 3 channels" in line and "drop --in-chans" in line
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------- memory bombs, links, names
+
+
+def test_an_image_over_the_pixel_limit_is_a_bad_image_refused_or_skipped_by_the_policy(tmp_path, capsys):
+    root = image_tree(tmp_path / "ds")
+    big = _rgb(root / "train" / "dog" / "big.png", 40, 40, 5)  # 1,600 pixels; the others hold at most 576
+    small = [*SMALL, "--max-pixels", "1000"]
+
+    code, _, err = run_cli(["train", "--dataset", "imagefolder", "--data", root, *small, "--bad-images", "fail",
+                            "--out", tmp_path / "fail"], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert str(big) in line and "40x40" in line and "data.max_pixels=1000" in line and "--max-pixels" in line
+
+    code, out, err = run_cli(["train", "--dataset", "imagefolder", "--data", root, *small, "--bad-images", "skip",
+                              "--out", tmp_path / "skip"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "skip" / "final.json").read_text())["bad_image_files"] == 1
+
+
+def test_links_back_into_a_class_and_hidden_folders_train_on_each_image_once(tmp_path, capsys, caplog):
+    import logging
+    import os
+
+    from safetensors import safe_open
+
+    root = image_tree(tmp_path / "ds")
+    os.symlink(".", root / "train" / "cat" / "again")  # counted each cat image 41 times (tests/data: two hung)
+    _rgb(root / "train" / ".ipynb_checkpoints" / "0-checkpoint.png", 20, 20, 9)
+    run = tmp_path / "run"
+
+    with caplog.at_level(logging.WARNING, logger="resnet.data"):
+        code, out, err = run_cli(["train", "--dataset", "imagefolder", "--data", root, *SMALL, "--out", run], capsys)
+
+    assert code == 0, err
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["classes"]) == ["cat", "dog"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "resnet.data" and "left out" in r.getMessage()]
+    assert len(warned) == 1 and "1 path reached again through symbolic links" in warned[0]
+    assert "1 hidden entry" in warned[0]
+
+
+def test_a_bad_file_whose_name_holds_escape_codes_is_named_escaped_on_one_line(tmp_path, capsys):
+    root = image_tree(tmp_path / "ds")
+    unreadable(root / "train" / "dog" / "x\x1b[2J\nname.jpg", "text named .jpg")
+
+    code, _, err = run_cli(["train", "--dataset", "imagefolder", "--data", root, *SMALL, "--out", tmp_path / "r"],
+                           capsys)
+
+    assert code == 2 and "\x1b" not in err
+    assert "x\\x1b[2J\\nname.jpg" in one_line_error(err)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from resnet.errors import DataError
+from resnet.printable import safe_name
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -104,7 +105,7 @@ class CifarUnpickler(pickle.Unpickler):
         """Return an allowed global; raise DataError for anything else."""
         obj = self._allowed.get((module, name))
         if obj is None:
-            raise DataError(f"{self._path}: refused to unpickle {module}.{name}: not a CIFAR batch")
+            raise DataError(f"{safe_name(self._path)}: refused to unpickle {module}.{name}: not a CIFAR batch")
         return obj
 
 
@@ -117,14 +118,14 @@ def read_pickle(path: Path) -> dict[str, Any]:
         raise
     except OSError as e:
         raise DataError(
-            f"{path}: cannot read ({e.strerror or e}); check the file or re-fetch it with --download"
+            f"{safe_name(path)}: cannot read ({e.strerror or e}); check the file or re-fetch it with --download"
         ) from None
     except Exception as e:  # truncated or not a pickle at all: UnpicklingError, EOFError, ValueError, ...
-        msg = f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e}); re-fetch it with --download"
+        msg = f"{safe_name(path)}: not a readable CIFAR pickle ({type(e).__name__}: {e}); re-fetch it with --download"
         raise DataError(msg) from None
     if not isinstance(obj, dict):
         raise DataError(
-            f"{path}: holds a {type(obj).__name__}, expected a CIFAR batch dict; re-fetch it with --download"
+            f"{safe_name(path)}: holds a {type(obj).__name__}, expected a CIFAR batch dict; re-fetch it with --download"
         )
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
@@ -133,23 +134,24 @@ def parse_batch(batch: dict[str, Any], path: Path, label_key: str, num_classes: 
     """Validate a batch dict and return (images (N, 3, 32, 32) uint8, labels (N,) int64)."""
     fix = "re-fetch the dataset with --download"
     if "data" not in batch or label_key not in batch:
-        raise DataError(f"{path}: missing key 'data' or {label_key!r} (has {sorted(batch)}); not a CIFAR batch, {fix}")
+        raise DataError(f"{safe_name(path)}: missing key 'data' or {label_key!r} (has {sorted(batch)}); not a CIFAR "
+                        f"batch, {fix}")
     data = batch["data"]
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' is {desc}, expected (N, 3072) uint8 CIFAR images; {fix}")
+        raise DataError(f"{safe_name(path)}: 'data' is {desc}, expected (N, 3072) uint8 CIFAR images; {fix}")
     try:
         labels = np.asarray(batch[label_key])
     except Exception:
         labels = np.asarray([None])
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: {label_key!r} is not a list of integer labels; {fix}")
+        raise DataError(f"{safe_name(path)}: {label_key!r} is not a list of integer labels; {fix}")
     if len(labels) != len(data):
-        raise DataError(f"{path}: {len(labels)} labels for {len(data)} images; the file is damaged, {fix}")
+        raise DataError(f"{safe_name(path)}: {len(labels)} labels for {len(data)} images; the file is damaged, {fix}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         lo, hi = int(labels.min()), int(labels.max())
         raise DataError(
-            f"{path}: labels span {lo}..{hi}, expected 0..{num_classes - 1}; wrong dataset or damaged, {fix}"
+            f"{safe_name(path)}: labels span {lo}..{hi}, expected 0..{num_classes - 1}; wrong dataset or damaged, {fix}"
         )
     images = torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32).clone()
     return images, torch.from_numpy(labels.astype(np.int64))
@@ -173,8 +175,8 @@ def download_cifar(root: Path, layout: CifarLayout) -> None:
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as e:
         raise DataError(
-            f"could not download {layout.name} into {root} ({type(e).__name__}: {e}); "
-            f"download {cls.url} by hand, unpack it there and pass --data {root}"
+            f"could not download {layout.name} into {safe_name(root)} ({type(e).__name__}: {e}); "
+            f"download {cls.url} by hand, unpack it there and pass --data {safe_name(root)}"
         ) from None
 
 
@@ -204,7 +206,7 @@ def load_cifar(
     if folder is None:
         files = ", ".join((*layout.train_files, layout.test_file))
         raise DataError(
-            f"{layout.name} not found: looked for {files} in {root / layout.folder} and {root}; "
+            f"{layout.name} not found: looked for {files} in {safe_name(root / layout.folder)} and {safe_name(root)}; "
             f"pass --data FOLDER (the one holding {layout.folder}/) or --download"
         )
     parts = [

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.data.imagefolder import BadImageLog, FolderEvalSet, Sample, collate_eval
 from resnet.data.transforms import Normalizer, batch_eval_views, num_views
 
@@ -100,6 +101,7 @@ class FolderEvalLoader(EvalLoader):
         world_size: int = 1,
         workers: int = 0,
         bad: BadImageLog | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         views = num_views(protocol, scales)
         shard = list(samples)[rank::world_size]
@@ -107,7 +109,7 @@ class FolderEvalLoader(EvalLoader):
         super().__init__(len(shard), per_batch, protocol, views, bad)
         self.norm, self.device = norm.to(device), device
         self.loader = DataLoader(
-            FolderEvalSet(shard, protocol, crop, scales),
+            FolderEvalSet(shard, protocol, crop, scales, max_pixels),
             batch_size=per_batch,
             shuffle=False,
             num_workers=workers,

@@ -99,7 +99,7 @@ def _decode_files(files: list[Tensor], paths: list[str], device: torch.device) -
             try:
                 out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                image = try_decode(path)
+                image = try_decode(path, max_pixels=None)  # its size passed data.max_pixels in the worker
                 out.append(image if isinstance(image, BadSample) else image.to(device))
         return out
 

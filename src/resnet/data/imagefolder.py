@@ -1,28 +1,32 @@
-"""ImageNet-style image folders: ``root/train/<class>/*.jpg|png|...`` and ``root/val/<class>/*``.
+"""ImageNet-style image folders as datasets: ``root/train/<class>/*.jpg|png|...`` and ``root/val/<class>/*``.
 
-Every readable image is converted to 8-bit RGB (grayscale, CMYK, RGBA, palette and 16-bit files included)
-rather than refused. Unreadable files (zero bytes, truncated, not an image) come back from the datasets as
-:class:`BadSample` markers, so the loader in the main process applies the ``bad_images`` policy: stop with the
+Scanning lives in :mod:`resnet.data.scan`, decoding in :mod:`resnet.data.decode` (both re-exported here).
+Unreadable files (zero bytes, truncated, not an image, larger than ``data.max_pixels``) come back from the datasets
+as :class:`BadSample` markers, so the loader in the main process applies the ``bad_images`` policy: stop with the
 file's path, or log it once and drop the sample from its batch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
+from resnet.config import DEFAULT_MAX_PIXELS
+from resnet.data.decode import (
+    BadSample,
+    decode_image_file,
+    decode_image_view,
+    jpeg_size,
+    too_large,
+    try_decode,
+)
+from resnet.data.scan import IMAGE_EXTENSIONS, FolderIndex, Sample, scan_image_folder, scan_split
 from resnet.data.transforms import (
     ScaleCrop,
     center_view,
@@ -33,27 +37,30 @@ from resnet.data.transforms import (
     make_generator,
 )
 from resnet.errors import DataError
+from resnet.printable import safe_name
 
-
-class BadSample(NamedTuple):
-    """An image that could not be decoded: its path and why."""
-
-    path: str
-    reason: str
-
-
-Sample = tuple[str, int]  # (path, class index)
-
-
-@dataclass
-class FolderIndex:
-    """The scanned tree: class names (sorted folder names) and (path, label) lists per split."""
-
-    root: Path
-    classes: list[str]
-    train: list[Sample]
-    val: list[Sample]
-
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "BadImageLog",
+    "BadSample",
+    "EncodedItem",
+    "FolderEvalSet",
+    "FolderIndex",
+    "FolderMeanSet",
+    "FolderTrainSet",
+    "Sample",
+    "TrainItem",
+    "collate_eval",
+    "collate_mean",
+    "collate_train",
+    "decode_image_file",
+    "decode_image_view",
+    "jpeg_size",
+    "scan_image_folder",
+    "scan_split",
+    "split_bad",
+    "try_decode",
+]
 
 log = logging.getLogger("resnet.data")
 
@@ -79,143 +86,6 @@ class BadImageLog:
             if item.path not in self.files:
                 self.files.add(item.path)
                 log.warning("skipping unreadable image: %s", item.reason)
-
-
-# ------------------------------------------------------------------------------------------------- decoding
-
-
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) uint8. 16/32-bit integer images are rescaled (65535 -> 255), not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        arr = arr / 257.0 if img.mode != "I" or arr.max(initial=0) > 255 else arr
-        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode == "F":
-        grey = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # PIL's advice for palette transparency; alpha is then dropped like RGBA's
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # L, LA, 1, RGBA (alpha dropped, as torchvision's decode_image does), CMYK, YCbCr
-    return np.array(img, dtype=np.uint8)  # a writable copy: torch tensors must not alias read-only PIL memory
-
-
-def decode_image_file(path: str | os.PathLike[str]) -> Tensor:
-    """Decode an image file to uint8 (3, H, W) RGB, or raise DataError naming the file and the reason."""
-    return decode_image_view(path).contiguous()
-
-
-def decode_image_view(path: str | os.PathLike[str]) -> Tensor:
-    """:func:`decode_image_file` without the final copy: a (3, H, W) view of the decoded (H, W, 3) pixels.
-
-    Channels-last memory is what torch's uint8 resize kernel is fastest on, so the training path keeps it.
-    """
-    try:
-        if os.path.getsize(path) == 0:
-            raise DataError(f"{path}: empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # palette/EXIF chatter; a real failure still raises below
-            with Image.open(path) as img:
-                img.load()  # decodes fully: a truncated JPEG fails here, not later in a worker
-                arr = _to_rgb_array(img)
-    except DataError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"{path}: image has no pixels ({arr.shape})")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-
-
-
-_JPEG_END = b"\xff\xd9"
-
-
-def jpeg_size(path: str) -> tuple[int, int] | None:
-    """(height, width) of a complete baseline/progressive RGB or greyscale JPEG, read from its header only; None
-    for anything else (PNG, CMYK, a file cut short before its end marker, unreadable): those take the full
-    CPU decode, which names the problem of a broken file. Used to decode on the GPU (resnet.data.gpu_decode)."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return None
-            f.seek(-2, os.SEEK_END)
-            if f.read(2) != _JPEG_END:
-                return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                if img.format != "JPEG" or img.mode not in ("RGB", "L"):
-                    return None
-                return img.height, img.width
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None
-
-
-def try_decode(path: str, contiguous: bool = True) -> Tensor | BadSample:
-    """:func:`decode_image_file` (or, with ``contiguous=False``, :func:`decode_image_view`), with failure
-    returned as a value (so it can cross a worker boundary)."""
-    try:
-        return decode_image_file(path) if contiguous else decode_image_view(path)
-    except DataError as e:
-        return BadSample(path, str(e))
-
-
-if ImageFile.LOAD_TRUNCATED_IMAGES:  # another library switched PIL to silently grey-fill truncated files
-    warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will not be detected", stacklevel=1)
-
-
-# ------------------------------------------------------------------------------------------------- scanning
-
-
-def _list_images(folder: Path) -> list[str]:
-    files = []
-    for dirpath, _, names in sorted(os.walk(folder, followlinks=True)):
-        files.extend(os.path.join(dirpath, n) for n in sorted(names) if has_file_allowed_extension(n, IMG_EXTENSIONS))
-    return files
-
-
-def scan_split(folder: Path, class_to_idx: dict[str, int] | None = None) -> tuple[list[str], list[Sample]]:
-    """Class folders of one split and its (path, label) samples; every class folder must hold an image."""
-    fix = f"the layout is {folder}/<class>/<image>.jpg"
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found; {fix}")
-    try:
-        classes, own_idx = find_classes(str(folder))
-    except FileNotFoundError:
-        raise DataError(f"{folder}: no class folders inside; {fix}") from None
-    mapping = own_idx if class_to_idx is None else class_to_idx
-    unknown = [c for c in classes if c not in mapping]
-    if unknown:
-        raise DataError(
-            f"{folder}: class folders {unknown[:5]} are not among the training classes; "
-            "val/ must use the same class folder names as train/"
-        )
-    samples: list[Sample] = []
-    for name in classes:
-        files = _list_images(folder / name)
-        if not files:
-            exts = ", ".join(IMG_EXTENSIONS)
-            raise DataError(f"{folder / name}: class folder holds no images ({exts}); add images or remove it")
-        samples.extend((f, mapping[name]) for f in files)
-    return classes, samples
-
-
-def scan_image_folder(root: str | Path) -> FolderIndex:
-    """Scan ``root/train`` and ``root/val``; DataError with the path and the fix when the layout is wrong."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found; pass --data FOLDER holding train/<class>/ and val/<class>/")
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DataError(
-                f"{root / split}: folder not found; an image-folder dataset needs {root}/train/<class>/ "
-                f"and {root}/val/<class>/"
-            )
-    classes, train = scan_split(root / "train")
-    _, val = scan_split(root / "val", {c: i for i, c in enumerate(classes)})
-    return FolderIndex(root, classes, train, val)
 
 
 # ------------------------------------------------------------------------------------------------- datasets
@@ -247,16 +117,16 @@ class FolderTrainSet(Dataset):
     re-creates it exactly (Sec. 3.4 augmentation, :func:`imagenet_train_sample`).
 
     ``encoded``: JPEGs come back as :class:`EncodedItem` (bytes + the same draws, made from the header's size)
-    for decoding on the GPU; other files are decoded and cropped here as usual.
+    for decoding on the GPU; other files are decoded and cropped here as usual. ``max_pixels`` bounds both.
     """
 
     def __init__(
         self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int,
-        encoded: bool = False,
+        encoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.samples = list(samples)
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
-        self.lighting_std, self.seed, self.encoded = lighting_std, seed, encoded
+        self.lighting_std, self.seed, self.encoded, self.max_pixels = lighting_std, seed, encoded, max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -266,14 +136,17 @@ class FolderTrainSet(Dataset):
         path, label = self.samples[index]
         size = jpeg_size(path) if self.encoded else None
         if size is not None:
+            reason = too_large(path, size[1], size[0], self.max_pixels)
+            if reason:
+                return BadSample(path, reason)
             g = make_generator(self.seed, epoch, index)
             crop = draw_scale_crop(*size, self.crop, self.scale_min, self.scale_max, g)  # as imagenet_train_sample
             try:
                 data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
             except OSError as e:  # gone or unreadable since the header was read
-                return BadSample(path, f"{path}: cannot read ({e})")
+                return BadSample(path, f"{safe_name(path)}: cannot read ({e.strerror or e})")
             return EncodedItem(data, crop, lighting_offsets(self.lighting_std, g), label, path)
-        image = try_decode(path, contiguous=False)
+        image = try_decode(path, contiguous=False, max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
         g = make_generator(self.seed, epoch, index)
@@ -284,15 +157,17 @@ class FolderTrainSet(Dataset):
 class FolderEvalSet(Dataset):
     """Evaluation samples: a list of uint8 view groups (V, 3, h, w) per image and its label."""
 
-    def __init__(self, samples: Sequence[Sample], protocol: str, crop: int, scales: Sequence[int]) -> None:
+    def __init__(self, samples: Sequence[Sample], protocol: str, crop: int, scales: Sequence[int],
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.samples, self.protocol, self.crop, self.scales = list(samples), protocol, crop, tuple(scales)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[list[Tensor], int] | BadSample:
         path, label = self.samples[index]
-        image = try_decode(path)
+        image = try_decode(path, max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
         return image_eval_views(image, self.protocol, self.crop, self.scales), label
@@ -301,14 +176,14 @@ class FolderEvalSet(Dataset):
 class FolderMeanSet(Dataset):
     """Images resized to shorter side ``crop`` and centre-cropped: the sample for the per-pixel mean."""
 
-    def __init__(self, samples: Sequence[Sample], crop: int) -> None:
-        self.samples, self.crop = list(samples), crop
+    def __init__(self, samples: Sequence[Sample], crop: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        self.samples, self.crop, self.max_pixels = list(samples), crop, max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tensor | BadSample:
-        image = try_decode(self.samples[index][0])
+        image = try_decode(self.samples[index][0], max_pixels=self.max_pixels)
         return image if isinstance(image, BadSample) else center_view(image, self.crop)
 
 

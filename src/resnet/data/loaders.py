@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from resnet.config import DataCfg
+from resnet.config import DEFAULT_MAX_PIXELS, DataCfg
 from resnet.data.cifar import load_cifar
 from resnet.data.digits import load_digits_split
 from resnet.data.evaluation import EvalLoader, FolderEvalLoader, TensorEvalLoader
@@ -208,11 +208,13 @@ def _build_tensor(s: _Setup) -> DataBundle:
     )
 
 
-def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog) -> Tensor:
+def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """Per-pixel mean (3, crop, crop) on [0, 1] of up to MEAN_SAMPLES images (fixed seed-0 choice)."""
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = [samples[i] for i in sorted(order[:MEAN_SAMPLES].tolist())]
-    loader = DataLoader(FolderMeanSet(chosen, crop), batch_size=50, num_workers=workers, collate_fn=collate_mean)
+    loader = DataLoader(FolderMeanSet(chosen, crop, max_pixels), batch_size=50, num_workers=workers,
+                        collate_fn=collate_mean)
     total = torch.zeros(3, crop, crop, dtype=torch.float64)
     count = 0
     for images, bad_items in loader:
@@ -235,17 +237,17 @@ def _build_folder(s: _Setup) -> DataBundle:
         keep, out = holdout(len(train), cfg.val_split, f"{index.root / 'train'}")
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
-    norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad))
+    norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels))
     gpu_decode = s.device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
     dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed,
-                             encoded=gpu_decode)
+                             encoded=gpu_decode, max_pixels=cfg.max_pixels)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
     stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
 
     def loader(samples: list[Sample]) -> FolderEvalLoader:
         return FolderEvalLoader(
             samples, norm, cfg.protocol, cfg.scales, cfg.crop_size, s.eval_bs, s.device, s.rank, s.world_size,
-            cfg.workers, bad,
+            cfg.workers, bad, cfg.max_pixels,
         )  # fmt: skip
 
     test = loader(index.val)
