@@ -1,13 +1,22 @@
-"""BatchNorm folding for inference (resnet.inference.fold_batchnorm)."""
+"""Inference: BatchNorm folding, the preprocessing predict shares with eval, ensembles (the paper's Table 5), and
+what eval and predict do with unreadable images and multi-scale testing of CIFAR-style nets."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
+import resnet
+import resnet.data.digits as digits
 from resnet import create_model
-from resnet.inference import fold_batchnorm
+from resnet.cli import main
+from resnet.errors import ConfigError
+from resnet.inference import evaluate_ensemble, fold_batchnorm, predict_images
 
 
 def _with_random_statistics(model: nn.Module) -> nn.Module:
@@ -94,3 +103,134 @@ def test_predict_sees_the_centre_view_resnet_eval_takes(tmp_path, torchvision_no
     loader = FolderEvalLoader([(str(path), 0)], norm, "center", (), size, 4, torch.device("cpu"))
     ((views, _),) = list(loader)
     torch.testing.assert_close(preprocess(decode_image_file(str(path)), info), views[0, 0], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ ensembles
+TEST_DIGITS = 60
+
+
+@pytest.fixture
+def few_digits(monkeypatch):
+    """The embedded digits with a short test split: enough to tell models apart, quick to score."""
+    full = digits._load
+
+    def small():
+        xtr, ytr, xte, yte = full()
+        return xtr, ytr, xte[:TEST_DIGITS], yte[:TEST_DIGITS]
+
+    monkeypatch.setattr(digits, "_load", small)
+
+
+def _probs(path, x: torch.Tensor) -> torch.Tensor:
+    """Softmax of the eager model a weights file describes, on already normalized inputs."""
+    with torch.no_grad():
+        return resnet.load_model(str(path))(x).softmax(1)
+
+
+def _mean_image(path) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor("extra.input_mean")
+
+
+def _save_png(path, pixels: np.ndarray) -> str:
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_ensemble_prediction_is_the_mean_of_the_members_softmax(run_weights, tmp_path):
+    a, b = run_weights("resnet20", seed=0), run_weights("resnet32", seed=1)  # members may differ in depth
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    paths = [_save_png(tmp_path / f"{i}.png", img) for i, img in enumerate(images)]
+    got = predict_images([str(a), str(b)], paths, top=10, device="cpu")
+    x = torch.stack([torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img in images]) - _mean_image(a)
+    want = (_probs(a, x) + _probs(b, x)) / 2
+    for (path, ranked), expected in zip(got, want, strict=True):
+        assert len(ranked) == 10
+        by_class = {label: p for label, p in ranked}
+        for i, p in enumerate(expected.tolist()):
+            assert by_class[f"class {i}"] == pytest.approx(p, abs=1e-5), path
+    alone = predict_images(str(a), paths[:1], top=10, device="cpu")[0][1]
+    assert alone != got[0][1]  # the second member changed the scores
+
+
+def test_ensemble_errors_are_those_of_the_averaged_scores(run_weights, few_digits):
+    a, b = run_weights("resnet20", seed=0), run_weights("resnet32", seed=1)
+    result = evaluate_ensemble([str(a), str(b)], {"dataset": "digits"}, device="cpu")
+    _, _, images, labels, _ = digits.load_digits_split()
+    x = images.float() / 255 - _mean_image(a)
+    scores = [_probs(a, x), _probs(b, x)]
+    scores.append((scores[0] + scores[1]) / 2)
+    want = [100.0 * (s.argmax(1) != labels).float().mean().item() for s in scores]
+    got = [m["top1_error"] for m in result["members"]] + [result["ensemble"]["top1_error"]]
+    assert result["count"] == TEST_DIGITS
+    assert got == pytest.approx(want, abs=100.0 / TEST_DIGITS + 1e-9)  # folded BN may flip one near-tie at most
+    assert [m["arch"] for m in result["members"]] == ["resnet20", "resnet32"]
+
+
+def test_eval_of_an_ensemble_prints_each_member_and_the_ensemble(run_weights, few_digits, capsys):
+    a, b = run_weights("resnet20", seed=0), run_weights("resnet20", seed=1)
+    assert main(["eval", str(a), str(b), "--dataset", "digits", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "top-1 error" in lines[0] and "top-5 error" in lines[0]
+    assert lines[1].startswith(f"{a} (resnet20)") and lines[2].startswith(f"{b} (resnet20)")
+    assert lines[3].startswith("ensemble of 2") and lines[4].startswith("top-1 error:") and "ensemble of 2" in lines[4]
+
+
+def test_members_with_different_class_counts_are_one_error_line(run_weights, capsys):
+    a, b = run_weights("resnet20", classes=10), run_weights("resnet20", classes=3)
+    assert main(["eval", str(a), str(b), "--dataset", "digits", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ensemble members") and "\n" not in err
+    assert str(a) in err and str(b) in err and "class count: 10 vs 3" in err
+
+
+def test_members_with_other_input_means_are_refused(run_weights, tmp_path):
+    a = run_weights("resnet20")
+    model = resnet.load_model(str(a))
+    other = tmp_path / "other-mean.safetensors"
+    resnet.save_weights(model, other, metadata={"classes": json.dumps([f"class {i}" for i in range(10)]),
+                                                "input_size": "32"}, extra={"input_mean": torch.zeros(3, 32, 32)})
+    with pytest.raises(ConfigError, match="differ in input mean"):
+        predict_images([str(a), str(other)], ["unused.png"], device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ bad images
+def test_predict_skips_unreadable_images_with_a_warning_each(run_weights, tmp_path, capsys, caplog):
+    weights = run_weights()
+    good = _save_png(tmp_path / "good.png", np.zeros((32, 32, 3), dtype=np.uint8))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    missing = str(tmp_path / "missing.png")
+    argv = ["predict", str(empty), good, missing, "--weights", str(weights), "--device", "cpu"]
+    assert main([*argv, "--bad-images", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert good in out and str(empty) not in out and out.count("  1. ") == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and str(empty) in warned[0] and missing in warned[1]
+    assert main(argv) == 2  # fail (the default) stops at the first, and says how to go on
+    err = capsys.readouterr().err.strip()
+    assert str(empty) in err and "--bad-images skip" in err and "\n" not in err
+
+
+def test_predict_with_no_readable_image_is_an_error_even_when_skipping(run_weights, tmp_path, capsys):
+    weights = run_weights()
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["predict", str(empty), "--weights", str(weights), "--bad-images", "skip", "--device", "cpu"]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ multi-scale
+def test_multiscale_eval_of_a_cifar_style_net_says_it_is_not_expected_to_hold_up(run_weights, few_digits, capsys):
+    weights = str(run_weights())
+    base = ["eval", weights, "--dataset", "digits", "--device", "cpu"]
+    assert main([*base, "--protocol", "multiscale"]) == 0
+    warning, result = capsys.readouterr().out.strip().splitlines()
+    assert warning.startswith("warning: resnet20 is a CIFAR-style net trained at one scale (32x32)")
+    assert "up to 91x91" in warning and result.startswith("top-1 error:")
+    for quiet in (["--protocol", "center"], ["--protocol", "multiscale", "--scales", "224"]):
+        assert main([*base, *quiet]) == 0
+        assert "warning" not in capsys.readouterr().out

@@ -80,10 +80,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval / predict -------------------------------------------------------------------------------------------
 def register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="top-1/top-5 error of a run folder or weights file")
-    p.add_argument("target", help="run folder (uses its model.safetensors, and its dataset unless --dataset/--data "
-                                   "say otherwise) or a .safetensors/.pth weights file (default dataset: digits)")
-    p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
+    p = sub.add_parser("eval", help="top-1/top-5 error of a run folder or weights file, or of an ensemble")
+    p.add_argument("targets", nargs="+", metavar="RUN_OR_WEIGHTS",
+                   help="run folder (uses its model.safetensors, and its dataset unless --dataset/--data say "
+                        "otherwise) or a .safetensors/.pth weights file (default dataset: digits); several make an "
+                        "ensemble (softmax scores averaged, the paper's Table 5)")
+    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
+                                                "(torchvision's)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test (default) or the validation images a run held out (--val-split)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)")
@@ -93,26 +96,41 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from resnet.inference import evaluate_weights
+    from resnet.inference import evaluate_ensemble
 
     flags = config_overrides(args).get("data", {})
-    run_cfg = Path(args.target) / "config.toml"
-    if run_cfg.is_file():  # a run folder: its dataset (and data settings) unless flags say otherwise
-        flags = {**read_run_config(run_cfg)["data"], **flags}
-    result = evaluate_weights(args.target, flags, split=args.split, batch_size=args.batch_size,
-                              device=args.device, arch=args.arch)
+    run_cfgs = [Path(t) / "config.toml" for t in args.targets if (Path(t) / "config.toml").is_file()]
+    if run_cfgs:  # a run folder: its dataset (and data settings) unless flags say otherwise
+        flags = {**read_run_config(run_cfgs[0])["data"], **flags}
+    result = evaluate_ensemble(args.targets, flags, split=args.split, batch_size=args.batch_size,
+                               device=args.device, arch=args.arch)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
+    members, final = result["members"], result["ensemble"]
+    if len(members) > 1:
+        width = max(len(f"{m['path']} ({m['arch']})") for m in members)
+        print(f"{'model':<{width}}  {'top-1 error':>11}  {'top-5 error':>11}")
+        for m in members:
+            print(f"{m['path'] + ' (' + m['arch'] + ')':<{width}}  {m['top1_error']:10.2f}%  {m['top5_error']:10.2f}%")
+        print(f"{f'ensemble of {len(members)}':<{width}}  {final['top1_error']:10.2f}%  {final['top5_error']:10.2f}%")
     skipped = f", {result['skipped']} unreadable skipped" if result.get("skipped") else ""
-    print(f"top-1 error: {result['top1_error']:.2f}%  top-5 error: {result['top5_error']:.2f}%  "
-          f"({result['count']} images{skipped}, protocol {result['protocol']})")
+    what = f"ensemble of {len(members)}, " if len(members) > 1 else ""
+    print(f"top-1 error: {final['top1_error']:.2f}%  top-5 error: {final['top5_error']:.2f}%  "
+          f"({what}{result['count']} images{skipped}, protocol {result['protocol']})")
     return 0
 
 
 def register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-5 classes of images")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
-    p.add_argument("--arch", default=None, help="architecture, needed only for a torchvision .pth file")
+    p.add_argument("--weights", required=True, action="append",
+                   help="a .safetensors written by resnet, or a run folder; repeat it for an ensemble (softmax "
+                        "scores averaged)")
+    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
+                                                "(torchvision's)")
     p.add_argument("--top", type=positive_int, default=5, help="classes printed per image (default 5)")
+    p.add_argument("--bad-images", choices=("fail", "skip"), default="fail",
+                   help="an unreadable image: stop (fail, default) or warn and go on (skip)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_predict)
 
@@ -120,7 +138,8 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnet.inference import predict_images
 
-    for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch):
+    for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch,
+                                       bad_images=args.bad_images):
         print(path)
         for rank, (label, prob) in enumerate(ranked, 1):
             print(f"  {rank}. {label:<20} {prob:.4f}")
@@ -167,9 +186,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export weights to ONNX (checked with ONNX Runtime) or TorchScript")
+    p = sub.add_parser("export", help="export weights to ONNX (checked with ONNX Runtime), TorchScript or "
+                                      "torch.export (.pt2), any batch and image size, preprocessing included")
     p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
+                                                "(torchvision's)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "pt2"), default="onnx")
     p.add_argument("--out", default=None, help="output file (default beside the weights)")
     p.add_argument("--input-size", type=positive_int, default=None, help="image side (default: the net's own)")
     p.set_defaults(handler=cmd_export)
@@ -178,7 +200,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.export import export_model
 
-    report = export_model(args.weights, args.format, out=args.out, input_size=args.input_size)
+    report = export_model(args.weights, args.format, out=args.out, input_size=args.input_size, arch=args.arch)
     print(json.dumps(report))
     return 0
 

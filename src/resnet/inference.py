@@ -1,9 +1,15 @@
-"""Using trained weights: load them with what they need to preprocess, evaluate a dataset, predict images."""
+"""Using trained weights: load them with what they need to preprocess, evaluate a dataset, predict images.
+
+Several weights files make an ensemble, as in the paper's Table 5: each member's softmax scores are averaged over
+the test views, then over the members. Members may differ in depth but must agree on the classes and the input
+preprocessing, since one set of views feeds them all.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet.errors import ConfigError, DataError, WeightsError
+
+log = logging.getLogger("resnet.inference")
+
+SMALL_INPUT = 64
+"""Nets on images up to this side (CIFAR, digits) see the whole image squeezed; larger ones a centre crop."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,46 @@ class InferenceInfo:
     classes: list[str]
     mean: torch.Tensor | None
     """Per-pixel mean image (C,H,W) on the [0,1] scale, or None for torchvision-style normalization."""
+
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, std) as subtracted and divided on the [0,1] scale: ours the mean image alone (Sec. 3.4),
+        torchvision's weights their per-channel mean and std."""
+        from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD
+
+        if self.mean is not None:
+            return self.mean.float(), None
+        return torch.tensor(TORCHVISION_MEAN).view(3, 1, 1), torch.tensor(TORCHVISION_STD).view(3, 1, 1)
+
+
+def read_preprocessing(model: nn.Module, metadata: Mapping[str, str],
+                       extra: Mapping[str, torch.Tensor]) -> tuple[int, list[str], torch.Tensor | None]:
+    """(input size, class names, per-pixel mean or None) of a weights file: the one place that reads them.
+
+    Files of our runs carry ``input_size`` and ``classes`` metadata and the ``extra.input_mean`` tensor; files
+    without them (torchvision's) get the net's own input size, numbered classes and torchvision's normalization.
+    """
+    options = getattr(model, "options", {}) or {}
+    num_classes = model.fc.out_features
+    classes = json.loads(metadata["classes"]) if "classes" in metadata else [str(i) for i in range(num_classes)]
+    default_size = 32 if options.get("stem") == "cifar" else 224
+    return int(metadata.get("input_size", default_size)), classes, extra.get("input_mean")
+
+
+def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
+    """The preprocessing as plain values, timm's ``pretrained_cfg`` fields plus the class names, for exported files.
+
+    ``mean`` is a list of C values, or C nested lists of H x W values for the paper's per-pixel mean image
+    (subtracted from the image resized to ``input_size``); ``std`` is null when only the mean is subtracted.
+    Pixels are RGB on the [0, 1] scale.
+    """
+    mean, std = info.normalization()
+    per_channel = mean.numel() == info.in_chans
+    small = info.input_size <= SMALL_INPUT
+    return {"arch": info.arch, "input_size": [info.in_chans, info.input_size, info.input_size],
+            "mean": mean.flatten().tolist() if per_channel else mean.tolist(),
+            "std": None if std is None else std.flatten().tolist(),
+            "crop_pct": 1.0 if small else 224 / 256, "crop_mode": "squash" if small else "center",
+            "interpolation": "bilinear", "classes": list(info.classes)}
 
 
 def _resolve_path(target: str) -> Path:
@@ -42,27 +93,70 @@ def _resolve_path(target: str) -> Path:
 
 def load_for_inference(target: str, arch: str | None = None,
                        device: torch.device | str = "cpu") -> tuple[nn.Module, InferenceInfo]:
-    """A run folder or weights file -> (model in eval mode, preprocessing info)."""
-    from resnet.models.weights import from_torchvision, read_weights
+    """A run folder or weights file -> (model in eval mode, preprocessing info).
+
+    Files that do not name their architecture (torchvision's .pth, or their tensors saved as .safetensors) need
+    ``arch``; files written by resnet name their own.
+    """
+    from resnet.models.weights import ARCH_KEY, from_torchvision, load_model, read_weights
 
     path = _resolve_path(target)
+    metadata: dict[str, str] = {}
+    extra: dict[str, torch.Tensor] = {}
     if path.suffix.lower() in (".pth", ".pt"):
-        if not arch:
-            raise ConfigError(f"{path} is a torchvision state dict: pass --arch (e.g. resnet50)")
-        model = from_torchvision(str(path), arch)
-        n = model.fc.out_features
-        info = InferenceInfo(str(path), arch, 224, 3, [str(i) for i in range(n)], None)
-        return model.to(device).eval(), info
-    from resnet.models.weights import load_model
-
-    model = load_model(str(path))
-    _, meta, extra = read_weights(str(path))
-    classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(model.fc.out_features)]
-    default_size = 32 if getattr(model, "options", {}).get("stem") == "cifar" else 224
-    size = int(meta.get("input_size", default_size))
+        state: Any = str(path)
+    else:
+        state, metadata, extra = read_weights(str(path))
+    if ARCH_KEY in metadata:
+        model = load_model(str(path))
+    elif not arch:
+        raise ConfigError(f"{path} does not name its architecture (a torchvision state dict?): pass --arch "
+                          "(e.g. resnet50)")
+    else:
+        model = from_torchvision(state, arch)
+    size, classes, mean = read_preprocessing(model, metadata, extra)
     in_chans = int(getattr(model, "options", {}).get("in_chans", 3))
-    info = InferenceInfo(str(path), getattr(model, "arch", "?"), size, in_chans, classes, extra.get("input_mean"))
+    info = InferenceInfo(str(path), getattr(model, "arch", arch or "?"), size, in_chans, classes, mean)
     return model.to(device).eval(), info
+
+
+def _difference(a: InferenceInfo, b: InferenceInfo) -> str | None:
+    """What two members disagree on, in words; None when one set of views can feed both."""
+    if len(a.classes) != len(b.classes):
+        return f"class count: {len(a.classes)} vs {len(b.classes)}"
+    if a.classes != b.classes:
+        i = next(i for i, (x, y) in enumerate(zip(a.classes, b.classes, strict=True)) if x != y)
+        return f"class names: class {i} is {a.classes[i]!r} vs {b.classes[i]!r}"
+    if (a.in_chans, a.input_size) != (b.in_chans, b.input_size):
+        return f"input size: {a.in_chans}x{a.input_size}x{a.input_size} vs {b.in_chans}x{b.input_size}x{b.input_size}"
+    (mean_a, std_a), (mean_b, std_b) = a.normalization(), b.normalization()
+    if (std_a is None) != (std_b is None):
+        kind = {True: "mean subtracted only", False: "per-channel mean and std"}
+        return f"input normalization: {kind[std_a is None]} vs {kind[std_b is None]}"
+    if mean_a.shape != mean_b.shape:
+        return f"input mean: shape {tuple(mean_a.shape)} vs {tuple(mean_b.shape)}"
+    if not torch.allclose(mean_a, mean_b, atol=1e-6) or (std_a is not None and not torch.allclose(std_a, std_b)):
+        return "input mean/std: the values differ (trained on other data?)"
+    return None
+
+
+def check_members(infos: Sequence[InferenceInfo]) -> None:
+    """One error line naming the first two members whose classes or preprocessing differ."""
+    for other in infos[1:]:
+        what = _difference(infos[0], other)
+        if what:
+            raise ConfigError(f"ensemble members {infos[0].path} and {other.path} differ in {what}; an ensemble "
+                              "averages scores of models with the same classes and input preprocessing")
+
+
+def load_members(targets: Sequence[str], arch: str | None = None,
+                 device: torch.device | str = "cpu") -> list[tuple[nn.Module, InferenceInfo]]:
+    """Each target loaded for inference, checked to agree with the first on classes and preprocessing."""
+    if not targets:
+        raise ConfigError("no weights given: pass a run folder or a weights file")
+    members = [load_for_inference(t, arch, device) for t in targets]
+    check_members([info for _, info in members])
+    return members
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -84,9 +178,8 @@ def prepare_inference(model: nn.Module, fold_bn: bool = True, channels_last: boo
     """An eval-only copy laid out for fast forwards: BN folded, weights channels_last (NHWC).
 
     Why these two on the CPU: oneDNN's convolutions run NHWC natively (NCHW inputs are reordered at every layer)
-    and a folded BN is one pass over each activation less. Measured with 2 threads (`resnet bench infer --device
-    cpu`): ResNet-50 batch 1 51.5 -> 42.9 ms, ResNet-18 batch 1 23.6 -> 17.2 ms, ResNet-20 batch 128 86.7 ->
-    58.0 ms. On CUDA the bench measured folding as slower with eager cuDNN: there it follows torch.compile.
+    and a folded BN is one pass over each activation less (``resnet bench infer --device cpu`` measures both;
+    docs/bench keeps the records). On CUDA folding was slower with eager cuDNN: there it follows torch.compile.
     """
     if fold_bn:
         model = fold_batchnorm(model)
@@ -95,11 +188,11 @@ def prepare_inference(model: nn.Module, fold_bn: bool = True, channels_last: boo
 
 def compile_for_inference(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """``torch.compile`` for eval forwards under ``no_grad``; on the CPU with inductor's *freezing* (weights become
-    constants, so oneDNN prepacks them and fuses each convolution with what follows it: ResNet-50 batch 1 on 2
-    threads 42 -> 34 ms, after a ~20 s compile).
+    constants, so oneDNN prepacks them and fuses each convolution with what follows it), at the price of a
+    compile of several seconds at the first call.
 
     The config patch wraps every call because compiling happens at the first call, not here, and
-    ``torch.compile(options={"freezing": True})`` did not take effect in torch 2.14 (49 ms, no faster).
+    ``torch.compile(options={"freezing": True})`` did not take effect in torch 2.14.
     """
     compiled = torch.compile(model)
     if device.type != "cpu":
@@ -117,53 +210,103 @@ def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     """uint8 (C,H,W) -> normalized float (C,S,S): for large nets the centre view ``resnet eval --protocol center``
     takes (shorter side to 256/224 of S, centre crop); small (<= 64 px) nets see the whole image squeezed to S x S.
     """
-    from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, image_eval_views, normalize
+    from resnet.data.transforms import image_eval_views, normalize
 
     size = info.input_size
-    if size <= 64:
+    if size <= SMALL_INPUT:
         pixels = F.interpolate(image.float()[None], size=(size, size), mode="bilinear", antialias=True,
                                align_corners=False)[0]
     else:
         (pixels,) = image_eval_views(image, "center", size, ())[0]
-    if info.mean is not None:  # our runs: the per-pixel mean their weights file carries (Sec. 3.4)
-        return normalize(pixels, info.mean.float())
-    mean, std = (torch.tensor(c).view(3, 1, 1) for c in (TORCHVISION_MEAN, TORCHVISION_STD))
-    return normalize(pixels, mean, std=std)  # torchvision's weights: their per-channel mean and std
+    mean, std = info.normalization()
+    return normalize(pixels, mean, std=std)
+
+
+def _read_image(path: str, bad_images: str) -> torch.Tensor | None:
+    """The decoded image, or None (after a warning line) when it cannot be read and ``bad_images`` is skip."""
+    from resnet.data.imagefolder import decode_image_file
+
+    try:
+        if not Path(path).is_file():
+            raise DataError(f"image {path} does not exist")
+        return decode_image_file(path)
+    except DataError as e:
+        if bad_images != "skip":
+            raise DataError(f"{e}; fix or remove it, or pass --bad-images skip to go on without it") from None
+        log.warning("skipping unreadable image: %s", e)
+        return None
+
+
+Prediction = tuple[str, list[tuple[str, float]]]
 
 
 @torch.no_grad()
-def predict_images(weights: str, images: list[str], top: int = 5, device: str = "auto",
-                   arch: str | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Top-``top`` (label, probability) for each image file."""
-    from resnet.data.imagefolder import decode_image_file
+def predict_images(weights: str | Sequence[str], images: Sequence[str], top: int = 5, device: str = "auto",
+                   arch: str | None = None, bad_images: str = "fail") -> list[Prediction]:
+    """Top-``top`` (label, probability) for each readable image; several ``weights`` predict as an ensemble
+    (softmax scores averaged over the members). ``bad_images``: fail (default) or skip unreadable files."""
     from resnet.engine.distributed import resolve_device
 
+    if bad_images not in ("fail", "skip"):
+        raise ConfigError(f"--bad-images {bad_images!r} is not valid; choose one of: fail, skip")
     dev = resolve_device(device)
-    model, info = load_for_inference(weights, arch, dev)
-    if dev.type == "cpu":  # folding costs ~0.3 s (ResNet-50) and saves ~3 ms an image: worth it for many images
-        model = prepare_inference(model, fold_bn=len(images) >= 100)
+    members = load_members([weights] if isinstance(weights, str) else list(weights), arch, dev)
+    info = members[0][1]
+    # folding costs a trace of the net once and saves a little on every image: worth it for many images
+    models = [prepare_inference(m, fold_bn=len(images) >= 100) if dev.type == "cpu" else m for m, _ in members]
     out = []
     for path in images:
-        if not Path(path).is_file():
-            raise DataError(f"image {path} does not exist")
-        x = preprocess(decode_image_file(path), info).unsqueeze(0).to(dev)
-        probs = F.softmax(model(x).float(), dim=1)[0].cpu()
+        image = _read_image(path, bad_images)
+        if image is None:
+            continue
+        x = preprocess(image, info).unsqueeze(0).to(dev)
+        probs = torch.stack([F.softmax(model(x).float(), dim=1)[0] for model in models]).mean(0).cpu()
         values, idx = probs.topk(min(top, probs.numel()))
         out.append((path, [(info.classes[i] if i < len(info.classes) else str(i), v.item())
                            for v, i in zip(values, idx.tolist(), strict=True)]))
+    if not out:
+        raise DataError(f"none of the {len(images)} images could be read (see the warnings above)")
     return out
 
 
-def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test", batch_size: int = 100,
-                     device: str = "auto", arch: str | None = None) -> dict[str, Any]:
-    """Top-1/top-5 error of saved weights on a dataset split with the chosen protocol."""
+def multiscale_warning(infos: Sequence[InferenceInfo], protocol: str, scales: Sequence[int]) -> str | None:
+    """A caveat for multi-scale testing of nets trained at one small scale (CIFAR-style, <= 64 px).
+
+    The paper's multi-scale testing (Sec. 3.4) goes with ImageNet training's scale augmentation; nets trained on
+    32x32 images at one scale see objects several times larger than ever in training, and fail there."""
+    from resnet.data.transforms import scale_sizes
+
+    small = [i for i in infos if i.input_size <= SMALL_INPUT]
+    if protocol != "multiscale" or not small:
+        return None
+    sizes = scale_sizes(scales, small[0].input_size)
+    if max(sizes) <= small[0].input_size:
+        return None
+    return (f"{small[0].arch} is a CIFAR-style net trained at one scale ({small[0].input_size}x"
+            f"{small[0].input_size}), not expected to hold up at the larger scales tested here (up to "
+            f"{max(sizes)}x{max(sizes)}): multi-scale testing is the paper's ImageNet protocol; prefer --protocol "
+            "center or 10crop")
+
+
+def _wrong(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(top-1 wrong, top-5 wrong, summed NLL) of a batch's averaged probabilities."""
+    topk = probs.topk(min(5, probs.shape[1]), dim=1).indices.eq(y[:, None])
+    nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+    return torch.stack([(~topk[:, 0]).sum().double(), (~topk.any(1)).sum().double(), nll.double()])
+
+
+def _figures(sums: torch.Tensor, count: int) -> dict[str, Any]:
+    n = max(count, 1)
+    return {"top1_error": 100.0 * sums[0].item() / n, "top5_error": 100.0 * sums[1].item() / n,
+            "loss": sums[2].item() / n, "count": count}
+
+
+def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batch_size: int, dev: torch.device,
+               num_classes: int) -> Any:
+    """The split's evaluation views, normalized as the weights need."""
     from resnet.config import DataCfg, build_config
     from resnet.data import build_data
-    from resnet.engine.distributed import resolve_device
-    from resnet.engine.evaluate import evaluate
 
-    dev = resolve_device(device)
-    model, info = load_for_inference(target, arch, dev)
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)
@@ -173,10 +316,45 @@ def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test
     # The training stream is never drawn from here: batch 1, so a small training split cannot refuse the eval.
     bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=info.mean,
                         normalize_std=info.mean is None)
-    if bundle.num_classes != model.fc.out_features:
-        raise ConfigError(f"the weights have {model.fc.out_features} classes but {data_cfg.dataset} has "
+    if bundle.num_classes != num_classes:
+        raise ConfigError(f"the weights have {num_classes} classes but {data_cfg.dataset} has "
                           f"{bundle.num_classes}; pass the dataset the weights were trained on")
-    if dev.type == "cpu":
-        model = prepare_inference(model)
-    result = evaluate(model, bundle.eval, dev, channels_last=dev.type == "cpu")
-    return {**result, "protocol": data_cfg.protocol, "split": split, "skipped": bundle.bad_images.skipped}
+    return data_cfg, bundle
+
+
+@torch.no_grad()
+def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split: str = "test",
+                      batch_size: int = 100, device: str = "auto", arch: str | None = None) -> dict[str, Any]:
+    """Top-1/top-5 error of each member and of their ensemble (Table 5: softmax scores averaged over the views,
+    then over the models) on a dataset split with the chosen protocol."""
+    from resnet.engine.distributed import resolve_device
+    from resnet.engine.evaluate import predict_scores
+
+    dev = resolve_device(device)
+    members = load_members(targets, arch, dev)
+    infos = [info for _, info in members]
+    data_cfg, bundle = _eval_data(infos[0], data_flags, split, batch_size, dev, members[0][0].fc.out_features)
+    cpu = dev.type == "cpu"
+    models = [prepare_inference(m) if cpu else m for m, _ in members]
+    sums = torch.zeros(len(models) + 1, 3, dtype=torch.float64)
+    count = 0
+    for x, y in bundle.eval:
+        y = y.to(dev)
+        probs = [predict_scores(model, x, dev, channels_last=cpu) for model in models]
+        probs.append(torch.stack(probs).mean(0))
+        for row, p in enumerate(probs):
+            sums[row] += _wrong(p, y).cpu()
+        count += int(y.numel())
+    figures = [{"path": info.path, "arch": info.arch, **_figures(row, count)}
+               for info, row in zip(infos, sums[:-1], strict=True)]
+    warning = multiscale_warning(infos, data_cfg.protocol, data_cfg.scales)
+    return {"members": figures, "ensemble": _figures(sums[-1], count), "count": count, "protocol": data_cfg.protocol,
+            "split": split, "skipped": bundle.bad_images.skipped, "warnings": [warning] if warning else []}
+
+
+def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test", batch_size: int = 100,
+                     device: str = "auto", arch: str | None = None) -> dict[str, Any]:
+    """Top-1/top-5 error of saved weights on a dataset split with the chosen protocol."""
+    result = evaluate_ensemble([target], data_flags, split, batch_size, device, arch)
+    member = {k: v for k, v in result["members"][0].items() if k not in ("path", "arch")}
+    return {**member, **{k: result[k] for k in ("protocol", "split", "skipped", "warnings")}}

@@ -1,0 +1,46 @@
+"""Shared helpers: small weights files written as a training run writes them (per-pixel mean, classes, size)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import resnet
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fresh BN layers are the identity map; random statistics make every layer matter to the logits."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(1 + 0.2 * torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+WeightsFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def run_weights(tmp_path: Path) -> WeightsFactory:
+    """``run_weights(name, classes=10, seed=0, size=32)`` -> a .safetensors as a run of ``name`` saves it: random
+    weights and BN statistics, class names, input size and a random per-pixel mean image."""
+
+    def write(name: str = "resnet20", classes: int = 10, seed: int = 0, size: int = 32) -> Path:
+        torch.manual_seed(seed)
+        model = randomize_batchnorm(resnet.create_model(name, num_classes=classes), seed)
+        mean = torch.rand(3, size, size, generator=torch.Generator().manual_seed(100))
+        path = tmp_path / f"{name}-{classes}-{seed}.safetensors"
+        names = [f"class {i}" for i in range(classes)]
+        resnet.save_weights(model, path, metadata={"classes": json.dumps(names), "input_size": str(size)},
+                            extra={"input_mean": mean})
+        return path
+
+    return write
