@@ -2,8 +2,10 @@
 
 Each workload (ours, then the references) is built, warmed up, timed and freed before the next, so its peak
 GPU memory is its own. Figures: img/s over the timed span, ms/step median and mean, peak CUDA memory, and
-ours/reference ratios of img/s. The table is printed; the full record (device, date, versions, every figure)
-is written as JSON. See REFERENCE.md "Speed figures" for what the references are and what was measured before.
+ours/reference ratios of img/s at the median step time (:func:`resnet.bench.run.speed_ratio`), with a warning
+when other processes loaded the machine during the run. The table is printed; the full record (device, date,
+versions, load average, every figure) is written as JSON. docs/benchmarks.md says what the references are and
+what was measured before.
 
 This module only declares the command (cheap to import: the CLI imports every command at start); the work is
 in :mod:`resnet.bench.run`.

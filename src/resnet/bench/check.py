@@ -1,4 +1,4 @@
-"""``resnet bench train --check``: the fast path's losses beside the plain eager fp32 step's (issue 5).
+"""``resnet bench train --check``: the fast path's losses beside the plain eager fp32 step's.
 
 Same seed, same weights, same fresh batches of a learnable task (noisy copies of 10 class prototypes, so the
 loss really falls within 200 steps). Our step runs with the benchmark's switches (bf16, channels_last, compile,
@@ -12,7 +12,7 @@ tolerance" means was set from GPU evidence (``scripts/gpu_track.py``, H200, 2026
 Why not step by step to the end: two runs of the *same* fp32 eager step part ways after ~60 steps (cuDNN's
 nondeterministic backward, amplified by SGD), their window means differing by up to 3x late in training.
 
-The issue's second half, "a short CIFAR run reaches the same test error range", is :func:`short_run`: the real
+The second half, "a short CIFAR run reaches the same test error range", is :func:`short_run`: the real
 trainer runs the quick recipe (a CIFAR net on the embedded digits, the one dataset every machine has) once with
 our switches and once as the plain eager fp32 loop; their test errors must agree within the test set's
 sampling noise.
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from resnet.bench.workloads import BenchSpec, model_family, our_model
-from resnet.config import OptimCfg, RunCfg, build_config
+from resnet.config import OptimCfg, RunCfg, build_config, load_recipe, merge
 from resnet.engine.optim import build_optimizer
 from resnet.engine.step import build_step
 
@@ -119,17 +119,17 @@ def format_check(result: dict[str, Any]) -> str:
 
 
 RUN_RECIPE = "quick"
-QUICK_ITERATIONS, QUICK_MILESTONES = 600, (400, 520)  # recipes/quick.toml: shortened runs keep its shape
 
 
 def _run_config(model: str, spec: BenchSpec, iterations: int, fast: bool) -> RunCfg:
+    """The shipped quick recipe, shortened to ``iterations`` (its milestones are fractions of the run), with the
+    bench's model and device, and our switches or the plain eager fp32 loop's."""
     switches = ({"precision": spec.precision, "channels_last": spec.channels_last, "compile": spec.compile,
                  "cuda_graphs": spec.cuda_graphs} if fast else
                 {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False})
-    milestones = sorted({max(1, round(m * iterations / QUICK_ITERATIONS)) for m in QUICK_MILESTONES})
-    return build_config({"model": {"name": model}, "optim": {"milestones": milestones},
-                         "train": {"device": spec.device.type, "iterations": iterations, "eval_every": iterations,
-                                   "checkpoint_every": 0, **switches}}, RUN_RECIPE)
+    run = {"model": {"name": model}, "train": {"device": spec.device.type, "iterations": iterations,
+                                               "eval_every": iterations, "checkpoint_every": 0, **switches}}
+    return build_config(merge(load_recipe(RUN_RECIPE), run), RUN_RECIPE)
 
 
 def same_error_range(ours: float, eager: float, num_test: int, num_classes: int) -> dict[str, Any]:

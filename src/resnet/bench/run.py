@@ -7,8 +7,10 @@ import ast
 import contextlib
 import gc
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,8 @@ from resnet.bench.workloads import (
     single_process_group,
     train_runners,
 )
+from resnet.engine.distributed import resolve_device
 from resnet.errors import ConfigError
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def inductor_overrides(items: list[str], compiled: bool) -> tuple[tuple[str, Any], ...]:
@@ -61,7 +56,7 @@ def inductor_overrides(items: list[str], compiled: bool) -> tuple[tuple[str, Any
 def resolve_spec(args: argparse.Namespace) -> BenchSpec:
     """Fill every default for the device (GPU: bf16 + channels_last + graphs; CPU: the plain fp32 step, and for
     inference channels_last + folded BN, which are faster on CPUs too)."""
-    device = _device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.cuda_graphs and not cuda:
         raise ConfigError("--cuda-graphs needs CUDA; this run is on the CPU")
@@ -140,8 +135,19 @@ def measure_all(runners: list[Runner], spec: BenchSpec, repeats: int = 1) -> lis
     return best
 
 
+def speed_ratio(ours: Measurement, ref: Measurement) -> float:
+    """How many times more images per second ``ours`` does than ``ref``, at their median step times.
+
+    Why medians: a mean (and img/s over the whole span) takes in every stall another process caused, so the
+    ratio of two such figures measures the machine's load as much as the code; with ``--repeats`` each row is
+    already the round with the lowest median.
+    """
+    return (ours.batch_size / ours.ms_median) / (ref.batch_size / ref.ms_median)
+
+
 def ratios(results: list[Measurement]) -> dict[str, float]:
-    """img/s of each ``ours*`` row over each reference row of the same batch (``ours/reference`` etc.)."""
+    """Each ``ours*`` row over each reference row of the same batch (``ours/reference`` etc.), by
+    :func:`speed_ratio`."""
 
     def tag(name: str) -> str:
         return "-b1" if name.endswith("-b1") else ""
@@ -149,15 +155,22 @@ def ratios(results: list[Measurement]) -> dict[str, float]:
     out: dict[str, float] = {}
     by_name = {r.name: r for r in results}
     if "ours-ddp" in by_name and "ours-step" in by_name:  # DDP's own cost: the same step with and without it
-        out["ours-ddp/ours-step"] = by_name["ours-ddp"].img_s / by_name["ours-step"].img_s
+        out["ours-ddp/ours-step"] = speed_ratio(by_name["ours-ddp"], by_name["ours-step"])
     for ours in (r for r in results if r.name == "ours" or r.name.startswith("ours-b")):
         for ref in results:
             if ref.name.startswith("reference") and tag(ref.name) == tag(ours.name):
-                out[f"{ours.name}/{ref.name}"] = ours.img_s / ref.img_s
+                out[f"{ours.name}/{ref.name}"] = speed_ratio(ours, ref)
     return out
 
 
-def format_table(spec: BenchSpec, env: dict[str, Any], results: list[Measurement], rat: dict[str, float]) -> str:
+def ratio_basis(repeats: int) -> str:
+    """What the ratios are computed from, for the table."""
+    rounds = f", each row the best of {repeats} interleaved rounds" if repeats > 1 else ""
+    return f"ratios of img/s at the median ms/step{rounds}:"
+
+
+def format_table(spec: BenchSpec, env: dict[str, Any], results: list[Measurement], rat: dict[str, float],
+                 repeats: int = 1) -> str:
     """A small fixed-width table: one row per workload, then the ratios."""
     head = (f"resnet bench {spec.workload}: {spec.model if spec.workload != 'pipeline' else 'JPEG folder'}, "
             f"batch {spec.batch_size}, {spec.input_size}x{spec.input_size}, {env['device_name']}, "
@@ -167,17 +180,43 @@ def format_table(spec: BenchSpec, env: dict[str, Any], results: list[Measurement
         mem = f"{r.peak_mem_mib:9.0f}" if r.peak_mem_mib is not None else f"{'-':>9}"
         lines.append(f"{r.name:<20} {r.img_s:10.1f} {r.ms_median:12.2f} {r.ms_mean:9.2f} {mem}  "
                      f"{r.setup} (batch {r.batch_size})")
+    if rat:
+        lines.append(ratio_basis(repeats))
     lines += [f"{name}: {value:.2f}x" for name, value in rat.items()]
     return "\n".join(lines)
 
 
-def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure every workload of ``spec`` and return the JSON record."""
+def read_load() -> float | None:
+    """The 1-minute load average, or None where the OS does not keep one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def cores_used(spec: BenchSpec) -> int:
+    """CPU cores the run keeps busy: torch's threads, plus loader workers where a loader runs."""
+    workers = spec.workers if spec.workload in ("train", "pipeline") else 0
+    return min(os.cpu_count() or 1, torch.get_num_threads() + workers)
+
+
+def load_warning(before: float | None, after: float | None, cores: int) -> str | None:
+    """A line when other processes competed for the cores during the run: the load average exceeded the cores
+    the run itself uses (the 1-minute average lags, so both ends of the run are read)."""
+    readings = [x for x in (before, after) if x is not None]
+    if not readings or max(readings) <= cores:
+        return None
+    return f"warning: figures disturbed: load average {max(readings):.2f} on {cores} core{'s' * (cores != 1)}"
+
+
+def run_bench(spec: BenchSpec, args: argparse.Namespace,
+              load: Callable[[], float | None] | None = None) -> dict[str, Any]:
+    """Measure every workload of ``spec`` and return the JSON record; ``load`` reads the load average
+    (default :func:`read_load`)."""
+    load = load or read_load
     if spec.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # both sides: what any speed-minded training script sets
-        torch.backends.cuda.matmul.allow_tf32 = True  # REFERENCE.md's fp32 figures are fp32/TF32
+        torch.backends.cuda.matmul.allow_tf32 = True  # the references' published fp32 figures are fp32/TF32
         torch.backends.cudnn.allow_tf32 = True
-    env = environment(spec.device)
+    load_before = load()
+    env = {**environment(spec.device), "load_avg_1m": load_before}
     if spec.workload == "pipeline":
         from resnet.bench.pipeline import image_folder, pipeline_runners
 
@@ -189,10 +228,14 @@ def run_bench(spec: BenchSpec, args: argparse.Namespace) -> dict[str, Any]:
         runners = train_runners(spec) if spec.workload == "train" else infer_runners(spec)
         with single_process_group(spec.device) if spec.ddp else contextlib.nullcontext():
             results = measure_all(runners, spec, args.repeats)
+    load_after, cores = load(), cores_used(spec)
     rat = ratios(results)
     spec_dict = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(spec).items()}
-    record = {"spec": spec_dict, "environment": env, "results": [r.to_dict() for r in results], "ratios": rat,
-              "table": format_table(spec, env, results, rat)}
+    disturbed = load_warning(load_before, load_after, cores)
+    record = {"spec": spec_dict, "environment": {**env, "load_avg_1m_after": load_after, "cores_used": cores},
+              "results": [r.to_dict() for r in results], "ratios": rat, "ratio_basis": ratio_basis(args.repeats),
+              "warnings": [disturbed] if disturbed else [],
+              "table": format_table(spec, env, results, rat, args.repeats) + (f"\n{disturbed}" if disturbed else "")}
     if getattr(args, "check", False):
         from resnet.bench.check import format_check, format_run, run_check, short_run
 
@@ -237,4 +280,4 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["bench_command", "measure_all", "ratios", "resolve_spec", "run_bench"]
+__all__ = ["bench_command", "load_warning", "measure_all", "ratios", "resolve_spec", "run_bench", "speed_ratio"]

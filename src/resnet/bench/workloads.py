@@ -1,6 +1,6 @@
 """What ``resnet bench train|infer`` runs: our step and the reference's, each built fresh and timed alone.
 
-Reference (REFERENCE.md, speed figures): for the ImageNet nets torchvision has (resnet18..152) it is
+Reference (docs/benchmarks.md): for the ImageNet nets torchvision has (resnet18..152) it is
 ``torchvision.models.resnetXX`` in a plain eager fp32 loop (TF32 allowed on CUDA), and on CUDA also the same
 loop under bf16 autocast + channels_last. For CIFAR nets (and nets torchvision lacks) it is our own model in
 the usual eager fp32 code: a DataLoader with per-sample CPU augmentation (torchvision transforms) for CIFAR,
@@ -245,7 +245,7 @@ def reference_train(spec: BenchSpec, precision: str = "fp32", channels_last: boo
                     compiled: bool = False) -> Built:
     """torchvision's net (or ours for CIFAR) in the plain eager loop with torch's default SGD.
 
-    ``compiled``: the same loop with ``torch.compile(model)`` (REFERENCE.md's 5,620 img/s ResNet-50 row)."""
+    ``compiled``: the same loop with ``torch.compile(model)`` (the compiled reference row of docs/benchmarks.md)."""
     torch.manual_seed(0)
     if has_torchvision_reference(spec.model):
         import torchvision
