@@ -11,6 +11,7 @@ Public API::
     state = resnet.to_torchvision(model)
     model = resnet.import_weights("resnet50.pth")     # torchvision/timm/CIFAR checkpoints, layout from the file
     tf = resnet.transforms_for(resnet.data_config(model))  # the preprocessing the weights expect
+    resnet.evaluate_ensemble(["a.safetensors", "b.safetensors"], {"dataset": "cifar10"})  # Table 5's averaging
 
 The names are imported on first use (PEP 562), so ``import resnet`` and ``resnet --help`` do not load torch.
 """
@@ -33,9 +34,11 @@ _LAZY: dict[str, str] = {
     "import_weights": "resnet.transfer",
     "data_config": "resnet.transfer",
     "transforms_for": "resnet.transfer",
+    "evaluate_ensemble": "resnet.inference",
 }
 
 if TYPE_CHECKING:
+    from resnet.inference import evaluate_ensemble
     from resnet.models.registry import create_model, list_models
     from resnet.models.weights import from_torchvision, load_model, save_weights, to_torchvision
     from resnet.transfer import data_config, import_weights, transforms_for
@@ -63,6 +66,7 @@ __all__ = [
     "WeightsError",
     "create_model",
     "data_config",
+    "evaluate_ensemble",
     "from_torchvision",
     "import_weights",
     "list_models",
