@@ -8,7 +8,7 @@ import torch
 
 import resnet
 from resnet.errors import WeightsError
-from resnet.models.weights import ARCH_KEY, OPTIONS_KEY, load_weights, read_weights
+from resnet.models.weights import ARCH_KEY, OPTIONS_KEY, PREPROCESS_KEY, load_weights, read_weights
 
 
 class WritesMarker:
@@ -51,10 +51,11 @@ def test_metadata_and_extra_tensors_are_stored_but_extras_never_enter_the_model(
     model = trained_like("resnet20")
     path = tmp_path / "m.safetensors"
     mean = torch.rand(3, 32, 32)
-    resnet.save_weights(model, path, metadata={"classes": json.dumps(["a", "b"])}, extra={"input_mean": mean})
+    names = [f"class {i}" for i in range(10)]
+    resnet.save_weights(model, path, metadata={"classes": json.dumps(names)}, extra={"input_mean": mean})
     state, metadata, extra = read_weights(path)
     assert metadata[ARCH_KEY] == "resnet20" and json.loads(metadata[OPTIONS_KEY]) == model.options
-    assert json.loads(metadata["classes"]) == ["a", "b"]
+    assert json.loads(metadata["classes"]) == names
     assert torch.equal(extra["input_mean"], mean) and not any(k.startswith("extra.") for k in state)
     resnet.load_model(path)  # strict load still succeeds with the extra tensor in the file
     assert not (tmp_path / "m.safetensors.tmp").exists()
@@ -112,12 +113,12 @@ def test_file_whose_metadata_disagrees_with_its_tensors_is_refused(tmp_path):
         resnet.load_model(path)
 
 
-def test_safetensors_without_arch_metadata_points_to_from_torchvision(tmp_path):
+def test_safetensors_without_arch_metadata_points_to_resnet_import(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "m.safetensors"
     save_file({"fc.weight": torch.zeros(2, 2)}, str(path))
-    with pytest.raises(WeightsError, match="from_torchvision"):
+    with pytest.raises(WeightsError, match="no 'resnet.arch' metadata.*convert foreign weights with `resnet import"):
         resnet.load_model(path)
 
 
@@ -176,3 +177,79 @@ def test_save_into_a_missing_folder_is_one_weights_error_and_leaves_no_temp_file
     with pytest.raises(WeightsError, match="folder .*missing.* does not exist"):
         resnet.save_weights(resnet.create_model("resnet20"), tmp_path / "missing" / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- what is saved describes the model
+def test_saved_options_read_the_class_and_channel_counts_from_the_modules(tmp_path):
+    torch.manual_seed(0)
+    model = resnet.create_model("resnet18").eval()
+    model.fc = torch.nn.Linear(512, 3)  # a new head, as in fine-tuning
+    model.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    resnet.save_weights(model, tmp_path / "m.safetensors")
+    assert json.loads(read_weights(tmp_path / "m.safetensors")[1][OPTIONS_KEY])["num_classes"] == 3
+    loaded = resnet.load_model(tmp_path / "m.safetensors")
+    assert loaded.fc.out_features == 3 and loaded.options["in_chans"] == 1
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_a_model_whose_modules_no_longer_match_its_architecture_is_refused_before_writing(tmp_path):
+    model = resnet.create_model("resnet20")
+    model.fc = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(64, 3))
+    with pytest.raises(WeightsError, match=r"cannot save resnet20: its modules no longer match.*unexpected: fc\.1\."):
+        resnet.save_weights(model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------- preprocessing record
+IMAGENET_RECORD = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": [3, 224, 224],
+                   "crop_pct": 0.875, "interpolation": "bicubic", "crop_mode": "center"}
+
+
+def test_preprocess_record_is_saved_read_back_and_attached_as_pretrained_cfg(tmp_path):
+    path = tmp_path / "m.safetensors"
+    resnet.save_weights(resnet.create_model("resnet18"), path, preprocess=IMAGENET_RECORD)
+    assert json.loads(read_weights(path)[1][PREPROCESS_KEY]) == IMAGENET_RECORD
+    assert resnet.load_model(path).pretrained_cfg == IMAGENET_RECORD
+    cfg = resnet.data_config(path)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["mean"] == (0.485, 0.456, 0.406)
+    assert cfg["interpolation"] == "bicubic" and cfg == resnet.data_config(resnet.load_model(path))
+
+
+def test_per_pixel_mean_of_our_runs_is_recorded_and_gives_the_paper_preprocessing(tmp_path):
+    path = tmp_path / "m.safetensors"
+    mean = torch.rand(3, 32, 32)
+    resnet.save_weights(resnet.create_model("resnet20"), path, metadata={"input_size": "32"},
+                        extra={"input_mean": mean})
+    cfg = resnet.data_config(path)
+    assert cfg["mean"] == "per_pixel" and cfg["std"] is None and cfg["input_size"] == (3, 32, 32)
+    assert torch.equal(cfg["mean_image"], mean)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    expected = image.float() / 255 - mean  # Sec. 4.2: "the per-pixel mean subtracted", nothing else
+    torch.testing.assert_close(resnet.transforms_for(cfg)(image), expected, rtol=0, atol=1e-6)
+
+    again = tmp_path / "again.safetensors"  # a loaded model saves its record and mean image back
+    resnet.save_weights(resnet.load_model(path), again)
+    assert torch.equal(read_weights(again)[2]["input_mean"], mean) and resnet.data_config(again)["mean"] == "per_pixel"
+
+
+def test_files_without_a_preprocess_record_still_load_with_what_eval_assumes(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), path)
+    state, metadata, _ = read_weights(path)
+    save_file(state, str(path), metadata={k: v for k, v in metadata.items() if k != PREPROCESS_KEY})
+    model = resnet.load_model(path)
+    assert model.pretrained_cfg["input_size"] == [3, 32, 32] and model.pretrained_cfg["crop_mode"] == "squash"
+    assert resnet.data_config(path)["mean"] == (0.485, 0.456, 0.406)
+
+
+@pytest.mark.parametrize(("change", "field"), [({"crop_pct": 2.0}, "crop_pct"), ({"mean": [0.5]}, "mean"),
+                                                ({"interpolation": "cubic"}, "interpolation"),
+                                                ({"mean": "per_pixel"}, "mean")])
+def test_save_weights_refuses_a_preprocess_record_it_could_not_read_back(tmp_path, change, field):
+    with pytest.raises(WeightsError, match=f"cannot save .*'resnet.preprocess.{field}'"):
+        resnet.save_weights(resnet.create_model("resnet18"), tmp_path / "m.safetensors",
+                            preprocess={**IMAGENET_RECORD, **change})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,101 @@ def test_create_model_with_random_names_and_options_builds_or_raises_model_error
         assert str(e) and "\n" not in str(e)
         return
     assert isinstance(model, torch.nn.Module) and name in _small_names
+
+
+# ---------------------------------------------------------------------------------- metadata is untrusted input
+@pytest.fixture(scope="module")
+def good_weights(tmp_path_factory) -> Path:
+    """A run-like ResNet-20 file: classes, input size and the per-pixel mean image, as training writes them."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("good") / "r20.safetensors"
+    meta = {"classes": json.dumps([f"c{i}" for i in range(10)]), "input_size": "32"}
+    mean = torch.rand(3, 32, 32)
+    resnet.save_weights(resnet.create_model("resnet20"), path, metadata=meta, extra={"input_mean": mean})
+    return path
+
+
+def _rewrite(good: Path, out: Path, meta: dict[str, str | None], tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    state, metadata, extra = read_weights(good)
+    every = {**state, **{f"extra.{k}": v for k, v in extra.items()}, **tensors}
+    metadata = {k: v for k, v in {**metadata, **meta}.items() if v is not None}
+    save_file({k: v.contiguous() for k, v in every.items()}, str(out), metadata=metadata)
+    return out
+
+
+def _options(**changes) -> str:
+    options = resnet.create_model("resnet20").options
+    return json.dumps({**options, **changes})
+
+
+_nan_conv = torch.full((16, 16, 3, 3), float("nan"))
+_BAD_METADATA = {
+    "num_classes absurd": ({"resnet.options": _options(num_classes=10**13)}, {}, r"'resnet\.options\.num_classes' "
+                                                                               r"must be an integer in \[1, 1000000\]"),
+    "num_classes not an int": ({"resnet.options": _options(num_classes="ten")}, {}, r"resnet\.options\.num_classes"),
+    "options broken JSON": ({"resnet.options": '{"num_classes": 10'}, {}, r"'resnet\.options' is not valid JSON"),
+    "input_size not a number": ({"input_size": "abc"}, {}, r"'input_size' must be an integer in \[8, 4096\]"),
+    "input_size huge": ({"input_size": "20000"}, {}, r"'input_size' must be an integer in \[8, 4096\], got '20000'"),
+    "classes not a list": ({"classes": '{"a": 1}'}, {}, r"'classes' must be a JSON list of strings"),
+    "classes not strings": ({"classes": json.dumps(list(range(10)))}, {}, r"'classes' must be a JSON list of strings"),
+    "classes broken JSON": ({"classes": '["a", "b"'}, {}, r"'classes' is not valid JSON"),
+    "classes too many": ({"classes": json.dumps(list("abcdefghijk"))}, {},
+                         r"'classes' names 11 classes but the net has num_classes=10"),
+    "classes empty": ({"classes": "[]"}, {}, r"'classes' is an empty list"),
+    "preprocess broken JSON": ({"resnet.preprocess": "{mean"}, {}, r"'resnet\.preprocess' is not valid JSON"),
+    "preprocess input_size": ({"resnet.preprocess": json.dumps({"mean": [0.5] * 3, "std": None, "crop_pct": 1,
+                                                                "input_size": [3, 20000, 20000],
+                                                                "interpolation": "bilinear"})},
+                              {}, r"'resnet\.preprocess\.input_size' must be \[C, H, W\]"),
+    "mean wrong shape": ({}, {"extra.input_mean": torch.rand(5, 32, 32)}, r"'extra\.input_mean' must be a float"),
+    "mean not finite": ({}, {"extra.input_mean": torch.full((3, 32, 32), float("inf"))},
+                        r"NaN/Inf values in extra\.input_mean"),
+    "int8 weights": ({}, {"layer1.0.conv1.weight": torch.ones(16, 16, 3, 3, dtype=torch.int8)},
+                     r"not a float dtype: layer1\.0\.conv1\.weight I8"),
+    "NaN weights": ({}, {"layer1.0.conv1.weight": _nan_conv}, r"NaN/Inf values in layer1\.0\.conv1\.weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_METADATA))
+def test_bad_metadata_or_tensor_values_are_one_line_naming_the_field_and_the_file(tmp_path, good_weights, case):
+    meta, tensors, why = _BAD_METADATA[case]
+    bad = _rewrite(good_weights, tmp_path / "bad.safetensors", meta, tensors)
+    with pytest.raises(WeightsError, match=why) as e:
+        resnet.load_model(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["num_classes absurd", "input_size not a number", "classes too many", "int8 weights"])
+def test_bad_metadata_is_refused_by_predict_and_eval_with_one_error_line(tmp_path, capsys, image, good_weights, case):
+    meta, tensors, why = _BAD_METADATA[case]
+    bad = _rewrite(good_weights, tmp_path / "bad.safetensors", meta, tensors)
+    for argv in (["predict", image, "--weights", bad], ["eval", bad, "--dataset", "digits"]):
+        code, _, err = run_cli([*argv, "--device", "cpu"], capsys)
+        assert code == 2 and str(bad) in one_line_error(err)
+
+
+def test_metadata_is_checked_before_the_model_is_built(tmp_path, good_weights, monkeypatch):
+    """An absurd class count never reaches the builder (which would allocate the classifier it asks for)."""
+    import resnet.models.weights as weights
+
+    calls = []
+    monkeypatch.setattr(weights, "create_model", lambda *a, **k: calls.append(k) or pytest.fail("model built"))
+    bad = _rewrite(good_weights, tmp_path / "bad.safetensors", {"resnet.options": _options(num_classes=10**7)}, {})
+    with pytest.raises(WeightsError, match="num_classes"):
+        resnet.load_model(bad)
+    assert calls == []
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy pickle"])
+def test_pytorch_checkpoint_given_as_weights_file_says_how_to_convert_it(tmp_path, capsys, image, fmt):
+    path = tmp_path / "resnet20.th"  # akamaster's suffix: neither .pth nor .safetensors
+    torch.save({"state_dict": resnet.create_model("resnet20").state_dict()}, path,
+               _use_new_zipfile_serialization=fmt == "zip")
+    want = f"{path} is a PyTorch checkpoint, not a resnet weights file; convert it with `resnet import {path} --arch"
+    with pytest.raises(WeightsError, match=re.escape(want)):
+        resnet.load_model(path)
+    for argv in (["predict", image, "--weights", path], ["eval", path, "--dataset", "digits"]):
+        code, _, err = run_cli([*argv, "--device", "cpu"], capsys)
+        assert code == 2 and want in one_line_error(err)

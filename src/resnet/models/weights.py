@@ -1,11 +1,14 @@
 """Weights files: safetensors that carry the architecture, and torchvision import/export.
 
-A file written by ``save_weights`` holds the model's state dict, its name and resolved options as JSON
-metadata (``resnet.arch``, ``resnet.options``), the caller's own string metadata, and optional extra
+A file written by ``save_weights`` holds the model's state dict, its name and options as JSON metadata
+(``resnet.arch``, ``resnet.options``, read from the modules as they are), a preprocessing record
+(``resnet.preprocess``, timm's ``pretrained_cfg`` fields), the caller's own string metadata, and optional extra
 tensors under ``extra.`` that never enter the model. ``load_model`` rebuilds the net from the file alone.
 
-Only safetensors and ``torch.load(weights_only=True)`` are ever used to read: a pickle that would run
-code is refused, never executed. Every failure is one ``WeightsError`` line.
+A file is untrusted input: its metadata is checked before anything is built from it (``models.metadata``), its
+tensors' names, shapes and dtypes against the model before any is read, and their values for NaN/Inf. Only
+safetensors and ``torch.load(weights_only=True)`` are ever used to read: a pickle that would run code is refused,
+never executed. Every failure is one ``WeightsError`` line.
 """
 
 from __future__ import annotations
@@ -25,12 +28,24 @@ from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
 from resnet.models.blocks import Bottleneck
+from resnet.models.metadata import (
+    ARCH_KEY,
+    EXTRA_PREFIX,
+    OPTIONS_KEY,
+    PREPROCESS_KEY,
+    Header,
+    check_metadata,
+    check_preprocess,
+    default_preprocess,
+)
 from resnet.models.registry import create_model
 
-ARCH_KEY = "resnet.arch"
-OPTIONS_KEY = "resnet.options"
-EXTRA_PREFIX = "extra."
+__all__ = ["ARCH_KEY", "EXTRA_PREFIX", "OPTIONS_KEY", "PREPROCESS_KEY", "TORCHVISION_ARCHS", "from_torchvision",
+           "inspect_weights", "load_model", "load_weights", "read_weights", "save_weights", "to_torchvision"]
+
 TORCHVISION_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+FLOAT_DTYPES: dict[torch.dtype, str] = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32",
+                                        torch.float64: "F64"}
 _SHOW = 3  # how many differing keys an error names
 
 
@@ -43,21 +58,109 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def describe(state: Mapping[str, Tensor]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """A state dict as a safetensors-style header: name -> (dtype name, shape)."""
+    return {k: (FLOAT_DTYPES.get(v.dtype, str(v.dtype).removeprefix("torch.")), tuple(v.shape))
+            for k, v in state.items()}
+
+
+def _misfit(model: nn.Module, header: Header) -> str:
+    """The first missing, unexpected, mis-shaped and non-float keys of ``header`` for ``model`` ("" if it fits)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in header]
+    unexpected = [k for k in header if k not in own]
+    shapes = [f"{k} {tuple(header[k][1])} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in header and tuple(header[k][1]) != tuple(v.shape)]
+    dtypes = [f"{k} {header[k][0]}" for k, v in own.items()
+              if k in header and v.is_floating_point() and header[k][0] not in FLOAT_DTYPES.values()]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape file vs model", shapes),
+                         ("not a float dtype", dtypes)):
+        if items:
+            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+            parts.append(f"{label}: {', '.join(items[:_SHOW])}{more}")
+    return "; ".join(parts)
+
+
+def check_fits(model: nn.Module, header: Header, source: str) -> None:
+    """Raise one WeightsError line naming the first missing, unexpected, mis-shaped and non-float keys."""
+    problems = _misfit(model, header)
+    if problems:
+        arch = getattr(model, "arch", "") or type(model).__name__
+        hint = " (another num_classes?)" if "fc.weight (" in problems.split("shape file vs model")[-1] else ""
+        raise WeightsError(f"{source} does not fit {arch}{hint}: {problems}")
+
+
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """NaN/Inf in a weights tensor: the run that wrote it diverged, or the file is damaged."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
+        raise WeightsError(f"{source}: NaN/Inf values in {', '.join(bad[:_SHOW])}{more}; the run that wrote it "
+                           "diverged or the file is damaged: use an earlier checkpoint's weights")
+
+
+def _options_as_built(model: nn.Module, arch: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the class and channel counts read from the modules (a replaced ``fc`` included), checked
+    against a shape-only rebuild so that ``load_model`` can always rebuild what is saved."""
+    fc, conv1 = getattr(model, "fc", None), getattr(model, "conv1", None)
+    options = dict(options)
+    if isinstance(fc, nn.Linear):
+        options["num_classes"] = fc.out_features
+    if isinstance(conv1, nn.Conv2d):
+        options["in_chans"] = conv1.in_channels
+    try:
+        with torch.device("meta"):
+            reference = create_model(arch, **options)
+    except ModelError as e:
+        raise WeightsError(f"cannot save {arch}: its options do not rebuild it ({e})") from None
+    problems = _misfit(reference, describe(model.state_dict()))
+    if problems:
+        raise WeightsError(f"cannot save {arch}: its modules no longer match the architecture, so load_model "
+                           f"could not rebuild it: {problems}")
+    return reference.options if isinstance(getattr(reference, "options", None), dict) else options
+
+
+def _preprocess_record(model: nn.Module, options: Mapping[str, Any], preprocess: Mapping[str, Any] | None,
+                       metadata: Mapping[str, str], extra: dict[str, Tensor]) -> dict[str, Any]:
+    """The caller's record, else the one the model came with (``pretrained_cfg``), else what eval assumes."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    record = dict(preprocess if preprocess is not None else cfg if isinstance(cfg, Mapping) else {})
+    mean_image = record.pop("mean_image", None)
+    if not record:
+        size = metadata.get("input_size", "")
+        record = default_preprocess(options, "input_mean" in extra, int(size) if size.isdigit() else None)
+    if record.get("mean") == "per_pixel" and "input_mean" not in extra and isinstance(mean_image, Tensor):
+        extra["input_mean"] = mean_image
+    return record
+
+
 def save_weights(
     model: nn.Module,
     path: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
     extra: Mapping[str, Tensor] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``model``'s weights with its arch and options (so ``load_model`` can rebuild it).
 
-    Written to a temporary file and renamed, so a crash never leaves a half-written file at ``path``.
+    ``preprocess``: timm-style record (``mean`` as values or ``"per_pixel"`` with ``extra["input_mean"]``, ``std``,
+    ``input_size`` (C, H, W), ``crop_pct``, ``interpolation``, ``crop_mode``); by default the model's
+    ``pretrained_cfg``, else what ``resnet eval`` assumes. The file is checked as ``load_model`` would check it, then
+    written to a temporary file and renamed, so a crash never leaves a half-written file at ``path``.
     """
     model = _unwrap(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", None)
     if not arch or not isinstance(options, dict):
         raise WeightsError("model records no arch/options; build it with resnet.create_model to save it")
-    meta = {"format": "pt", ARCH_KEY: arch, OPTIONS_KEY: json.dumps(options, sort_keys=True)}
+    options = _options_as_built(model, arch, options)
+    for key, value in (extra or {}).items():
+        if not isinstance(value, Tensor):
+            raise WeightsError(f"extra[{key!r}] must be a tensor, got {type(value).__name__}")
+    extras = {k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()}
+    record = _preprocess_record(model, options, preprocess, metadata or {}, extras)
+    meta = {"format": "pt", ARCH_KEY: arch, OPTIONS_KEY: json.dumps(options, sort_keys=True),
+            PREPROCESS_KEY: json.dumps(record, sort_keys=True)}
     for key, value in (metadata or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise WeightsError(f"metadata must map str to str; got {key!r}: {type(value).__name__}")
@@ -65,11 +168,13 @@ def save_weights(
             raise WeightsError(f"metadata key {key!r} is reserved")
         meta[key] = value
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for key, value in (extra or {}).items():
-        if not isinstance(value, Tensor):
-            raise WeightsError(f"extra[{key!r}] must be a tensor, got {type(value).__name__}")
-        tensors[EXTRA_PREFIX + key] = value.detach().cpu().contiguous()
+    tensors.update({EXTRA_PREFIX + k: v for k, v in extras.items()})
     target = Path(path)
+    try:  # never write a file that load_model would refuse
+        check_metadata(target, meta, describe(tensors))
+    except WeightsError as e:
+        raise WeightsError(f"cannot save {e}; pass save_weights metadata and a preprocess record that match the "
+                           "model") from None
     if not target.parent.is_dir():
         raise WeightsError(f"cannot write {target}: folder {target.parent} does not exist")
     tmp = target.with_name(target.name + ".tmp")
@@ -86,70 +191,115 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def is_torch_file(path: Path) -> bool:
+    """torch.save's formats by their first bytes: a zip archive, or a pickle (protocol 2-5: the legacy format).
+
+    A safetensors file starts with its header's length and then ``{``, which tells it apart from both.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    return (head.startswith(b"PK\x03\x04") or pickled) and head[8:9] != b"{"
+
+
+def _unreadable(path: Path, err: BaseException) -> WeightsError:
+    if is_torch_file(path):
+        return WeightsError(f"{path} is a PyTorch checkpoint, not a resnet weights file; convert it with "
+                            f"`resnet import {path} --arch NAME --out {path.with_suffix('.safetensors')}`")
+    return WeightsError(f"{path}: not a readable safetensors file (truncated or corrupt): {_first_line(err)}")
+
+
+def inspect_weights(path: str | os.PathLike[str]) -> tuple[dict[str, str], Header]:
+    """A weights file's checked metadata and its header (tensor name -> dtype, shape), no tensor read."""
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            header = {k: (s.get_dtype(), tuple(s.get_shape())) for k in f.keys() for s in (f.get_slice(k),)}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from e
-    return tensors, metadata
+        raise _unreadable(path, e) from e
+    try:
+        check_metadata(path, metadata, header)
+    except WeightsError as e:
+        raise WeightsError(f"{e}; the file is damaged or was not written by resnet.save_weights (re-save or "
+                           "re-import the weights)") from None
+    return metadata, header
 
 
 def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str], dict[str, Tensor]]:
     """Read a weights file: (model state dict, metadata, extra tensors with the ``extra.`` prefix removed)."""
-    tensors, metadata = _read_safetensors(Path(path))
+    path = Path(path)
+    metadata, _ = inspect_weights(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _unreadable(path, e) from e
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    if "input_mean" in extra:
+        check_finite({EXTRA_PREFIX + "input_mean": extra["input_mean"]}, str(path))
     return state, metadata, extra
-
-
-def _check_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Raise one WeightsError line naming the first missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape file vs model", shapes)):
-        if items:
-            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-            parts.append(f"{label}: {', '.join(items[:_SHOW])}{more}")
-    if parts:
-        arch = getattr(model, "arch", "") or type(model).__name__
-        hint = " (another num_classes?)" if any(k.startswith("fc.") for k in shapes) else ""
-        raise WeightsError(f"{source} does not fit {arch}{hint}: {'; '.join(parts)}")
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
     """Load a weights file into an existing model strictly; returns the file's metadata."""
+    _, header = inspect_weights(path)
+    check_fits(model, {k: v for k, v in header.items() if not k.startswith(EXTRA_PREFIX)}, str(path))
     state, metadata, _ = read_weights(path)
-    _check_fits(model, state, str(path))
+    check_finite(state, str(path))
     model.load_state_dict(state, strict=True)
     return metadata
 
 
+def preprocess_of(metadata: Mapping[str, str], options: Mapping[str, Any], extra: Mapping[str, Tensor],
+                  path: object = "weights") -> dict[str, Any]:
+    """The file's preprocessing record (or, for files written before it, the one ``resnet eval`` assumes), with
+    the per-pixel mean image as ``mean_image`` when the record's mean is ``"per_pixel"``."""
+    if PREPROCESS_KEY in metadata:
+        record = check_preprocess(path, json.loads(metadata[PREPROCESS_KEY]), options.get("in_chans"))
+    else:
+        size = metadata.get("input_size", "")
+        record = default_preprocess(options, "input_mean" in extra, int(size) if size.isdigit() else None)
+    if record["mean"] == "per_pixel":
+        record["mean_image"] = extra["input_mean"].float()
+    return record
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model a ``save_weights`` file describes and load it strictly; returned in eval mode."""
-    state, metadata, _ = read_weights(path)
+    """Rebuild the model a ``save_weights`` file describes and load it strictly; returned in eval mode, with the
+    file's preprocessing record as ``model.pretrained_cfg`` (see ``resnet.data_config``).
+
+    The net's layout options travel with the file. Never load a foreign state dict into ``create_model(name)`` by
+    hand: torchvision's and timm's ResNet-50 put the stride in the 3x3 (v1.5), and their state dict loads strictly
+    into our default (v1, stride in the first 1x1) resnet50 and computes another function. ``resnet.import_weights``
+    builds the layout a file was trained with.
+    """
+    metadata, header = inspect_weights(path)
     arch = metadata.get(ARCH_KEY)
     if arch is None:
-        raise WeightsError(f"{path}: no {ARCH_KEY!r} metadata (not written by resnet.save_weights; "
-                           "for torchvision weights use resnet.from_torchvision)")
+        raise WeightsError(f"{path}: no {ARCH_KEY!r} metadata (not written by resnet.save_weights); convert "
+                           f"foreign weights with `resnet import {path} --out FILE.safetensors`")
+    options = json.loads(metadata.get(OPTIONS_KEY, "{}"))  # checked by inspect_weights
     try:
-        options = json.loads(metadata.get(OPTIONS_KEY, "{}"))
         model = create_model(arch, **options)
-    except (json.JSONDecodeError, TypeError, ModelError) as e:
+    except (TypeError, ModelError) as e:
         raise WeightsError(f"{path}: cannot rebuild {arch!r} from its metadata: {_first_line(e)}") from e
-    _check_fits(model, state, str(path))
+    check_fits(model, {k: v for k, v in header.items() if not k.startswith(EXTRA_PREFIX)}, str(path))
+    state, metadata, extra = read_weights(path)
+    check_finite(state, str(path))
     model.load_state_dict(state, strict=True)
+    model.pretrained_cfg = preprocess_of(metadata, model.options, extra, path)
     return model.to(device).eval()
 
 
-def _read_torch_file(path: Path) -> Any:
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with its failures as one WeightsError line (unsafe pickles named)."""
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -169,19 +319,8 @@ def _read_torch_file(path: Path) -> Any:
         raise WeightsError(f"{path}: not a readable PyTorch file (truncated or corrupt): {_first_line(e)}") from e
 
 
-def _torchvision_state(source: Mapping[str, Tensor] | str | os.PathLike[str]) -> tuple[dict[str, Tensor], str]:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            obj: Any = _read_safetensors(path)[0]
-        elif suffix in (".pth", ".pt"):
-            obj = _read_torch_file(path)
-        else:
-            raise WeightsError(f"{path}: unsupported weights file; valid extensions: .pth, .pt, .safetensors")
-        name = str(path)
-    else:
-        obj, name = source, "torchvision state dict"
+def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:
+    """The state dict inside a training checkpoint (``state_dict``/``model`` keys), without DDP's ``module.``."""
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):  # common training-checkpoint layouts
             if isinstance(obj.get(wrapper), Mapping):
@@ -190,9 +329,32 @@ def _torchvision_state(source: Mapping[str, Tensor] | str | os.PathLike[str]) ->
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsError(f"{name}: expected a state dict of tensors, got {type(obj).__name__}")
     state = dict(obj)
-    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from DDP
         state = {k[len("module.") :]: v for k, v in state.items()}
-    return state, name
+    return state
+
+
+def _torchvision_state(source: Mapping[str, Tensor] | str | os.PathLike[str]) -> tuple[dict[str, Tensor], str]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors":
+            obj: Any = read_weights(path)[0]
+        elif suffix in (".pth", ".pt"):
+            obj = read_torch_file(path)
+        else:
+            raise WeightsError(f"{path}: unsupported weights file; valid extensions: .pth, .pt, .safetensors")
+        name = str(path)
+    else:
+        obj, name = source, "torchvision state dict"
+    return unwrap_state_dict(obj, name), name
+
+
+def fill_batch_counters(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Files saved before PyTorch 0.4.1 lack BN's ``num_batches_tracked``; BatchNorm's own loader fills them in too."""
+    for key, value in model.state_dict().items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
 
 
 def _check_torchvision_arch(name: str) -> None:
@@ -206,6 +368,7 @@ def from_torchvision(
     """Build ``name`` as torchvision's v1.5 net (stride in the 3x3, shortcut B) and load its weights strictly.
 
     ``num_classes`` defaults to the rows of the file's ``fc.weight``. Returned in eval mode.
+    ``resnet.import_weights`` does this and more (timm and CIFAR checkpoints, the depth read from the file).
     """
     _check_torchvision_arch(name)
     state, source = _torchvision_state(state_dict_or_path)
@@ -216,10 +379,9 @@ def from_torchvision(
     if options.get("num_classes") is None and isinstance(fc, Tensor) and fc.ndim == 2:
         options["num_classes"] = int(fc.shape[0])
     model = create_model(name, **options)
-    for key, value in model.state_dict().items():  # files saved before PyTorch 0.4.1 lack these counters, which
-        if key.endswith(".num_batches_tracked") and key not in state:  # BatchNorm's own loader fills in too
-            state[key] = torch.zeros_like(value)
-    _check_fits(model, state, source)
+    fill_batch_counters(model, state)
+    check_fits(model, describe(state), source)
+    check_finite(state, source)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

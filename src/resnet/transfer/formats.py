@@ -1,0 +1,115 @@
+"""Recognising a weights file's format: one small filter per format maps its names and tensors to ours (the
+pattern of timm's ``checkpoint_filter_fn``); a strict ``load_state_dict`` then decides whether they fit.
+
+Formats: our safetensors (arch and options in the metadata); torchvision's and timm's resnet18..152 state dicts
+(the same names: conv1/bn1/layer1-4/fc; both v1.5, the stride in the bottleneck's 3x3), as ``.pth``/``.safetensors``,
+bare or nested under ``state_dict``/``model`` and with DDP's ``module.`` prefix; akamaster/pytorch_resnet_cifar10's
+``.th`` checkpoints of its CIFAR ResNets (``transfer.akamaster``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from resnet.errors import WeightsError
+from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY, imagenet_preprocess
+from resnet.models.weights import TORCHVISION_ARCHS, is_torch_file, preprocess_of, read_torch_file, read_weights
+from resnet.models.weights import unwrap_state_dict as _unwrap_state
+from resnet.transfer.akamaster import convert_akamaster, is_akamaster, units_per_stage, uses_projections
+
+OURS, TORCHVISION, AKAMASTER = "resnet weights file", "torchvision/timm state dict", "akamaster CIFAR checkpoint"
+TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], str] = {
+    (False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50",
+    (True, (3, 4, 23, 3)): "resnet101", (True, (3, 8, 36, 3)): "resnet152",
+}
+AKAMASTER_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110, 1202)
+_TRAINING_ONLY = ("init", "zero_init_residual", "num_classes", "in_chans")  # no effect on what loaded weights compute
+
+
+@dataclass
+class Source:
+    """What was read: the tensors (or the object torch.load returned), our metadata and extras if any, a name."""
+
+    obj: Any
+    name: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """A recognised file: its format, the net it holds (if the file tells), the layout options its weights were
+    trained with, its tensors under our names and its preprocessing record."""
+
+    fmt: str
+    arch: str | None
+    options: dict[str, Any]
+    state: dict[str, Tensor]
+    preprocess: dict[str, Any]
+
+
+def read_source(src: Mapping[str, Any] | str | os.PathLike[str]) -> Source:
+    """A path (safetensors, or any torch.save file read with weights_only=True) or an in-memory state dict."""
+    if not isinstance(src, (str, os.PathLike)):
+        return Source(src, "state dict")
+    path = Path(src)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix.lower() != ".safetensors" and is_torch_file(path):
+        return Source(read_torch_file(path), str(path))
+    state, metadata, extra = read_weights(path)
+    return Source(state, str(path), metadata, extra)
+
+
+def _ours(source: Source, state: dict[str, Tensor]) -> Plan | None:
+    if ARCH_KEY not in source.metadata:
+        return None
+    options = json.loads(source.metadata.get(OPTIONS_KEY, "{}"))  # checked when the file was read
+    record = preprocess_of(source.metadata, options, source.extra, source.name)
+    layout = {k: v for k, v in options.items() if k not in _TRAINING_ONLY}
+    return Plan(OURS, source.metadata[ARCH_KEY], layout, state, record)
+
+
+def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
+    if not is_akamaster(state):
+        return None
+    depths = units_per_stage(state, 3)
+    depth = 6 * depths[0] + 2
+    arch = f"resnet{depth}" if len(set(depths)) == 1 and depth in AKAMASTER_DEPTHS else None
+    options = {"shortcut": "B" if uses_projections(state) else "A", "norm": "bn", "stem": "cifar"}
+    chans = state["conv1.weight"].shape[1] if state["conv1.weight"].ndim == 4 else 3
+    # its trainer.py normalizes CIFAR-10 with ImageNet's per-channel mean and std, on the 32x32 images as they are
+    record = {**imagenet_preprocess(chans, 32, crop_pct=1.0), "crop_mode": "squash"}
+    return Plan(AKAMASTER, arch, options, convert_akamaster(state), record)
+
+
+def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
+    if not ("conv1.weight" in state and "fc.weight" in state and "layer4.0.conv1.weight" in state):
+        return None
+    bottleneck = "layer1.0.conv3.weight" in state
+    arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
+    options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
+    chans = state["conv1.weight"].shape[1] if state["conv1.weight"].ndim == 4 else 3
+    return Plan(TORCHVISION, arch, options, state, imagenet_preprocess(chans))
+
+
+FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _torchvision)
+
+
+def recognise(source: Source) -> Plan:
+    """The first filter that recognises the file; one WeightsError line when none does."""
+    state = _unwrap_state(source.obj, source.name)
+    for recognise_format in FILTERS:
+        plan = recognise_format(source, state)
+        if plan is not None:
+            return plan
+    keys = ", ".join(list(state)[:3]) or "no tensors"
+    raise WeightsError(f"{source.name}: not a format resnet import knows (keys: {keys}); known: {OURS}, "
+                       f"{TORCHVISION} ({', '.join(TORCHVISION_ARCHS)}), {AKAMASTER} (resnet20..1202)")
