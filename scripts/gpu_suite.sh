@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements behind README "Speed" (run through the device tool; writes under $OUT).
+# The GPU measurements behind docs/benchmarks.md (one GPU machine; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
 #   sections: env tests track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
 #             infer-nofold pipeline ddp e2e

@@ -10,8 +10,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from resnet.cli import add_config_flags, config_overrides, out_dir, positive_int
+from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
 from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
+from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
 from resnet.transfer.cli import register_import
 
@@ -23,6 +24,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default=None, help="recipe name (quick, paper-cifar, paper-imagenet) or a .toml path")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config this command would train with (recipe and flags applied) as TOML, and exit")
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -55,17 +58,27 @@ def resolve_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.engine.trainer import train
-
     cfg = resolve_train_config(args)
-    out = Path(args.resume) if args.resume else out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+    if args.print_config:
+        import tomli_w
+
+        print(tomli_w.dumps(to_dict(cfg)), end="")
+        return 0
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank runs this; rank 0 owns the folder
+    if args.resume:
+        out = Path(args.resume)
+    elif args.out or torchrun:
+        out = out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            check_new_run_dir(out)  # never over another run, never over unrelated files
+    else:  # runs/<model>-<time>, made unique (two runs started in one second never share a folder)
+        out = unique_run_dir(out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
+    from resnet.engine.trainer import train  # torch and the data stack: not for --help or --print-config
 
     def announce(trained: RunCfg) -> None:  # the config as trained (ResNet-110's warm-up rule applied)
         if is_main:
-            print("config:", json.dumps(to_dict(trained)), flush=True)
+            print(config_summary(trained, out), flush=True)
 
     result = train(cfg, out, resume=bool(args.resume), on_ready=announce)
     if "stopped_by_signal" in result:
@@ -77,6 +90,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("final:", json.dumps(result), flush=True)
         print(f"run folder: {out}")
     return 0
+
+
+def config_summary(cfg: RunCfg, out: Path) -> str:
+    """A short readable block of what is being trained; the whole config is in the run folder's config.toml."""
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    length = f"{t.epochs} epochs" if t.epochs is not None else f"{t.iterations} iterations"
+    steps = (f"{', '.join(map(str, o.milestones_frac))} of the run" if o.milestones_frac is not None
+             else ", ".join(map(str, o.milestones)))
+    schedule = o.schedule if o.schedule != "step" else f"lr x{o.gamma} at {steps}"
+    lines = [f"config: recipe {cfg.recipe}; full config in {out / 'config.toml'}",
+             f"  model   {m.name} (shortcut {m.shortcut or 'default'}, norm {m.norm}, init {m.init})",
+             f"  data    {d.dataset}{f' from {d.data}' if d.data else ''}, val_split {d.val_split}",
+             f"  optim   SGD lr {o.lr}, momentum {o.momentum}, weight decay {o.weight_decay}, {schedule}"
+             + (f", warm-up lr {o.warmup_lr}" if o.warmup_lr is not None else ""),
+             f"  train   {length}, batch {t.batch_size}, seed {t.seed}, device {t.device}, precision {t.precision}"]
+    return "\n".join(lines)
 
 
 # -- eval / predict -------------------------------------------------------------------------------------------

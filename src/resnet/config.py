@@ -28,6 +28,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
 BAD_IMAGE_POLICIES = ("fail", "skip")
+TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
+"""32x32 datasets held as tensors: the image-folder fields below do nothing for them."""
+IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels")
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -247,9 +250,12 @@ class TrainCfg:
     )
     nan_policy: str = option("stop", "On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip the step.")
     keep_checkpoints: int = option(2, "How many resumable checkpoints to keep (the newest).")
+    threads: int | None = option(None, "CPU threads for torch's operators; None = the cores not already busy "
+                                       "(fewer when the load average says other processes hold some).")
 
     def __post_init__(self) -> None:
         _positive("train.iterations", self.iterations)
+        _positive("train.threads", self.threads)
         _positive("train.epochs", self.epochs)
         _positive("train.batch_size", self.batch_size)
         _positive("train.eval_every", self.eval_every)
@@ -264,6 +270,29 @@ class TrainCfg:
 
 
 @dataclass(frozen=True)
+class FinetuneCfg:
+    """Starting from trained weights (transfer learning): where from, and what stays fixed."""
+
+    init_from: str | None = option(None, "Weights to start from: a run folder, our .safetensors, a torchvision or timm "
+                                         ".pth, an akamaster .th (anything `resnet import` reads); a classifier of "
+                                         "another width is re-initialised. None = from scratch.")
+    freeze_stages: int = option(0, "Freeze the stem and the first K stages (weights and BatchNorm statistics), as "
+                                   "detection fine-tuning does; 0 = train everything.")
+    freeze_bn: bool = option(False, "Keep every BatchNorm's statistics and affine fixed (eval mode), as the paper's "
+                                    "detection fine-tuning does (Sec. 4.3).")
+    backbone_lr_mult: float = option(1.0, "The backbone's learning rate as a fraction of the head's (e.g. 0.1: the "
+                                          "pretrained layers move ten times slower than the new classifier).")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.freeze_stages <= 4:
+            raise ConfigError(f"finetune.freeze_stages={self.freeze_stages} must be between 0 and 4 (the stem and "
+                              "up to four stages; CIFAR nets have three)")
+        _positive("finetune.backbone_lr_mult", self.backbone_lr_mult, allow_zero=True)
+        if self.backbone_lr_mult > 1:
+            raise ConfigError(f"finetune.backbone_lr_mult={self.backbone_lr_mult} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class RunCfg:
     """A whole run: what ``config.toml`` in a run folder holds, enough to repeat it."""
 
@@ -271,10 +300,12 @@ class RunCfg:
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     recipe: str = option("quick", "Name of the recipe these values started from.")
 
 
-SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "train": TrainCfg}
+SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "train": TrainCfg,
+                             "finetune": FinetuneCfg}
 """The config's sections, as recipe tables ``[model]`` ... and run-folder ``config.toml`` name them."""
 _SECTIONS = SECTIONS
 
@@ -426,7 +457,9 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, dict[str, Any]]) -> d
 def to_dict(cfg: RunCfg) -> dict[str, Any]:
     """Nested plain dict (None values dropped, tuples as lists) for TOML and JSON.
 
-    With ``milestones_frac`` set, the unused absolute ``milestones`` are left out (they are the default then).
+    Only what applies is written: with ``milestones_frac`` set, the unused absolute ``milestones`` are left out;
+    the ImageNet-only data fields are left out for the 32x32 tensor datasets (digits, CIFAR), where they do nothing;
+    and the ``[finetune]`` section when the run starts from scratch. A left-out field reads back as its default.
     """
 
     def clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -435,6 +468,11 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
     out = {s: clean(dataclasses.asdict(getattr(cfg, s))) for s in SECTIONS}
     if cfg.optim.milestones_frac is not None:
         del out["optim"]["milestones"]
+    if cfg.data.dataset in TENSOR_DATASETS:
+        for key in IMAGE_FOLDER_ONLY:
+            out["data"].pop(key, None)
+    if cfg.finetune == FinetuneCfg():
+        del out["finetune"]
     return {"recipe": cfg.recipe, **out}
 
 

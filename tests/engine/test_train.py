@@ -43,7 +43,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     assert steps == [12, 24]
 
 
-def test_run_folder_holds_everything_the_issue_lists(tmp_path):
+def test_run_folder_holds_config_metrics_curves_weights_and_tensorboard(tmp_path):
     train(_cfg(iterations=6, eval_every=3, checkpoint_every=0), tmp_path)
     for name in ("config.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors", "final.json"):
         assert (tmp_path / name).is_file(), name
@@ -102,7 +102,7 @@ def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_path):
-    """Issue 5's end-to-end check: the whole quick recipe (ResNet-20, digits, 600 iterations) trained with the GPU
+    """End to end: the whole quick recipe (ResNet-20, digits, 600 iterations) trained with the GPU
     defaults (bf16, channels_last, compile, CUDA graph, data on the GPU) and with the plain fp32 eager loop on the
     same GPU lands in the same test-error range (98.61% accuracy on the CPU; 360 test images, 1 image = 0.28)."""
     errors = {}
@@ -155,7 +155,7 @@ def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, monkeypatch):
-    """Issue 5's "no host syncs inside the loop": torch's sync debug mode turns any sync into an error, from
+    """No host syncs inside the loop: torch's sync debug mode turns any sync into an error, from
     the first graph replay (warm-up and capture synchronize by design) to the evaluation; 45 iterations of batch
     64 cross an epoch of the digits (1,437 images), so the next epoch's plan upload is covered too."""
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},

@@ -14,29 +14,8 @@ from torch import nn
 
 from resnet.analysis.complexity import StageRow, count_parameters, stage_table
 from resnet.models.registry import create_model, list_models
+from resnet.paper import PAPER_MACS, PAPER_PARAMS
 
-# The papers' figures: multiply-adds at 224x224 (Table 1 and Sec. 3.3) and parameters (Table 6; Identity
-# Mappings Sec. 4 for the pre-activation CIFAR nets). The paper rounds; ours are exact.
-PAPER_MACS: dict[str, tuple[float, str]] = {
-    "resnet18": (1.8e9, "Table 1"),
-    "resnet34": (3.6e9, "Table 1"),
-    "resnet50": (3.8e9, "Table 1"),
-    "resnet101": (7.6e9, "Table 1"),
-    "resnet152": (11.3e9, "Table 1"),
-    "plain18": (1.8e9, "Table 1"),
-    "plain34": (3.6e9, "Sec. 3.3"),
-}
-PAPER_PARAMS: dict[str, tuple[float, str]] = {
-    "resnet20": (0.27e6, "Table 6"),
-    "resnet32": (0.46e6, "Table 6"),
-    "resnet44": (0.66e6, "Table 6"),
-    "resnet56": (0.85e6, "Table 6"),
-    "resnet110": (1.7e6, "Table 6"),
-    "resnet1202": (19.4e6, "Table 6"),
-    "preact_resnet110": (1.7e6, "Identity Mappings"),
-    "preact_resnet164": (1.7e6, "Identity Mappings"),
-    "preact_resnet1001": (10.2e6, "Identity Mappings"),
-}
 _UNITS = {"BasicBlock": "basic", "Bottleneck": "bottleneck", "PreActBasicBlock": "pre-act basic",
           "PreActBottleneck": "pre-act bottleneck"}
 

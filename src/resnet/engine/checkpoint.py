@@ -2,12 +2,14 @@
 
 Layout in a run folder: ``checkpoints/ckpt-00001000.safetensors`` and ``ckpt-00001000.json``. The sidecar is
 written last and records the tensor file's size and SHA-256, so a torn or truncated tensor file is detected
-and the previous checkpoint is used instead. No pickle is involved anywhere.
+and the previous checkpoint is used instead; the sidecar carries a SHA-256 of its own content too, so an edited
+sidecar (a changed ``step`` would silently skip iterations) is refused the same way. No pickle is involved anywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -45,6 +47,26 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _os_error(e: SafetensorError, path: Path) -> OSError:
+    """safetensors reports a failed write (a full disk, a read-only folder) as its own error type: give it back as
+    the OSError it is, with its errno when the message carries one ("No space left on device (os error 28)")."""
+    match = re.search(r"os error (\d+)", str(e))
+    code = int(match.group(1)) if match else errno.EIO
+    return OSError(code, os.strerror(code) if match else str(e), str(path))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, failing with an OSError naming ``path``."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        raise _os_error(e, path) from None
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -114,7 +136,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     tensors.update(optim_tensors)
     tensors.update({k: v.cpu().contiguous() for k, v in ckpt.rng.items()})
     tensor_path = stem.with_suffix(".safetensors")
-    _atomic_write(tensor_path, lambda p: save_file(tensors, str(p)))
+    _atomic_write(tensor_path, lambda p: save_tensors(tensors, p))
     sidecar = {
         "step": ckpt.step,
         "tensors": tensor_path.name,
@@ -123,6 +145,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
         "optimizer": optim_meta,
         "extra": ckpt.extra,
     }
+    sidecar["checksum"] = _checksum(sidecar)
     json_path = stem.with_suffix(".json")
     _atomic_write(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=1)))
     for old in list_checkpoints(folder)[keep:]:
@@ -130,6 +153,20 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
             with contextlib.suppress(OSError):
                 p.unlink()
     return json_path
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it, or fail with an OSError naming the folder (a read-only mount, a full
+    disk): a run learns this before it trains, not at its first checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".probe-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"0")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(folder)) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -144,11 +181,16 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     """Read one checkpoint, verifying size and hash; raise WeightsError naming the file if it is damaged."""
     try:
         sidecar = json.loads(json_path.read_text())
-        tensor_path = json_path.with_name(sidecar["tensors"])
+        checksum = sidecar.pop("checksum", None)
+        tensor_path = json_path.with_name(Path(sidecar["tensors"]).name)
         expected_size, expected_hash = sidecar["size"], sidecar["sha256"]
-    except (OSError, ValueError, KeyError) as e:
-        raise WeightsError(f"checkpoint sidecar {json_path} is unreadable ({e}); "
+        step = int(_NAME.match(json_path.name).group(1))  # type: ignore[union-attr]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise WeightsError(f"checkpoint sidecar {json_path} is unreadable ({type(e).__name__}); "
                            "delete it to use an older one") from None
+    if checksum != _checksum(sidecar) or sidecar.get("step") != step:
+        raise WeightsError(f"checkpoint sidecar {json_path} was changed after it was written (checksum mismatch); "
+                           "delete it to use an older one")
     if not tensor_path.is_file():
         raise WeightsError(f"checkpoint {tensor_path} is missing")
     if tensor_path.stat().st_size != expected_size or _sha256(tensor_path) != expected_hash:

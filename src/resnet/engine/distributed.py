@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -114,5 +115,27 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group (the end of a torchrun job's training)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def agree_on_checkpoint(state: Any) -> Any:
+    """Every rank resumes from rank 0's checkpoint, whatever its own disk holds.
+
+    Ranks read their own run folder; on a multi-node job without a shared filesystem the other nodes find no
+    checkpoint there (or an older one). When the ranks' steps differ, rank 0 sends its checkpoint over the process
+    group (``broadcast_object_list``: peers of one job, never files from elsewhere), so no rank starts from scratch
+    while the others resume. A no-op in a single process.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return state
+    step = -1 if state is None else int(state.step)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    mine = torch.tensor([step, -step], dtype=torch.long, device=device)
+    dist.all_reduce(mine, op=dist.ReduceOp.MAX)  # (max step, -min step): equal when every rank holds the same
+    if int(mine[0]) == -int(mine[1]):
+        return state
+    box = [state if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -11,7 +11,7 @@ from resnet.config import OptimCfg
 from resnet.errors import ConfigError
 
 # Normalization layers are recognised by type, never by a substring of the parameter name
-# (a name test like `'bn' in k` misses `downsample.1`: DESIGN.md example 10).
+# (a name test like `'bn' in k`, as in libffcv/ffcv-imagenet, misses `downsample.1`).
 _NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -22,23 +22,30 @@ def _is_norm(module: nn.Module) -> bool:
     return bool(getattr(module, "is_norm_layer", False))
 
 
-def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
-    """One group, or two when norm parameters and biases are exempt from weight decay."""
-    if not cfg.no_decay_norm_bias:
+def param_groups(model: nn.Module, cfg: OptimCfg, scales: dict[int, float] | None = None) -> list[dict]:
+    """One group, or one per (weight decay, learning-rate scale): norm parameters and biases exempt from weight decay
+    with ``no_decay_norm_bias``; ``scales`` maps a parameter's id to its ``lr_scale`` (fine-tuning's slower
+    backbone), which the step multiplies into the schedule's learning rate."""
+    scales = scales or {}
+    if not cfg.no_decay_norm_bias and not scales:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            (no_decay if _is_norm(module) or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            exempt = cfg.no_decay_norm_bias and (_is_norm(module) or name == "bias")
+            groups.setdefault((not exempt, scales.get(id(p), 1.0)), []).append(p)
+    ordered = sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))  # decay first, as before
+    return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+             **({"lr_scale": scale} if scale != 1.0 else {})} for (decay, scale), params in ordered]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False) -> torch.optim.SGD:
-    """SGD; ``fused`` picks the fused CUDA kernel (same math), otherwise the foreach path."""
+def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False,
+                    scales: dict[int, float] | None = None) -> torch.optim.SGD:
+    """SGD; ``fused`` picks the fused kernel (same math), otherwise the foreach path."""
     kwargs = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+    return torch.optim.SGD(param_groups(model, cfg, scales), lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov, **kwargs)
 
 

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import torch
 
 from resnet.config import to_dict
 from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
-from resnet.errors import TrainingError
+from resnet.errors import ConfigError, TrainingError
 from resnet.models.weights import save_weights
 
 if TYPE_CHECKING:
@@ -56,21 +57,81 @@ def hardware(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool) -> None:
+def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool,
+                    init_from: dict[str, str] | None = None) -> None:
     """Write config.toml (enough to repeat the run) and run.json (code version, hardware, command)."""
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
     meta = {"code": code_version(), "hardware": hardware(device), "world_size": dist.world_size,
             "command": sys.argv, "python": platform.python_version()}
+    if init_from:  # the weights the run started from: the file and its SHA-256
+        meta["init_from"] = init_from
     name = "run.json" if not resume else "run-resumed.json"
     _write_atomic(out / name, json.dumps(meta, indent=1))
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Temporary file + rename: a kill mid-write (resumes rewrite it too) never leaves a torn config.toml."""
+    """Temporary file + rename: a kill mid-write (resumes rewrite it too) never leaves a torn config.toml; a failed
+    write (a full disk) leaves no temporary file and names the file it was writing."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+# Fields a resume may change: where and how fast the run goes on, how long it runs, how often it reports. Every other
+# field (the model, the data and its augmentation, the optimizer, the batch size, the seed) defines the run: changing
+# one mid-run would make config.toml describe a run that never happened.
+RESUMABLE: frozenset[tuple[str, str]] = frozenset({
+    ("train", "iterations"), ("train", "epochs"), ("train", "eval_every"), ("train", "checkpoint_every"),
+    ("train", "keep_checkpoints"), ("train", "device"), ("train", "precision"), ("train", "channels_last"),
+    ("train", "compile"), ("train", "cuda_graphs"), ("train", "cudnn_benchmark"), ("train", "bucket_cap_mb"),
+    ("train", "nan_policy"), ("train", "sync_bn"), ("train", "threads"),
+    ("data", "data"), ("data", "download"), ("data", "workers"), ("data", "bad_images"), ("data", "max_pixels"),
+    ("data", "gpu_resident"), ("data", "gpu_decode"), ("data", "protocol"), ("data", "scales"),
+})
+
+
+def resume_changes(out: Path, cfg: RunCfg) -> dict[str, list[Any]]:
+    """What ``cfg`` changes in the run folder's config.toml: ``{"train.iterations": [old, new], ...}``.
+
+    Raises ConfigError, before anything is written, for a field a resume cannot change."""
+    from resnet.config import from_dict
+
+    try:
+        saved = to_dict(from_dict(tomllib.loads((out / "config.toml").read_text())))
+    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        return {}  # the CLI has already refused a damaged config.toml; the API resumes what it was given
+    new = to_dict(cfg)
+    changes: dict[str, list[Any]] = {}
+    for section, values in new.items():
+        if not isinstance(values, dict):
+            if values != saved.get(section):
+                changes[section] = [saved.get(section), values]
+            continue
+        for key, value in values.items():
+            before = saved.get(section, {}).get(key)
+            if value != before:
+                changes[f"{section}.{key}"] = [before, value]
+    refused = [k for k in changes if tuple(k.split(".", 1)) not in RESUMABLE and k != "recipe"]
+    if refused:
+        key = refused[0]
+        old, new_value = changes[key]
+        raise ConfigError(f"{key} cannot change on resume (the run in {out} was trained with {old!r}, not "
+                          f"{new_value!r}); resume without that flag, or start a new run with another --out")
+    changes.pop("recipe", None)
+    return changes
+
+
+def record_changes(out: Path, step: int, changes: dict[str, list[Any]]) -> None:
+    """Append what a resume changed, and from which iteration, to changes.jsonl (config.toml holds the new values)."""
+    if changes:
+        with open(out / "changes.jsonl", "a") as f:
+            f.write(json.dumps({"from_step": step, "changed": changes, "command": sys.argv}) + "\n")
 
 
 def replicas_identical(model: torch.nn.Module) -> bool:
@@ -92,6 +153,8 @@ def replicas_identical(model: torch.nn.Module) -> bool:
 def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], history: list[dict[str, Any]],
                   meta: dict[str, str], extra: dict[str, torch.Tensor], label: str) -> None:
     """model.safetensors (with the task's record), curves.png and final.json; a full disk is one TrainingError."""
+    from safetensors import SafetensorError
+
     from resnet.analysis.curves import plot_curves  # matplotlib is imported where something is drawn
     
     target = out / "model.safetensors"
@@ -99,8 +162,9 @@ def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], hist
         save_weights(model, target, metadata=meta, extra=extra)
         plot_curves(history, out / "curves.png", label=label)
         (out / "final.json").write_text(json.dumps(final, indent=1))
-    except OSError as e:  # a full disk: the last checkpoint holds everything, so the run can be finished later
+    except (OSError, SafetensorError) as e:  # a full disk: the last checkpoint holds everything: finish it later
         with contextlib.suppress(OSError):
             target.with_name(target.name + ".tmp").unlink()
-        raise TrainingError(f"could not write the results in {out} ({e.strerror or e}); the checkpoint of "
+        reason = getattr(e, "strerror", None) or str(e)
+        raise TrainingError(f"could not write the results in {out} ({reason}); the checkpoint of "
                             f"iteration {final.get('step')} is intact. Free disk space, then --resume {out}") from None

@@ -65,16 +65,26 @@ class DeviceLR:
         first = optimizer.param_groups[0]["lr"]
         self.value = torch.tensor(float(first), dtype=torch.float32, device=device)
         self._last: float | None = float(first)
+        # A group with an ``lr_scale`` (fine-tuning's slower backbone) gets a tensor of its own, filled with the
+        # scaled rate: one fill kernel more per schedule change.
+        self.scaled: dict[float, Tensor] = {}
         for group in optimizer.param_groups:
-            group["lr"] = self.value
+            scale = float(group.get("lr_scale", 1.0))
+            if scale != 1.0 and scale not in self.scaled:
+                self.scaled[scale] = torch.tensor(float(first) * scale, dtype=torch.float32, device=device)
+            group["lr"] = self.value if scale == 1.0 else self.scaled[scale]
 
     def set(self, lr: float | Tensor) -> None:
         """Point the optimizer at ``lr`` for the next step."""
         if isinstance(lr, Tensor):
             self.value.copy_(lr, non_blocking=True)
+            for scale, value in self.scaled.items():
+                value.copy_(lr * scale, non_blocking=True)
             self._last = None
         elif lr != self._last:
             self.value.fill_(lr)
+            for scale, value in self.scaled.items():
+                value.fill_(lr * scale)
             self._last = float(lr)
 
 
@@ -211,7 +221,7 @@ class Step:
             self.lr.set(lr)
         else:
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
 
     def _forward_backward(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
         if self.channels_last and isinstance(batch[0], Tensor) and batch[0].dim() == 4:

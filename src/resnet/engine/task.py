@@ -87,10 +87,22 @@ class ClassificationTask:
     running = ("wrong",)
     monitor = "test_error"
 
+    def __init__(self) -> None:
+        self.pretrained: Any = None  # resnet.transfer.finetune.Pretrained, when the run starts from weights
+        self.source: dict[str, str] | None = None  # what run.json records of it (path, SHA-256, format)
+
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> Any:
         from resnet.data import build_data  # the data stack is heavy; only a run needs it
 
-        return build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, dist.rank, dist.world_size)
+        options: dict[str, Any] = {}
+        if cfg.finetune.init_from:  # normalise the images as the source weights expect
+            from resnet.transfer.finetune import Pretrained
+
+            self.pretrained = Pretrained(cfg.finetune.init_from, cfg.model.name, cfg.model.in_chans)
+            self.source = self.pretrained.record
+            options = self.pretrained.data_options()
+        return build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, dist.rank, dist.world_size,
+                          **options)
 
     def build_model(self, cfg: RunCfg, data: Any) -> nn.Module:
         """A classifier narrower than the labels would fail deep in the loss (IndexError, or a CUDA assert), a stem
@@ -105,9 +117,17 @@ class ClassificationTask:
         if wanted is not None and wanted < have:
             raise ConfigError(f"model.num_classes={wanted} is smaller than the {have} classes of "
                               f"{cfg.data.dataset} (labels 0..{have - 1}); set --num-classes {have} or leave it unset")
-        opts = cfg.model.options()
-        opts.setdefault("num_classes", data.num_classes)
-        return create_model(cfg.model.name, **opts)
+        if self.pretrained is not None:
+            model = self.pretrained.net_for(wanted or data.num_classes)
+        else:
+            opts = cfg.model.options()
+            opts.setdefault("num_classes", data.num_classes)
+            model = create_model(cfg.model.name, **opts)
+        if cfg.finetune.freeze_stages or cfg.finetune.freeze_bn:
+            from resnet.transfer.finetune import freeze
+
+            freeze(model, cfg.finetune.freeze_stages, cfg.finetune.freeze_bn)
+        return model
 
     def batch_size(self, batch: Any) -> int:
         return int(batch[1].numel())

@@ -8,24 +8,28 @@ maybe evaluate, maybe checkpoint. What differs between tasks (loss, running figu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from resnet.config import RunCfg
+from resnet.config import ModelCfg, RunCfg
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import (
+    agree_on_checkpoint,
     all_reduce_sum,
     barrier,
     broadcast_buffers,
     init_distributed,
     peer_loss_is_training_error,
+    shutdown,
     wrap_ddp,
 )
 from resnet.engine.guards import NonFiniteGuard, StopSignals, agree
@@ -33,9 +37,11 @@ from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import grad_scaler_for
 from resnet.engine.probe import Reading
 from resnet.engine.progress import REPORT_EVERY, Progress
-from resnet.engine.rundir import prepare_run_dir, replicas_identical, write_results
+from resnet.engine.rundir import prepare_run_dir, record_changes, replicas_identical, resume_changes, write_results
+from resnet.engine.runlock import RunDirLock
 from resnet.engine.runlog import RunLog, truncate_metrics
 from resnet.engine.schedule import LRSchedule
+from resnet.engine.schedule import warnings_for as schedule_warnings
 from resnet.engine.step import Step, build_step, optimizer_state_dict
 from resnet.engine.task import ClassificationTask, Task
 from resnet.errors import ConfigError, TrainingError
@@ -66,6 +72,21 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
                     cudnn_benchmark=benchmark)
 
 
+def cpu_threads(requested: int | None, processes: int = 1) -> int:
+    """Threads for torch's CPU operators: ``requested``, else this process's share of the cores not already busy.
+
+    Why not all cores: torch's OpenMP threads spin while they wait for a core another process holds, so on a shared
+    machine a run that takes every core slows down far more than in proportion; fewer threads than cores, by the
+    1-minute load average, shares them instead.
+    """
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    share = max(1, min(cores, round(cores - busy + 0.25)) // max(1, processes))
+    return min(torch.get_num_threads(), share)  # never more than OMP_NUM_THREADS or set_num_threads allow
+
+
 def total_iterations(cfg: RunCfg, num_train: int) -> int:
     """Iterations from the config; ``epochs`` (when set) converts with the global batch size."""
     if cfg.train.epochs is not None:
@@ -83,14 +104,19 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.train.device)
         self.out, self.resume = out, resume
         self.sw = resolve_switches(cfg, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(cfg.train.threads, self.dist.world_size))
         torch.manual_seed(cfg.train.seed)
         self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
         self.model = self._build_model(cfg)
-        self.cfg = apply_recipe_rules(cfg, self.model)
-        self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd)
+        self.cfg = apply_recipe_rules(described(cfg, self.model), self.model)
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd,
+                                         scales=lr_scales(self.model, self.cfg))
         self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
         self.schedule = LRSchedule(self.cfg.optim, self.total)
+        for warning in schedule_warnings(self.cfg.optim, self.total) if self.dist.is_main else ():
+            log.warning("%s", warning)
         self.guard = NonFiniteGuard(self.cfg.train.nan_policy, self.device, out / "checkpoints")
         self.signals = StopSignals(self.dist.enabled)
         self.step = 0
@@ -100,6 +126,7 @@ class Trainer:
         self.window = torch.zeros(2 + len(self.task.running), dtype=torch.float64, device=self.device)
         self.net: nn.Module = self.model
         self.step_fn: Step | None = None
+        self.lock: RunDirLock | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _build_model(self, cfg: RunCfg) -> nn.Module:
@@ -120,11 +147,27 @@ class Trainer:
             return self
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.sw.cudnn_benchmark  # process-wide: set for this run either way
+        changes: dict[str, list[Any]] = {}
+        refusal = ""
         if self.dist.is_main:
-            prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume)
+            self.lock = RunDirLock(self.out).acquire()  # released when the process ends, however it ends
+            try:
+                changes = resume_changes(self.out, self.cfg) if self.resume else {}
+            except ConfigError as e:
+                refusal = str(e)
+        if refusal and not self.dist.enabled:
+            raise ConfigError(refusal)
+        if self.dist.enabled and int(all_reduce_sum(torch.tensor([int(bool(refusal))], device=self.device)).item()):
+            raise ConfigError(refusal or "rank 0 refused to resume this run (its error names the field)")
+        if self.dist.is_main:
+            prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume,
+                            init_from=getattr(self.task, "source", None))
+            ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
         barrier()
         if self.resume:
             self.restore()
+            if self.dist.is_main:
+                record_changes(self.out, self.step, changes)
         if self.dist.enabled:
             self.net = wrap_ddp(self.model, self.device, self.cfg.train.bucket_cap_mb)
             if self.dist.is_main:
@@ -138,7 +181,7 @@ class Trainer:
 
     def restore(self) -> None:
         """Continue from the newest intact checkpoint: weights, optimizer, schedule, data position, RNG, sums."""
-        state = ckpt.latest_checkpoint(self.out / "checkpoints")
+        state = agree_on_checkpoint(ckpt.latest_checkpoint(self.out / "checkpoints"))
         if state is None:
             log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
             return
@@ -171,7 +214,7 @@ class Trainer:
         runlog = RunLog(self.out, self.total, self.step, enabled=self.dist.is_main)
         progress = Progress(runlog, self.device, self.step, self.dist.world_size, self._progress_figures,
                             self._on_reading)
-        with self.signals, runlog:
+        with self.signals, runlog, contextlib.closing(self):
             while self.step < self.total and self.signals.stop is None:
                 lr = self.schedule.lr_at(self.step)
                 batch = self.data.train.next()
@@ -274,6 +317,12 @@ class Trainer:
         finally:
             barrier()
 
+    def close(self) -> None:
+        """Give up the run folder (the lock also goes with the process, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     # -- the end ------------------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
         """The test split scored once (when a validation split was used), model.safetensors, curves.png,
@@ -306,10 +355,16 @@ def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None
     the CLI prints it then, so bad input ends in its one error line alone.
     """
     with peer_loss_is_training_error():
-        trainer = Trainer(cfg, out, resume=resume, task=task).setup()
-        if on_ready is not None:
-            on_ready(trainer.cfg)
-        return trainer.run()
+        trainer = Trainer(cfg, out, resume=resume, task=task)
+        try:
+            trainer.setup()
+            if on_ready is not None:
+                on_ready(trainer.cfg)
+            return trainer.run()
+        finally:
+            trainer.close()
+            if trainer.dist.enabled:
+                shutdown()
 
 
 def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:
@@ -329,6 +384,28 @@ def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:
     if depth >= 110 and not plain:
         return replace(cfg, optim=replace(cfg.optim, warmup_lr=cfg.optim.lr / 10))
     return cfg
+
+
+def described(cfg: RunCfg, model: nn.Module) -> RunCfg:
+    """A run started from weights trains the net the file holds (its layout, e.g. torchvision's v1.5): config.toml
+    says so, so the run can be repeated (and resumed) from its config."""
+    options = getattr(model, "options", None)
+    if not cfg.finetune.init_from or not isinstance(options, dict):
+        return cfg
+    names = {f.name for f in fields(ModelCfg)}
+    taken = {k: v for k, v in options.items() if k in names}
+    return replace(cfg, model=replace(cfg.model, name=getattr(model, "arch", cfg.model.name), **taken))
+
+
+def lr_scales(model: nn.Module, cfg: RunCfg) -> dict[int, float] | None:
+    """``finetune.backbone_lr_mult``: every parameter outside the head trains at that fraction of the rate."""
+    mult = cfg.finetune.backbone_lr_mult
+    if mult == 1.0:
+        return None
+    from resnet.transfer.finetune import head_parameters
+
+    head = {id(p) for p in head_parameters(model)}
+    return {id(p): mult for p in model.parameters() if id(p) not in head}
 
 
 def model_depth(model: nn.Module) -> int:

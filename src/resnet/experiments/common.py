@@ -45,7 +45,7 @@ SCALES: dict[str, Scale] = {
     "smoke": Scale(30, 32, 10, "30 iterations per net at batch 32, lr /10 at 50% and 75% (a pipeline check, "
                                "not a result: the nets have barely started to learn)"),
     # Sec. 4.2's schedule compressed 8x: lr 0.1, /10 at 50% and 75% of the iterations, batch 128. Timed on one
-    # H200 (2026-11-26, README "Speed"): ResNet-20, -56, -110 and plain-56 at 2,000 iterations each, 4 jobs
+    # H200 (2026-11-26, docs/benchmarks.md): ResNet-20, -56, -110 and plain-56 at 2,000 iterations each, 4 jobs
     # sharing the GPU, finished in 97 s wall (compilation and evaluations included), so 8k iterations of the
     # largest study (depth: 2 seeds of 20..110, 10 runs) take about 15 minutes.
     "short": Scale(8000, None, 400, "8,000 iterations per net (1/8 of the paper's 64k) at the recipe's batch, "

@@ -19,7 +19,7 @@ from resnet.experiments.common import (
     specs_for,
     summarize,
 )
-from resnet.experiments.paper import AKAMASTER_ERROR, TABLE6_ERROR, depth_of, pretty
+from resnet.paper import AKAMASTER_ERROR, TABLE6_ERROR, depth_of, pretty
 
 NAME = "degradation"
 TITLE = "Degradation: plain nets vs ResNets (Fig. 1, Fig. 6)"

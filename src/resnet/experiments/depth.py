@@ -12,7 +12,7 @@ from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table
 from resnet.experiments import figures
 from resnet.experiments.common import Context, RunResult, RunSpec, Summary, by_name, specs_for, summarize
-from resnet.experiments.paper import (
+from resnet.paper import (
     AKAMASTER_ERROR,
     TABLE6_110_MEAN_STD,
     TABLE6_ERROR,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from resnet.analysis.report import Section
 from resnet.experiments.common import Context, RunResult, RunSpec
 from resnet.experiments.norms import study_net
-from resnet.experiments.paper import paper_error, pretty
 from resnet.experiments.variants import Variant, plan_variants, ranking, variants_section
+from resnet.paper import paper_error, pretty
 
 NAME = "init"
 TITLE = "Initialization: He (kaiming_normal) vs Xavier, zero-init residual on/off"

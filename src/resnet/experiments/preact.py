@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from resnet.analysis.report import Section
 from resnet.experiments.common import Context, RunResult, RunSpec
-from resnet.experiments.paper import PREACT_ERROR, pretty
 from resnet.experiments.variants import Variant, plan_variants, ranking, variants_section
+from resnet.paper import PREACT_ERROR, pretty
 
 NAME = "preact"
 TITLE = "Original vs pre-activation units (Identity Mappings)"

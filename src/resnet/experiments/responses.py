@@ -16,8 +16,8 @@ from resnet.analysis.report import Figure, Section, Table
 from resnet.analysis.responses import LayerResponse, layer_responses, sorted_stds
 from resnet.experiments import figures
 from resnet.experiments.common import Context, RunResult, RunSpec, by_name, specs_for, summarize
-from resnet.experiments.paper import TABLE6_ERROR, pretty
 from resnet.experiments.runner import resolve_device
+from resnet.paper import TABLE6_ERROR, pretty
 
 NAME = "responses"
 TITLE = "Layer responses (Fig. 7)"

@@ -2,10 +2,14 @@
 
 Concurrency: with ``jobs == 1`` runs train one after another inside this process (``train()`` directly). With
 ``jobs > 1`` each run is a child process, ``python -m resnet.experiments.runner OUT`` reading its config as JSON
-on stdin and logging to ``OUT/train.log``. The small CIFAR nets leave a GPU mostly idle (REFERENCE.md: a
+on stdin and logging to ``OUT/train.log``. The small CIFAR nets leave a GPU mostly idle (a
 ResNet-20 step is launch-bound at a few ms), so several share one device; with several GPUs children are
 spread over them round-robin through ``CUDA_VISIBLE_DEVICES``. On CPU the cores are divided between the jobs
 (``OMP_NUM_THREADS``); where other work shares the cores, one thread per job wastes less time spinning.
+
+Children die with their parent: each asks the kernel for a SIGTERM when the parent goes (``PR_SET_PDEATHSIG``),
+checkpoints and stops, so a killed study leaves no orphan writing its run folders; and a run folder is owned by one
+writer (:mod:`resnet.engine.runlock`), so a re-run started while one still writes is refused instead of mixed.
 """
 
 from __future__ import annotations
@@ -99,8 +103,27 @@ def _child_env(slot: int, jobs: int, device: str) -> dict[str, str]:
         env["CUDA_VISIBLE_DEVICES"] = ids[slot % len(ids)]
     else:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    env["RESNET_EXPERIMENT_CHILD"] = "1"
+    env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+PARENT_ENV = "RESNET_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (the trainer then checkpoints and stops); if the
+    parent is already gone (it died before this call), stop at once. A no-op elsewhere."""
+    parent = os.environ.get(PARENT_ENV)
+    if not sys.platform.startswith("linux") or not parent:
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _launch(spec: RunSpec, out: Path, resume: bool, env: dict[str, str]) -> tuple[subprocess.Popen, IO[str]]:
@@ -177,6 +200,7 @@ def _child_main(argv: Sequence[str]) -> int:
     """Child process: read the config JSON on stdin, train into OUT, record the wall time."""
     import torch
 
+    die_with_parent()
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads:
         torch.set_num_threads(int(threads))

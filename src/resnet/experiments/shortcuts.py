@@ -14,7 +14,7 @@ from __future__ import annotations
 from resnet.analysis.report import Figure, Section, Table
 from resnet.experiments import figures
 from resnet.experiments.common import Context, RunResult, RunSpec, by_name, first_seed_curves, specs_for, summarize
-from resnet.experiments.paper import TABLE3_RESNET34, pretty
+from resnet.paper import TABLE3_RESNET34, pretty
 
 NAME = "shortcuts"
 TITLE = "Shortcut options A / B / C (Table 3)"

@@ -1,7 +1,7 @@
-"""The published numbers each study prints beside its own (/work/shared/REFERENCE.md).
+"""The published numbers printed beside ours: He et al., CVPR 2016 (Tables 1, 3-8), Identity Mappings (He et al.,
+ECCV 2016) and akamaster/pytorch_resnet_cifar10's README, in one place so every table cites the same values.
 
-All CIFAR numbers are CIFAR-10 test error (%); Table 3's are ImageNet validation error (%, 10-crop).
-Keeping them in one place lets every table cite the same values.
+All CIFAR numbers are CIFAR-10 test error (%); Tables 3 and 4 are ImageNet validation error (%).
 """
 
 from __future__ import annotations
@@ -49,6 +49,41 @@ PREACT_ERROR: dict[str, float] = {
     "preact_resnet164": 5.46,
     "preact_resnet1001": 4.92,
 }
+
+
+# Table 1 and Sec. 3.3: multiply-adds at 224x224; Table 6 and Identity Mappings Sec. 4: parameters. The paper rounds.
+PAPER_MACS: dict[str, tuple[float, str]] = {
+    "resnet18": (1.8e9, "Table 1"),
+    "resnet34": (3.6e9, "Table 1"),
+    "resnet50": (3.8e9, "Table 1"),
+    "resnet101": (7.6e9, "Table 1"),
+    "resnet152": (11.3e9, "Table 1"),
+    "plain18": (1.8e9, "Table 1"),
+    "plain34": (3.6e9, "Sec. 3.3"),
+}
+PAPER_PARAMS: dict[str, tuple[float, str]] = {
+    "resnet20": (0.27e6, "Table 6"),
+    "resnet32": (0.46e6, "Table 6"),
+    "resnet44": (0.66e6, "Table 6"),
+    "resnet56": (0.85e6, "Table 6"),
+    "resnet110": (1.7e6, "Table 6"),
+    "resnet1202": (19.4e6, "Table 6"),
+    "preact_resnet110": (1.7e6, "Identity Mappings"),
+    "preact_resnet164": (1.7e6, "Identity Mappings"),
+    "preact_resnet1001": (10.2e6, "Identity Mappings"),
+}
+
+# Table 4: single models, ImageNet val, multi-scale fully-convolutional testing, top-1 / top-5 error (%).
+TABLE4_SINGLE: dict[str, tuple[float, float]] = {"resnet34 (B)": (21.84, 5.71), "resnet34 (C)": (21.53, 5.60),
+                                                 "resnet50": (20.74, 5.25), "resnet101": (19.87, 4.60),
+                                                 "resnet152": (19.38, 4.49)}
+# Table 5: the ensemble of six models of different depth (two ResNet-152 among them), top-5 test error (%).
+TABLE5_ENSEMBLE_TOP5 = 3.57
+# Tables 7 and 8: Faster R-CNN with VGG-16 vs ResNet-101 (Sec. 4.3). VOC: mAP (%) at IoU 0.5; COCO val.
+TABLE7_VOC: dict[str, dict[str, float]] = {"VOC 2007 test": {"vgg16": 73.2, "resnet101": 76.4},
+                                          "VOC 2012 test": {"vgg16": 70.4, "resnet101": 73.8}}
+TABLE8_COCO: dict[str, dict[str, float]] = {"mAP@.5": {"vgg16": 41.5, "resnet101": 48.4},
+                                           "mAP@[.5,.95]": {"vgg16": 21.2, "resnet101": 27.2}}
 
 
 def paper_error(model: str) -> float | None:

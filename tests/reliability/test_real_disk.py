@@ -1,0 +1,71 @@
+"""A real full disk and a read-only folder (a small tmpfs, not an injected error): one error line, nothing lost.
+
+Mounting needs root (CAP_SYS_ADMIN); elsewhere these tests skip and ``test_disk_faults.py`` covers the same
+paths with an injected ENOSPC.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from _util import TRAIN_ARGS, checkpoint_steps, one_line_error, one_thread, run_cli  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 3 MB tmpfs at tmp_path/fs: the size of one ResNet-20 checkpoint and a half."""
+    mount = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _remount_read_only(mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
+
+
+def test_a_disk_that_fills_during_training_is_one_error_and_the_run_resumes_elsewhere(small_fs, tmp_path, capsys):
+    run = small_fs / "run"
+    code, _, err = run_cli(["train", *TRAIN_ARGS, "--out", run], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "No space left on device" in line and "--resume" in line and str(run) in line
+    assert not list(run.rglob("*.tmp")), "a temporary file was left on the full disk"
+    assert checkpoint_steps(run), "no checkpoint survived"
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)  # space found elsewhere: the run goes on from its last checkpoint
+    code, _, err = run_cli(["train", "--resume", moved], capsys)
+    assert code == 0, err
+    assert (moved / "model.safetensors").is_file()
+
+
+def test_a_disk_already_full_at_start_names_the_file_and_leaves_no_temporary_file(small_fs, capsys):
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_fs / 'filler'}", "bs=64k"], capture_output=True)  # to the brim
+    run = small_fs / "run"
+    code, _, err = run_cli(["train", *TRAIN_ARGS, "--out", run], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "No space left on device" in line and str(run) in line
+    assert not list(small_fs.rglob("*.tmp")) and not list(small_fs.rglob(".*.tmp"))
+
+
+def test_a_read_only_run_folder_is_refused_before_any_iteration(small_fs, capsys):
+    run = small_fs / "run"
+    code, _, err = run_cli(["train", *TRAIN_ARGS, "--iterations", "2", "--eval-every", "2", "--out", run], capsys)
+    assert code == 0, err
+    _remount_read_only(small_fs)
+    code, _, err = run_cli(["train", "--resume", run, "--iterations", "4"], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert str(run) in line and "read-only" in line.lower()
