@@ -109,6 +109,12 @@ def test_another_class_count_reinitialises_the_classifier_and_says_so(tv_resnet5
     assert torch.equal(ours.layer4[2].conv3.weight, tv_resnet50.layer4[2].conv3.weight)  # the rest is the file's
 
 
+@pytest.mark.parametrize("options", [{"num_classes": 10**9}, {"in_chans": 0}, {"num_classes": 2.5}])
+def test_absurd_class_or_channel_counts_are_refused_before_building(tv_resnet50, options):
+    with pytest.raises(WeightsError, match=f"{next(iter(options))}=.* is not an integer in"):
+        resnet.import_weights(tv_resnet50.state_dict(), **options)
+
+
 def test_imported_torchvision_weights_carry_imagenet_preprocessing(tv_resnet50, tmp_path):
     ours = resnet.import_weights(tv_resnet50.state_dict())
     cfg = resnet.data_config(ours)

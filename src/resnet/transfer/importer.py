@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
+from resnet.models.metadata import MAX_CLASSES, MAX_IN_CHANS
 from resnet.models.registry import create_model
 from resnet.models.weights import check_finite, check_fits, describe, fill_batch_counters
 from resnet.transfer.adapt import adapt_input_conv, adapt_mean
@@ -78,6 +79,10 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
     arch = arch or plan.arch
     if not arch:
         raise WeightsError(f"{label}: its depth matches no registered net; pass the architecture (--arch)")
+    for key, high in (("num_classes", MAX_CLASSES), ("in_chans", MAX_IN_CHANS)):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high):
+            raise WeightsError(f"{label}: {key}={value!r} is not an integer in [1, {high}]")
     state = dict(plan.state)
     classes, chans = _count(state, "fc.weight", 0), _count(state, "conv1.weight", 1)
     options = {"num_classes": classes, "in_chans": chans, **{k: v for k, v in options.items() if v is not None}}
