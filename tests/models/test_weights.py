@@ -253,3 +253,11 @@ def test_save_weights_refuses_a_preprocess_record_it_could_not_read_back(tmp_pat
     with pytest.raises(WeightsError, match=f"cannot save .*'resnet.preprocess.{field}'"):
         resnet.save_weights(resnet.create_model("resnet18"), tmp_path / "m.safetensors",
                             preprocess={**IMAGENET_RECORD, **change})
+
+
+def test_models_of_other_families_are_saved_with_their_own_options(tmp_path):
+    """A net the registry does not know (a detector around one of ours) rebuilds itself: its options are kept."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    model.arch, model.options = "detector_of_resnet18", {"backbone": "resnet18", "num_classes": 3}
+    resnet.save_weights(model, tmp_path / "d.safetensors")
+    assert json.loads(read_weights(tmp_path / "d.safetensors")[1][OPTIONS_KEY]) == model.options

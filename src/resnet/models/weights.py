@@ -38,7 +38,7 @@ from resnet.models.metadata import (
     check_preprocess,
     default_preprocess,
 )
-from resnet.models.registry import create_model
+from resnet.models.registry import create_model, list_models
 
 __all__ = ["ARCH_KEY", "EXTRA_PREFIX", "OPTIONS_KEY", "PREPROCESS_KEY", "TORCHVISION_ARCHS", "from_torchvision",
            "inspect_weights", "load_model", "load_weights", "read_weights", "save_weights", "to_torchvision"]
@@ -102,7 +102,11 @@ def check_finite(state: Mapping[str, Tensor], source: str) -> None:
 
 def _options_as_built(model: nn.Module, arch: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with the class and channel counts read from the modules (a replaced ``fc`` included), checked
-    against a shape-only rebuild so that ``load_model`` can always rebuild what is saved."""
+    against a shape-only rebuild so that ``load_model`` can always rebuild what is saved. A model built around one
+    of ours under a name the registry does not know (a detector) is saved as it describes itself; its own loader
+    (``resnet.detection.inference.load_detector``) rebuilds it."""
+    if arch not in list_models():
+        return dict(options)
     fc, conv1 = getattr(model, "fc", None), getattr(model, "conv1", None)
     options = dict(options)
     if isinstance(fc, nn.Linear):
