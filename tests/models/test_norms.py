@@ -67,7 +67,7 @@ def test_frn_normalizes_by_mean_square_and_tlu_thresholds():
 
 def test_frn_replaces_relu_after_norms_but_not_before_the_addition():
     unit = resnet.create_model("resnet20", norm="frn").layer1[0]
-    assert unit.bn1.tau is not None and isinstance(unit.act, nn.Identity)  # TLU is the activation
+    assert unit.bn1.tau is not None and isinstance(unit.act1, nn.Identity)  # TLU is the activation
     assert unit.bn2.tau is None and isinstance(unit.relu, nn.ReLU)  # affine FRN, then add, then ReLU
 
 

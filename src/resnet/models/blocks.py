@@ -5,7 +5,10 @@ addition, then ReLU. Pre-activation units are the "Identity Mappings" paper's (H
 Fig. 1b / Fig. 4e): BN-ReLU-conv, nothing after the addition.
 
 Submodule names follow torchvision (conv1, bn1, conv2, bn2, conv3, bn3, downsample) so its state
-dicts load strictly. ``bn*`` is whichever normalization the ``norm`` option picks.
+dicts load strictly. ``bn*`` is whichever normalization the ``norm`` option picks and ``act*`` the
+activation after it (``layers.norm_act``); ``relu`` is the ReLU after a post-activation unit's addition.
+``weighted_layers`` is how many weighted layers a unit adds to the net's depth (Table 1 counts the
+branch's convs, not the projections).
 
 Shortcut options (Sec. 3.3 and 4.1, Table 3):
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet.models.layers import conv1x1, conv3x3, make_activation, make_norm, zero_last
+from resnet.models.layers import conv1x1, conv3x3, make_norm, norm_act, zero_last
 
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
 
@@ -84,14 +87,14 @@ class BasicBlock(nn.Module):
     """Two 3x3 convs (Fig. 5 left); ResNet-18/34 and the CIFAR nets."""
 
     expansion = 1
+    weighted_layers = 2
     preact = False
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: BlockConfig = BlockConfig()) -> None:
         super().__init__()
         bias = cfg.norm == "none"
         self.conv1 = conv3x3(in_planes, planes, stride, bias)
-        self.bn1 = make_norm(cfg.norm, planes, activated=True)
-        self.act = make_activation(cfg.norm)
+        self.bn1, self.act1 = norm_act(cfg.norm, planes)
         self.conv2 = conv3x3(planes, planes, 1, bias)
         self.bn2 = make_norm(cfg.norm, planes)
         self.relu = nn.ReLU(inplace=True)  # after the addition (Eq. 1 and Fig. 2)
@@ -99,7 +102,7 @@ class BasicBlock(nn.Module):
         self.residual = cfg.shortcut != "none"
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
@@ -118,6 +121,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    weighted_layers = 3
     preact = False
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: BlockConfig = BlockConfig()) -> None:
@@ -126,10 +130,9 @@ class Bottleneck(nn.Module):
         out_planes = planes * self.expansion
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1, bias)
-        self.bn1 = make_norm(cfg.norm, planes, activated=True)
+        self.bn1, self.act1 = norm_act(cfg.norm, planes)
         self.conv2 = conv3x3(planes, planes, s3, bias)
-        self.bn2 = make_norm(cfg.norm, planes, activated=True)
-        self.act = make_activation(cfg.norm)
+        self.bn2, self.act2 = norm_act(cfg.norm, planes)
         self.conv3 = conv1x1(planes, out_planes, 1, bias)
         self.bn3 = make_norm(cfg.norm, out_planes)
         self.relu = nn.ReLU(inplace=True)
@@ -137,8 +140,8 @@ class Bottleneck(nn.Module):
         self.residual = cfg.shortcut != "none"
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.act(self.bn2(self.conv2(out)))
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
@@ -161,9 +164,10 @@ class _PreAct(nn.Module):
     preact = True
 
     def _init_preact(self, in_planes: int, out_planes: int, stride: int, cfg: BlockConfig, own_preact: bool) -> None:
-        self.bn1 = make_norm(cfg.norm, in_planes, activated=True) if own_preact else nn.Identity()
-        # Not in-place: with norm "none" the ReLU would otherwise overwrite the shortcut's input.
-        self.act1 = make_activation(cfg.norm, inplace=False) if own_preact else nn.Identity()
+        if own_preact:  # not in-place: with norm "none" the ReLU would otherwise overwrite the shortcut's input
+            self.bn1, self.act1 = norm_act(cfg.norm, in_planes, inplace=False)
+        else:
+            self.bn1, self.act1 = nn.Identity(), nn.Identity()
         self.downsample = make_shortcut(cfg.shortcut, in_planes, out_planes, stride, cfg.norm, with_norm=False)
         self.residual = cfg.shortcut != "none"
         self.project_preact = isinstance(self.downsample, nn.Sequential)
@@ -186,6 +190,7 @@ class PreActBasicBlock(_PreAct):
     """BN-ReLU-3x3, BN-ReLU-3x3, then the addition with nothing after it (Identity Mappings Fig. 1b)."""
 
     expansion = 1
+    weighted_layers = 2
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, cfg: BlockConfig = BlockConfig(), own_preact: bool = True
@@ -194,8 +199,7 @@ class PreActBasicBlock(_PreAct):
         self._init_preact(in_planes, planes, stride, cfg, own_preact)
         bias = cfg.norm == "none"
         self.conv1 = conv3x3(in_planes, planes, stride, bias)
-        self.bn2 = make_norm(cfg.norm, planes, activated=True)
-        self.act2 = make_activation(cfg.norm, inplace=True)
+        self.bn2, self.act2 = norm_act(cfg.norm, planes)
         self.conv2 = conv3x3(planes, planes, 1, bias)
 
     def _branch(self, pre: Tensor) -> Tensor:
@@ -210,6 +214,7 @@ class PreActBottleneck(_PreAct):
     """BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1 (x4): ResNet-164/1001 and pre-act ImageNet nets."""
 
     expansion = 4
+    weighted_layers = 3
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, cfg: BlockConfig = BlockConfig(), own_preact: bool = True
@@ -220,15 +225,14 @@ class PreActBottleneck(_PreAct):
         bias = cfg.norm == "none"
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1, bias)
-        self.bn2 = make_norm(cfg.norm, planes, activated=True)
-        self.act2 = make_activation(cfg.norm, inplace=True)
+        self.bn2, self.act2 = norm_act(cfg.norm, planes)
         self.conv2 = conv3x3(planes, planes, s3, bias)
-        self.bn3 = make_norm(cfg.norm, planes, activated=True)
+        self.bn3, self.act3 = norm_act(cfg.norm, planes)
         self.conv3 = conv1x1(planes, out_planes, 1, bias)
 
     def _branch(self, pre: Tensor) -> Tensor:
         out = self.act2(self.bn2(self.conv1(pre)))
-        return self.conv3(self.act2(self.bn3(self.conv2(out))))
+        return self.conv3(self.act3(self.bn3(self.conv2(out))))
 
     def zero_init_last(self) -> None:
         """Zero the last conv (see PreActBasicBlock.zero_init_last)."""

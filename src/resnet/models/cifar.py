@@ -12,12 +12,11 @@ which use projections (B) where dimensions change, as the paper's code does (res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from resnet.models.blocks import BasicBlock, Block, PreActBasicBlock, PreActBottleneck
-from resnet.models.imagenet import ResNet, build_resnet
 from resnet.models.registry import register_model
+from resnet.models.resnet import Arch
 
 CIFAR_WIDTHS: tuple[int, ...] = (16, 32, 64)
 CIFAR_DEFAULTS: dict[str, Any] = {
@@ -32,80 +31,28 @@ CIFAR_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _cifar(arch: str, block: Block, n: int, options: dict[str, Any], plain: bool = False) -> ResNet:
+def _cifar(name: str, block: Block, n: int, plain: bool = False) -> Arch:
+    """n units in each of the three stages."""
     defaults = {**CIFAR_DEFAULTS, "shortcut": "B"} if block is PreActBottleneck else CIFAR_DEFAULTS
-    depths: Sequence[int] = [n, n, n]
-    return build_resnet(arch, "cifar", block, depths, CIFAR_WIDTHS, defaults, options, plain)
+    return register_model(Arch(name, "cifar", block, (n, n, n), CIFAR_WIDTHS, defaults, plain))
 
 
 # Table 6: residual nets, 6n+2 layers.
-@register_model
-def resnet20(**options: Any) -> ResNet:
-    return _cifar("resnet20", BasicBlock, 3, options)
-
-
-@register_model
-def resnet32(**options: Any) -> ResNet:
-    return _cifar("resnet32", BasicBlock, 5, options)
-
-
-@register_model
-def resnet44(**options: Any) -> ResNet:
-    return _cifar("resnet44", BasicBlock, 7, options)
-
-
-@register_model
-def resnet56(**options: Any) -> ResNet:
-    return _cifar("resnet56", BasicBlock, 9, options)
-
-
-@register_model
-def resnet110(**options: Any) -> ResNet:
-    return _cifar("resnet110", BasicBlock, 18, options)
-
-
-@register_model
-def resnet1202(**options: Any) -> ResNet:
-    return _cifar("resnet1202", BasicBlock, 200, options)
-
+resnet20 = _cifar("resnet20", BasicBlock, 3)
+resnet32 = _cifar("resnet32", BasicBlock, 5)
+resnet44 = _cifar("resnet44", BasicBlock, 7)
+resnet56 = _cifar("resnet56", BasicBlock, 9)
+resnet110 = _cifar("resnet110", BasicBlock, 18)
+resnet1202 = _cifar("resnet1202", BasicBlock, 200)
 
 # Fig. 6 left: plain counterparts.
-@register_model
-def plain20(**options: Any) -> ResNet:
-    return _cifar("plain20", BasicBlock, 3, options, plain=True)
-
-
-@register_model
-def plain32(**options: Any) -> ResNet:
-    return _cifar("plain32", BasicBlock, 5, options, plain=True)
-
-
-@register_model
-def plain44(**options: Any) -> ResNet:
-    return _cifar("plain44", BasicBlock, 7, options, plain=True)
-
-
-@register_model
-def plain56(**options: Any) -> ResNet:
-    return _cifar("plain56", BasicBlock, 9, options, plain=True)
-
-
-@register_model
-def plain110(**options: Any) -> ResNet:
-    return _cifar("plain110", BasicBlock, 18, options, plain=True)
-
+plain20 = _cifar("plain20", BasicBlock, 3, plain=True)
+plain32 = _cifar("plain32", BasicBlock, 5, plain=True)
+plain44 = _cifar("plain44", BasicBlock, 7, plain=True)
+plain56 = _cifar("plain56", BasicBlock, 9, plain=True)
+plain110 = _cifar("plain110", BasicBlock, 18, plain=True)
 
 # Identity Mappings: pre-activation ResNet-110 (basic), 164 and 1001 (bottleneck, 9n+2).
-@register_model
-def preact_resnet110(**options: Any) -> ResNet:
-    return _cifar("preact_resnet110", PreActBasicBlock, 18, options)
-
-
-@register_model
-def preact_resnet164(**options: Any) -> ResNet:
-    return _cifar("preact_resnet164", PreActBottleneck, 18, options)
-
-
-@register_model
-def preact_resnet1001(**options: Any) -> ResNet:
-    return _cifar("preact_resnet1001", PreActBottleneck, 111, options)
+preact_resnet110 = _cifar("preact_resnet110", PreActBasicBlock, 18)
+preact_resnet164 = _cifar("preact_resnet164", PreActBottleneck, 18)
+preact_resnet1001 = _cifar("preact_resnet1001", PreActBottleneck, 111)

@@ -5,14 +5,15 @@ following Ioffe & Szegedy 2015). The ``norm`` option swaps that layer for anothe
 same architectures can be studied without batch statistics; the factories below are the one place that
 knows how each choice is built.
 
-How Filter Response Normalization composes (Singh & Krishnan 2020): FRN is always paired with its own
-activation, the thresholded linear unit (TLU, ``max(y, tau)``), which replaces the ReLU that follows
-a normalization. So with ``norm="frn"``:
+Units ask for one of two things and never look at the norm's kind:
 
-* a norm that feeds an activation is built as FRN+TLU and the activation after it is ``nn.Identity``
-  (``make_activation("frn")``);
-* a norm that feeds a residual addition (the last norm of a branch, the projection shortcut's norm)
-  is FRN without TLU, and the ReLU after the addition stays a ReLU.
+* ``norm_act``: a norm that feeds an activation, and that activation (conv-BN-ReLU);
+* ``make_norm``: a norm that feeds a residual addition or ends a projection shortcut.
+
+Filter Response Normalization (Singh & Krishnan 2020) is the one kind for which the two differ: FRN is always
+paired with its own activation, the thresholded linear unit (TLU, ``max(y, tau)``), which replaces the ReLU
+that follows a normalization. So ``norm_act("frn", c)`` is FRN+TLU followed by ``nn.Identity``, and
+``make_norm("frn", c)`` is FRN without TLU (the ReLU after a residual addition stays a ReLU).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from resnet.errors import ModelError
 
 NORMS: tuple[str, ...] = ("bn", "gn", "ln", "in", "frn", "brn", "none")
 INITS: tuple[str, ...] = ("kaiming_normal", "xavier_normal", "torchvision")
@@ -108,11 +111,7 @@ def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
     return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
-def make_norm(kind: str, channels: int, activated: bool = False) -> nn.Module:
-    """Build the normalization layer named ``kind`` for ``channels`` feature maps.
-
-    ``activated`` says whether an activation follows; only FRN uses it (its TLU *is* that activation).
-    """
+def _norm(kind: str, channels: int, tlu: bool) -> nn.Module:
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
@@ -122,7 +121,7 @@ def make_norm(kind: str, channels: int, activated: bool = False) -> nn.Module:
     if kind == "in":
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "frn":
-        return FilterResponseNorm2d(channels, tlu=activated)
+        return FilterResponseNorm2d(channels, tlu=tlu)
     if kind == "brn":
         return BatchRenorm2d(channels)
     if kind == "none":
@@ -130,9 +129,17 @@ def make_norm(kind: str, channels: int, activated: bool = False) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; valid: {', '.join(NORMS)}")
 
 
-def make_activation(norm: str, inplace: bool = True) -> nn.Module:
-    """The activation after a norm: ReLU, or nothing for FRN whose TLU already is the activation."""
-    return nn.Identity() if norm == "frn" else nn.ReLU(inplace=inplace)
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """The normalization named ``kind`` where no activation follows (before an addition, in a projection)."""
+    return _norm(kind, channels, tlu=False)
+
+
+def norm_act(kind: str, channels: int, inplace: bool = True) -> tuple[nn.Module, nn.Module]:
+    """A normalization and the activation after it: (norm, ReLU), or (FRN+TLU, Identity) for FRN, whose TLU
+    already is the activation. Two modules, so each keeps torchvision's name (``bn1``, ``relu``)."""
+    if kind == "frn":
+        return _norm(kind, channels, tlu=True), nn.Identity()
+    return _norm(kind, channels, tlu=False), nn.ReLU(inplace=inplace)
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -173,10 +180,44 @@ def init_weights(model: nn.Module, scheme: str) -> None:
         elif isinstance(m, _NORM_TYPES) and getattr(m, "weight", None) is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear) and scheme != "torchvision":
-            if scheme == "xavier_normal":
-                nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            init_linear(m, scheme)
+
+
+def init_linear(fc: nn.Linear, scheme: str) -> None:
+    """Initialize a classifier as ``init_weights`` does (a classifier built later must start the same way)."""
+    if scheme == "torchvision" or fc.weight.is_meta:
+        return  # nn.Linear's own default; or shapes only
+    if scheme == "xavier_normal":
+        nn.init.xavier_normal_(fc.weight)
+    if fc.bias is not None:
+        nn.init.zeros_(fc.bias)
+
+
+def adapt_input_conv(in_chans: int, weight: Tensor) -> Tensor:
+    """An RGB first-layer kernel ``(out, 3, kh, kw)`` for ``in_chans`` input channels, as timm adapts one.
+
+    One channel: the three colour kernels summed, so a grey image gives the response the RGB kernel gives to
+    that image replicated in R, G and B. N channels: the R, G, B kernels repeated in turn over the N channels
+    and scaled by 3/N, so the activation scale stays that of an RGB input (for N a multiple of 3 the response
+    to a constant image is exactly the RGB one). Returns a new tensor of ``weight``'s dtype.
+    """
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ModelError(f"in_chans={in_chans!r} is not valid; give an integer >= 1")
+    if weight.ndim != 4:
+        raise ModelError(f"expected a conv weight (out, in, kh, kw), got shape {tuple(weight.shape)}")
+    if in_chans == weight.shape[1]:
+        return weight.detach().clone()
+    if weight.shape[1] != 3:
+        raise ModelError(f"cannot adapt a first conv with {weight.shape[1]} input channels to {in_chans}; "
+                         "only RGB (3-channel) kernels can be adapted")
+    w = weight.detach().float()
+    if in_chans == 1:
+        adapted = w.sum(dim=1, keepdim=True)
+    else:
+        repeats = math.ceil(in_chans / 3)
+        adapted = w.repeat(1, repeats, 1, 1)[:, :in_chans] * (3.0 / in_chans)
+    return adapted.to(weight.dtype)
 
 
 def zero_last(norm: nn.Module, conv: nn.Conv2d) -> None:

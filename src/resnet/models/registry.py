@@ -1,16 +1,22 @@
 """Model registry: ``register_model`` / ``create_model`` / ``list_models`` (as torchvision's models/_api.py),
-plus the one validator every builder runs its options through, so a bad option fails the same way everywhere.
+plus the one validator of model options (``validate_options``): the builders, ``ResNet`` itself and the config
+layer all run options through it, so a bad option fails the same way everywhere.
+
+Spelling: choices are case-insensitive and normalized to their canonical form ("a" is shortcut option "A",
+"BN" is norm "bn"); ``None`` means "the family default".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from resnet.errors import ModelError
+from resnet.models.features import ResNetFeatures
 from resnet.models.layers import INITS, NORMS
 
 STEMS: tuple[str, ...] = ("imagenet", "cifar")
@@ -30,8 +36,12 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
 def register_model(fn: F) -> F:
-    """Register a builder under its function name (``resnet50`` builds "resnet50")."""
-    name = fn.__name__
+    """Register a builder under its ``name`` (an ``Arch``) or its function name (``resnet50`` builds "resnet50").
+
+    A builder with a ``resolve_options(options) -> dict`` method lets ``validate_options`` check options
+    without building; for any other builder they are checked by building it on the meta device.
+    """
+    name = getattr(fn, "name", None) or fn.__name__
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     _MODELS[name] = fn
@@ -48,14 +58,41 @@ def list_models() -> list[str]:
     return sorted(_MODELS, key=_natural_key)
 
 
-def create_model(name: str, **options: Any) -> nn.Module:
-    """Build the registered network ``name`` with ``options`` (see ``resolve_options`` for each one).
-
-    Raises ModelError, listing the valid names, for an unknown name.
-    """
+def _builder(name: str) -> Callable[..., nn.Module]:
     if not isinstance(name, str) or name not in _MODELS:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return _MODELS[name](**options)
+    return _MODELS[name]
+
+
+def validate_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``options`` for the registered net ``name`` and return every option resolved (family defaults
+    filled in, spellings normalized), exactly what ``create_model(name, **options).options`` will record.
+
+    The one rule for model options: raises ModelError naming the option and its valid values.
+    """
+    builder = _builder(name)
+    resolve = getattr(builder, "resolve_options", None)
+    if callable(resolve):
+        return resolve(options)
+    with torch.device("meta"):
+        return dict(builder(**options).options)
+
+
+def create_model(
+    name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None, **options: Any
+) -> nn.Module:
+    """Build the registered network ``name`` with ``options`` (see ``resolve_options`` for each one).
+
+    ``features_only=True`` gives the backbone alone, as timm's: its forward returns the outputs of the stages in
+    ``out_indices`` (0 = stem, 1.. = layer1..; default every stage) and it has ``feature_info``
+    (see ``resnet.models.features``). Raises ModelError, listing the valid names, for an unknown name.
+    """
+    model = _builder(name)(**options)
+    if features_only:
+        return ResNetFeatures(model, out_indices)
+    if out_indices is not None:
+        raise ModelError(f"{name}: out_indices needs features_only=True")
+    return model
 
 
 def _choice(arch: str, key: str, value: Any, valid: tuple[str, ...]) -> str:
@@ -72,9 +109,9 @@ def _flag(arch: str, key: str, value: Any) -> bool:
     return value
 
 
-def _count(arch: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelError(f"{arch}: invalid {key}={value!r}; valid values: an integer >= 1")
+def _count(arch: str, key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelError(f"{arch}: invalid {key}={value!r}; valid values: an integer >= {minimum}")
     return value
 
 
@@ -89,7 +126,8 @@ def resolve_options(
     * ``stride_in_1x1``: True = paper v1 (stride in a bottleneck's first 1x1), False = torchvision v1.5.
     * ``norm``: one of ``layers.NORMS``.  ``init``: one of ``layers.INITS``.  ``stem``: imagenet/cifar.
     * ``zero_init_residual``: zero each branch's last norm scale (pre-activation: last conv).
-    * ``num_classes``, ``in_chans``: integers >= 1.
+    * ``num_classes``: an integer >= 0; 0 builds no classifier (``fc`` is ``nn.Identity``: the model returns its
+      pooled features, as timm's ``num_classes=0``).  ``in_chans``: an integer >= 1.
 
     Returns every option, resolved, in OPTION_NAMES order (what ``model.options`` records).
     """
@@ -105,7 +143,7 @@ def resolve_options(
         "zero_init_residual": _flag(arch, "zero_init_residual", merged["zero_init_residual"]),
         "init": _choice(arch, "init", merged["init"], INITS),
         "stem": _choice(arch, "stem", merged["stem"], STEMS),
-        "num_classes": _count(arch, "num_classes", merged["num_classes"]),
+        "num_classes": _count(arch, "num_classes", merged["num_classes"], minimum=0),
         "in_chans": _count(arch, "in_chans", merged["in_chans"]),
     }
     if resolved["zero_init_residual"] and resolved["shortcut"] == "none":
