@@ -17,7 +17,7 @@ import argparse
 
 from resnet.cliargs import positive_int, width_by_height
 
-WORKLOADS = ("train", "infer", "pipeline")
+WORKLOADS = ("train", "infer", "pipeline", "memory")  # memory: resnet.bench.memory (checkpointing's saving)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``resnet bench``: print the table, write the JSON record."""
+    if args.workload == "memory":
+        from resnet.bench.memory import memory_command
+
+        return memory_command(args)
     from resnet.bench.run import bench_command
 
     return bench_command(args)
