@@ -197,3 +197,12 @@ def test_resnet_import_cli_writes_a_file_that_load_model_and_predict_use(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "(torchvision/timm state dict) does not fit resnet34" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_corrupt_or_unsafe_pth_is_one_line_from_the_torch_reader(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(bytes(range(100)))
+    with pytest.raises(WeightsError, match=r"bad\.pth: refused: not a file torch\.load\(weights_only=True\) reads"):
+        resnet.import_weights(tmp_path / "bad.pth")
+    torch.save({"fc.weight": torch.zeros(1), "opt": torch.optim.SGD}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match="refused as unsafe"):
+        resnet.import_weights(tmp_path / "evil.pth")

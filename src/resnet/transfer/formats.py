@@ -20,8 +20,14 @@ from torch import Tensor
 
 from resnet.errors import WeightsError
 from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY, imagenet_preprocess
-from resnet.models.weights import TORCHVISION_ARCHS, is_torch_file, preprocess_of, read_torch_file, read_weights
-from resnet.models.weights import unwrap_state_dict as _unwrap_state
+from resnet.models.weights import (
+    TORCHVISION_ARCHS,
+    is_torch_file,
+    preprocess_of,
+    read_torch_file,
+    read_weights,
+    unwrap_state_dict,
+)
 from resnet.transfer.akamaster import convert_akamaster, is_akamaster, units_per_stage, uses_projections
 
 OURS, TORCHVISION, AKAMASTER = "resnet weights file", "torchvision/timm state dict", "akamaster CIFAR checkpoint"
@@ -30,6 +36,7 @@ TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], str] = {
     (True, (3, 4, 23, 3)): "resnet101", (True, (3, 8, 36, 3)): "resnet152",
 }
 AKAMASTER_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110, 1202)
+TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".th", ".bin", ".tar", ".ckpt")
 _TRAINING_ONLY = ("init", "zero_init_residual", "num_classes", "in_chans")  # no effect on what loaded weights compute
 
 
@@ -62,7 +69,8 @@ def read_source(src: Mapping[str, Any] | str | os.PathLike[str]) -> Source:
     path = Path(src)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    if path.suffix.lower() != ".safetensors" and is_torch_file(path):
+    suffix = path.suffix.lower()
+    if suffix in TORCH_SUFFIXES or (suffix != ".safetensors" and is_torch_file(path)):
         return Source(read_torch_file(path), str(path))
     state, metadata, extra = read_weights(path)
     return Source(state, str(path), metadata, extra)
@@ -105,7 +113,7 @@ FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours
 
 def recognise(source: Source) -> Plan:
     """The first filter that recognises the file; one WeightsError line when none does."""
-    state = _unwrap_state(source.obj, source.name)
+    state = unwrap_state_dict(source.obj, source.name)
     for recognise_format in FILTERS:
         plan = recognise_format(source, state)
         if plan is not None:
