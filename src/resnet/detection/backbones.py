@@ -9,7 +9,6 @@ the weights were trained (their preprocessing record: our per-pixel mean image b
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,22 +38,12 @@ def weights_path(init_from: str) -> Path:
     return path
 
 
-def load_classifier(init_from: str, arch: str) -> nn.Module:
-    """The classification net a weights file holds (``arch`` names the net only for files that do not)."""
-    path = weights_path(init_from)
-    if path.suffix.lower() == ".safetensors":
-        from resnet.models.weights import ARCH_KEY, read_weights
+def load_classifier(init_from: str, arch: str | None = None) -> nn.Module:
+    """The classification net a weights file holds, in the layout it was trained with (``resnet.import_weights``:
+    our files, torchvision's and timm's); ``arch`` only for files that do not say which depth they hold."""
+    from resnet.transfer import import_weights
 
-        if ARCH_KEY in read_weights(path)[1]:
-            from resnet.models.weights import load_model
-
-            return load_model(path)
-    importer = getattr(importlib.import_module("resnet"), "import_weights", None)
-    if importer is not None:
-        return importer(path, arch)
-    from resnet.models.weights import from_torchvision
-
-    return from_torchvision(path, arch)
+    return import_weights(weights_path(init_from), arch)
 
 
 def normalization(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -83,7 +72,7 @@ def resolve_init(model: ModelCfg, detect: DetectCfg, explicit_model: bool) -> tu
     if detect.init_from is None:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
-        net = load_classifier(detect.init_from, model.name)
+        net = load_classifier(detect.init_from)
         if explicit_model and net.arch != model.name:
             raise ConfigError(f"--init-from {detect.init_from} holds a {net.arch} but --model says {model.name}; "
                               f"drop --model (the weights decide) or pass weights of a {model.name}")
@@ -101,7 +90,7 @@ def load_backbone(model: ModelCfg, detect: DetectCfg) -> tuple[nn.Module, str]:
         net = create_model(model.name, **model.options())
         note = f"backbone {model.name} from scratch (random initialisation, no classification pre-training)"
     else:
-        net = load_classifier(detect.init_from, model.name)
+        net = load_classifier(detect.init_from)
         if net.arch != model.name:
             raise ConfigError(f"--init-from {detect.init_from} holds a {net.arch} but the run's backbone is "
                               f"{model.name}; pass --model {net.arch}")

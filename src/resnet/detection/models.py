@@ -159,6 +159,10 @@ def build_detector(net: nn.Module, num_classes: int, cfg: DetectCfg) -> FasterRC
     # what resnet.save_weights records; load_detector reads it back
     model.arch = f"fasterrcnn_{cfg.design}_{net.arch}"
     model.options = {"backbone": net.arch, "backbone_options": dict(net.options), "num_classes": num_classes}
+    # the preprocessing record saved with the weights: the model's transform resizes and normalises by itself
+    model.pretrained_cfg = {"mean": list(cfg.image_mean), "std": list(cfg.image_std), "crop_pct": 1.0,
+                            "input_size": [3, cfg.min_size, cfg.min_size], "interpolation": "bilinear",
+                            "crop_mode": "squash"}
     return model
 
 

@@ -1,0 +1,94 @@
+"""Running a trained detector: detections over a loader, a detector rebuilt from its file, boxes drawn on images.
+
+A detection run's ``model.safetensors`` carries the detector's weights with its config (``detect.config``), the
+backbone's architecture and options (``resnet.options``) and the dataset's categories (``detect.categories``):
+:func:`load_detector` rebuilds the same detector from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from resnet.detection.options import DetectCfg, build_detect_cfg
+from resnet.errors import WeightsError
+
+
+@torch.no_grad()
+def run_detector(model: nn.Module, loader: Iterable[Any], device: torch.device,
+                 precision: str = "fp32") -> list[dict[str, Any]]:
+    """This process's detections over ``loader`` (batches of the loaders' format), in the files' pixels."""
+    from resnet.detection.metrics import detections_from_outputs
+    from resnet.engine.precision import autocast_for
+
+    was_training = model.training
+    model.eval()
+    detections: list[dict[str, Any]] = []
+    try:
+        for images, targets in loader:
+            with autocast_for(device, precision):
+                outputs = model(images)
+            detections += detections_from_outputs(outputs, images, targets)
+    finally:
+        model.train(was_training)
+    return detections
+
+
+def weights_file(target: str | os.PathLike[str]) -> Path:
+    """A detection run folder's model.safetensors, or the file itself."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        path = path / "model.safetensors"
+        if not path.is_file():
+            raise WeightsError(f"{target}: no model.safetensors there (the run has not finished; "
+                               f"`resnet detect train --resume {target}` finishes it)")
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    return path
+
+
+def load_detector(target: str | os.PathLike[str], device: str | torch.device = "cpu"
+                  ) -> tuple[nn.Module, DetectCfg, list[dict[str, Any]]]:
+    """(the detector in eval mode, its config, its categories) from a detection run folder or its weights file."""
+    from resnet.detection.models import build_detector
+    from resnet.models.registry import create_model
+    from resnet.models.weights import OPTIONS_KEY, read_weights
+
+    path = weights_file(target)
+    state, metadata, _ = read_weights(path)
+    if "detect.config" not in metadata:
+        raise WeightsError(f"{path}: not a detector's weights (no detect.config metadata); pass the folder or "
+                           "model.safetensors of a `resnet detect train` run")
+    try:
+        cfg = build_detect_cfg(json.loads(metadata["detect.config"]))
+        categories = json.loads(metadata["detect.categories"])
+        options = json.loads(metadata[OPTIONS_KEY])
+        net = create_model(options["backbone"], **options["backbone_options"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: its detector metadata is damaged ({type(e).__name__}: {e})") from None
+    model = build_detector(net, len(categories), cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{path} does not fit the detector its metadata describes: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    return model.to(device).eval(), cfg, categories
+
+
+def draw_detections(image: Tensor, detection: dict[str, Any], names: list[str], min_score: float) -> Tensor:
+    """uint8 (3, H, W) with each box over ``min_score`` drawn and labelled ``name score``."""
+    from torchvision.utils import draw_bounding_boxes
+
+    keep = detection["scores"] >= min_score
+    boxes = detection["boxes"][keep]
+    labels = [f"{names[int(c) - 1]} {float(s):.2f}" for c, s in
+              zip(detection["labels"][keep], detection["scores"][keep], strict=True)]
+    return draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2)
+
+
+__all__ = ["draw_detections", "load_detector", "run_detector", "weights_file"]

@@ -1,0 +1,172 @@
+"""What ``resnet detect`` does: set up and train a detection run, score a detector, draw its boxes, write scenes.
+
+A detection run folder is a classification run folder (config.toml, metrics.jsonl, curves.png, TensorBoard,
+checkpoints/, model.safetensors, final.json, all written by the engine) plus ``detect.toml``, the detection options,
+written here before training and read back by ``--resume``. When the backbone has no classification weights and
+the recipe names a ``pretrain`` recipe, that classification run is trained first into ``RUN/pretrain`` through the
+same engine (and resumed there if it was interrupted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
+from resnet.detection.options import (
+    DetectCfg,
+    build_detect_cfg,
+    detect_dict,
+    read_detect_cfg,
+    write_detect_cfg,
+)
+from resnet.errors import ConfigError
+
+log = logging.getLogger("resnet.detection")
+PRETRAIN_DIR = "pretrain"
+
+
+def _saved_run_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"--resume {folder}: no config.toml there; pass the folder of an earlier detection run")
+    try:
+        return to_dict(from_dict(tomllib.loads(path.read_text())))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged ({e}); restore it, or start a new run with --out") from None
+
+
+def resolve_config(recipe: str | None, resume: Path | None, flags: dict[str, dict[str, Any]],
+                   detect_flags: dict[str, Any]) -> tuple[RunCfg, DetectCfg]:
+    """Recipe < flags; with ``resume`` the run folder's config.toml and detect.toml replace the recipe."""
+    if resume is not None:
+        saved = _saved_run_config(resume)
+        name = saved.pop("recipe")
+        return (build_config(merge(saved, flags), recipe=name),
+                build_detect_cfg({**detect_dict(read_detect_cfg(resume)), **detect_flags}))
+    recipe = recipe or "detect-quick"
+    tables = load_recipe(recipe)
+    detect = tables.pop("detect", {})
+    for section, values in tables.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"recipe {recipe}: section [{section}] must be a table of key = value")
+    if not isinstance(detect, dict):
+        raise ConfigError(f"recipe {recipe}: section [detect] must be a table of key = value")
+    return build_config(merge(tables, flags), recipe=Path(recipe).stem), build_detect_cfg({**detect, **detect_flags})
+
+
+def pretrain_backbone(cfg: RunCfg, detect: DetectCfg, out: Path) -> tuple[DetectCfg, dict[str, Any] | None]:
+    """Without init weights and with a ``pretrain`` recipe: train the backbone as a classifier first, into
+    RUN/pretrain (a finished one is reused, an interrupted one resumed). Returns the options initialising from it,
+    and the classification run's result when it stopped on a signal (the caller stops too)."""
+    if detect.init_from is not None or detect.pretrain is None:
+        return detect, None
+    from resnet.engine.trainer import train
+
+    folder = out / PRETRAIN_DIR
+    if not (folder / "model.safetensors").is_file():
+        model = {k: v for k, v in to_dict(cfg)["model"].items() if k != "num_classes"}
+        recipe = load_recipe(detect.pretrain)
+        overrides = {"model": model, "train": {"device": cfg.train.device, "seed": cfg.train.seed}}
+        cls_cfg = build_config(merge(recipe, overrides), recipe=Path(detect.pretrain).stem)
+        resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+        log.info("no classification weights for the backbone: training %s with the %s recipe first, into %s",
+                 cfg.model.name, detect.pretrain, folder)
+        result = train(cls_cfg, folder, resume=resume)
+        if "stopped_by_signal" in result:
+            return detect, result
+        log.info("backbone pre-trained: test error %.2f%%", result.get("test_error", float("nan")))
+    return dataclasses.replace(detect, init_from=str(folder)), None
+
+
+def train_detector(cfg: RunCfg, detect: DetectCfg, out: Path, resume: bool, explicit_model: bool,
+                   on_ready: Any = None) -> dict[str, Any]:
+    """Pre-train if needed, fix the backbone and its input normalisation, write detect.toml, train."""
+    from resnet.detection.backbones import resolve_init
+    from resnet.detection.task import DetectionTask
+    from resnet.engine.trainer import train
+
+    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+    detect, stopped = pretrain_backbone(cfg, detect, out)
+    if stopped is not None:
+        return stopped
+    model, detect = resolve_init(cfg.model, detect, explicit_model)
+    cfg = dataclasses.replace(cfg, model=model)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_detect_cfg(out, detect)
+    return train(cfg, out, resume=resume, task=DetectionTask(detect), on_ready=on_ready)
+
+
+def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, device: str
+                      ) -> tuple[dict[str, float], Path, int]:
+    """(COCO and VOC07 figures, the COCO results JSON written beside the weights, images scored)."""
+    import torch
+
+    from resnet.detection.inference import load_detector, run_detector, weights_file
+    from resnet.detection.loaders import DetectionEvalLoader
+    from resnet.detection.metrics import evaluate_detections, write_coco_results
+    from resnet.detection.task import open_test_source
+    from resnet.detection.transforms import Resize
+    from resnet.engine.distributed import resolve_device
+
+    dev = resolve_device(device)
+    model, cfg, categories = load_detector(target, dev)
+    cfg = build_detect_cfg({**detect_dict(cfg), **overrides})
+    source = open_test_source(cfg, categories)
+    loader = DetectionEvalLoader(source, batch_size, dev, resize=Resize(cfg.min_size, cfg.max_size))
+    with torch.inference_mode():
+        detections = run_detector(model, loader, dev)
+    scores = evaluate_detections(source.records, categories, detections)
+    split = cfg.test_split or "test"
+    out = write_coco_results(weights_file(target).parent / f"detections-{cfg.dataset}-{split}.json", detections,
+                             categories)
+    return scores, out, len(detections)
+
+
+def predict_files(weights: str, images: list[str], out: Path, min_score: float, device: str
+                  ) -> list[dict[str, Any]]:
+    """Detect objects in each image file; write IMAGE.png with the boxes drawn and detections.json into ``out``."""
+    import torch
+    from torchvision.io import write_png
+
+    from resnet.data.imagefolder import decode_image_file
+    from resnet.detection.inference import draw_detections, load_detector
+    from resnet.engine.distributed import resolve_device
+
+    dev = resolve_device(device)
+    model, _, categories = load_detector(weights, dev)
+    names = [str(c["name"]) for c in categories]
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in images:
+        image = decode_image_file(path)
+        with torch.inference_mode():
+            found = {k: v.cpu() for k, v in model([image.to(dev).float().div(255)])[0].items()}
+        keep = found["scores"] >= min_score
+        drawn = out / f"{Path(path).stem}.png"
+        write_png(draw_detections(image, found, names, min_score), str(drawn))
+        results.append({"file": str(path), "drawn": str(drawn), "detections": [
+            {"label": names[int(c) - 1], "category_id": categories[int(c) - 1]["id"], "score": round(float(s), 4),
+             "box_xyxy": [round(float(v), 2) for v in b]}
+            for b, s, c in zip(found["boxes"][keep], found["scores"][keep], found["labels"][keep], strict=True)]})
+    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def make_scenes_dataset(out: Path, train: int, test: int, size: int, seed: int) -> list[Path]:
+    """The embedded scenes written as a COCO dataset (PNG images, instances_{train,test}.json)."""
+    from resnet.detection.coco import write_coco
+    from resnet.detection.scenes import make_scenes
+
+    return [write_coco(make_scenes(split, count, seed, size), out, split)
+            for split, count in (("train", train), ("test", test))]
+
+
+__all__ = ["PRETRAIN_DIR", "evaluate_detector", "make_scenes_dataset", "predict_files", "pretrain_backbone",
+           "resolve_config", "train_detector"]
