@@ -12,6 +12,7 @@ from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
 from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
+from resnet.detection.cli import register_detect
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
 from resnet.transfer.cli import register_import
@@ -248,4 +249,4 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 REGISTRARS = [register_train, register_eval, register_predict, register_summary, register_list, register_export,
-              register_experiment, register_bench, register_import]
+              register_experiment, register_bench, register_import, register_detect]

@@ -15,6 +15,7 @@ from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int, timestamp
 from resnet.detection.options import DetectCfg
+from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 
 EXAMPLES = """examples:
   resnet detect train                                    the detect-quick recipe: ResNet-20 on the embedded scenes
@@ -50,10 +51,10 @@ def _parser(sub: argparse._SubParsersAction, name: str, help_: str, handler: Any
     return p
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register_detect(sub: argparse._SubParsersAction) -> None:
     """Add the ``detect`` subcommand and its actions."""
     p = sub.add_parser("detect", help="object detection: Faster R-CNN with our nets as backbones (Sec. 4.3)",
-                       description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                       description="Faster R-CNN with our nets as backbones (the paper's Sec. 4.3).", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="detect_action", metavar="ACTION")
     actions.required = True
@@ -98,8 +99,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     flags = config_overrides(args)
     resume = Path(args.resume) if args.resume else None
     cfg, detect = resolve_config(args.recipe, resume, flags, _detect_overrides(args))
-    out = resume or out_dir(args, f"detect-{cfg.model.name}-{timestamp()}")
     is_main = int(os.environ.get("RANK", "0")) == 0
+    if resume is not None:
+        out = resume
+    elif args.out or "RANK" in os.environ:  # torchrun: every rank must name the same folder
+        out = out_dir(args, f"detect-{cfg.model.name}-{timestamp()}")
+        if is_main:
+            check_new_run_dir(out)  # never over another run, never over unrelated files
+    else:
+        out = unique_run_dir(out_dir(args, f"detect-{cfg.model.name}-{timestamp()}"))
 
     def announce(trained: Any) -> None:
         if is_main:
@@ -155,4 +163,4 @@ def cmd_make_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_eval", "cmd_make_scenes", "cmd_predict", "cmd_train", "register"]
+__all__ = ["cmd_eval", "cmd_make_scenes", "cmd_predict", "cmd_train", "register_detect"]

@@ -84,6 +84,19 @@ def pretrain_backbone(cfg: RunCfg, detect: DetectCfg, out: Path) -> tuple[Detect
     return dataclasses.replace(detect, init_from=str(folder)), None
 
 
+def write_run_files(out: Path, cfg: RunCfg, detect: DetectCfg) -> None:
+    """config.toml and detect.toml (rank 0), so that a run stopped even before its first checkpoint (while the
+    backbone pre-trains) is resumed with the settings it started with; the engine rewrites config.toml as trained."""
+    import tomli_w
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    write_detect_cfg(out, detect)
+    tmp = out / ".config.toml.tmp"
+    tmp.write_text(tomli_w.dumps(to_dict(cfg)))
+    os.replace(tmp, out / "config.toml")
+
+
 def train_detector(cfg: RunCfg, detect: DetectCfg, out: Path, resume: bool, explicit_model: bool,
                    on_ready: Any = None) -> dict[str, Any]:
     """Pre-train if needed, fix the backbone and its input normalisation, write detect.toml, train."""
@@ -91,15 +104,14 @@ def train_detector(cfg: RunCfg, detect: DetectCfg, out: Path, resume: bool, expl
     from resnet.detection.task import DetectionTask
     from resnet.engine.trainer import train
 
-    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+    if not resume:
+        write_run_files(out, cfg, detect)
     detect, stopped = pretrain_backbone(cfg, detect, out)
     if stopped is not None:
         return stopped
     model, detect = resolve_init(cfg.model, detect, explicit_model)
     cfg = dataclasses.replace(cfg, model=model)
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_detect_cfg(out, detect)
+    write_run_files(out, cfg, detect)
     return train(cfg, out, resume=resume, task=DetectionTask(detect), on_ready=on_ready)
 
 
@@ -169,4 +181,4 @@ def make_scenes_dataset(out: Path, train: int, test: int, size: int, seed: int) 
 
 
 __all__ = ["PRETRAIN_DIR", "evaluate_detector", "make_scenes_dataset", "predict_files", "pretrain_backbone",
-           "resolve_config", "train_detector"]
+           "resolve_config", "train_detector", "write_run_files"]
