@@ -206,3 +206,11 @@ def test_corrupt_or_unsafe_pth_is_one_line_from_the_torch_reader(tmp_path):
     torch.save({"fc.weight": torch.zeros(1), "opt": torch.optim.SGD}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match="refused as unsafe"):
         resnet.import_weights(tmp_path / "evil.pth")
+
+
+def test_num_classes_zero_imports_a_headless_backbone(tv_resnet50):
+    ours = resnet.import_weights(tv_resnet50.state_dict(), num_classes=0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        pooled = torch.flatten(tv_resnet50.avgpool(torch.nn.Sequential(*list(tv_resnet50.children())[:-2])(x)), 1)
+        torch.testing.assert_close(ours(x), pooled, rtol=1e-5, atol=1e-5)

@@ -261,3 +261,16 @@ def test_models_of_other_families_are_saved_with_their_own_options(tmp_path):
     model.arch, model.options = "detector_of_resnet18", {"backbone": "resnet18", "num_classes": 3}
     resnet.save_weights(model, tmp_path / "d.safetensors")
     assert json.loads(read_weights(tmp_path / "d.safetensors")[1][OPTIONS_KEY]) == model.options
+
+
+def test_headless_model_round_trips(tmp_path):
+    """timm's num_classes=0: fc is an Identity, the net returns pooled features; the file says so."""
+    torch.manual_seed(0)
+    model = resnet.create_model("resnet20").eval()
+    model.fc = torch.nn.Identity()
+    resnet.save_weights(model, tmp_path / "m.safetensors")
+    loaded = resnet.load_model(tmp_path / "m.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert loaded(x).shape == (2, 64)
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

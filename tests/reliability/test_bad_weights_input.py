@@ -228,7 +228,7 @@ def _options(**changes) -> str:
 _nan_conv = torch.full((16, 16, 3, 3), float("nan"))
 _BAD_METADATA = {
     "num_classes absurd": ({"resnet.options": _options(num_classes=10**13)}, {}, r"'resnet\.options\.num_classes' "
-                                                                               r"must be an integer in \[1, 1000000\]"),
+                                                                               r"must be an integer in \[0, 1000000\]"),
     "num_classes not an int": ({"resnet.options": _options(num_classes="ten")}, {}, r"resnet\.options\.num_classes"),
     "options broken JSON": ({"resnet.options": '{"num_classes": 10'}, {}, r"'resnet\.options' is not valid JSON"),
     "input_size not a number": ({"input_size": "abc"}, {}, r"'input_size' must be an integer in \[8, 4096\]"),

@@ -87,9 +87,9 @@ def check_options(path: object, options: Any) -> dict[str, Any]:
     field = OPTIONS_KEY
     if not isinstance(options, dict):
         raise _bad(path, field, f"must be a JSON object, got {type(options).__name__}")
-    for key, high in (("num_classes", MAX_CLASSES), ("in_chans", MAX_IN_CHANS)):
-        if key in options and not _int_in(options[key], 1, high):
-            raise _bad(path, f"{field}.{key}", f"must be an integer in [1, {high}], got {options[key]!r:.40}")
+    for key, low, high in (("num_classes", 0, MAX_CLASSES), ("in_chans", 1, MAX_IN_CHANS)):  # 0 classes: headless
+        if key in options and not _int_in(options[key], low, high):
+            raise _bad(path, f"{field}.{key}", f"must be an integer in [{low}, {high}], got {options[key]!r:.40}")
     return options
 
 

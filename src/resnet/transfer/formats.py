@@ -53,13 +53,20 @@ class Source:
 @dataclass
 class Plan:
     """A recognised file: its format, the net it holds (if the file tells), the layout options its weights were
-    trained with, its tensors under our names and its preprocessing record."""
+    trained with, its tensors under our names, its preprocessing record, and its class and input-channel counts."""
 
     fmt: str
     arch: str | None
     options: dict[str, Any]
     state: dict[str, Tensor]
     preprocess: dict[str, Any]
+    num_classes: int | None
+    in_chans: int | None
+
+
+def _size(state: dict[str, Tensor], key: str, dim: int) -> int | None:
+    tensor = state.get(key)
+    return int(tensor.shape[dim]) if isinstance(tensor, Tensor) and tensor.ndim > dim else None
 
 
 def read_source(src: Mapping[str, Any] | str | os.PathLike[str]) -> Source:
@@ -82,7 +89,8 @@ def _ours(source: Source, state: dict[str, Tensor]) -> Plan | None:
     options = json.loads(source.metadata.get(OPTIONS_KEY, "{}"))  # checked when the file was read
     record = preprocess_of(source.metadata, options, source.extra, source.name)
     layout = {k: v for k, v in options.items() if k not in _TRAINING_ONLY}
-    return Plan(OURS, source.metadata[ARCH_KEY], layout, state, record)
+    return Plan(OURS, source.metadata[ARCH_KEY], layout, state, record, options.get("num_classes"),
+                options.get("in_chans"))
 
 
 def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
@@ -92,10 +100,10 @@ def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
     depth = 6 * depths[0] + 2
     arch = f"resnet{depth}" if len(set(depths)) == 1 and depth in AKAMASTER_DEPTHS else None
     options = {"shortcut": "B" if uses_projections(state) else "A", "norm": "bn", "stem": "cifar"}
-    chans = state["conv1.weight"].shape[1] if state["conv1.weight"].ndim == 4 else 3
+    chans = _size(state, "conv1.weight", 1) or 3
     # its trainer.py normalizes CIFAR-10 with ImageNet's per-channel mean and std, on the 32x32 images as they are
     record = {**imagenet_preprocess(chans, 32, crop_pct=1.0), "crop_mode": "squash"}
-    return Plan(AKAMASTER, arch, options, convert_akamaster(state), record)
+    return Plan(AKAMASTER, arch, options, convert_akamaster(state), record, _size(state, "linear.weight", 0), chans)
 
 
 def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
@@ -104,8 +112,8 @@ def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
     bottleneck = "layer1.0.conv3.weight" in state
     arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
     options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
-    chans = state["conv1.weight"].shape[1] if state["conv1.weight"].ndim == 4 else 3
-    return Plan(TORCHVISION, arch, options, state, imagenet_preprocess(chans))
+    chans = _size(state, "conv1.weight", 1) or 3
+    return Plan(TORCHVISION, arch, options, state, imagenet_preprocess(chans), _size(state, "fc.weight", 0), chans)
 
 
 FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _torchvision)

@@ -7,22 +7,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
+from resnet.models.layers import adapt_input_conv
 from resnet.models.metadata import MAX_CLASSES, MAX_IN_CHANS
 from resnet.models.registry import create_model
 from resnet.models.weights import check_finite, check_fits, describe, fill_batch_counters
-from resnet.transfer.adapt import adapt_input_conv, adapt_mean
 from resnet.transfer.formats import Plan, read_source, recognise
 
 log = logging.getLogger(__name__)
-
-
-def _count(state: Mapping[str, Tensor], key: str, dim: int) -> int | None:
-    tensor = state.get(key)
-    return int(tensor.shape[dim]) if isinstance(tensor, Tensor) and tensor.ndim > dim else None
 
 
 def _build(plan: Plan, arch: str, source: str, options: dict[str, Any]) -> nn.Module:
@@ -40,34 +34,36 @@ def _build(plan: Plan, arch: str, source: str, options: dict[str, Any]) -> nn.Mo
     return model
 
 
-def _adapt(model: nn.Module, state: dict[str, Tensor], classes: int | None, chans: int | None,
-           source: str) -> None:
-    """Another class count: the file's classifier left out (the model keeps its fresh one). Another channel count:
-    the first conv's kernels combined (``adapt_input_conv``)."""
-    fc = getattr(model, "fc", None)
-    if isinstance(fc, nn.Linear) and classes is not None and classes != fc.out_features:
-        for name, value in fc.state_dict().items():
-            state[f"fc.{name}"] = value
-        log.info("%s: classifier re-initialised for %d classes (the file's has %d)", source, fc.out_features,
-                 classes)
-    conv1 = getattr(model, "conv1", None)
-    if isinstance(conv1, nn.Conv2d) and chans is not None and chans != conv1.in_channels:
-        state["conv1.weight"] = adapt_input_conv(conv1.in_channels, state["conv1.weight"])
-        log.info("%s: first conv adapted from %d to %d input channels", source, chans, conv1.in_channels)
+def _adapt_input(state: dict[str, Tensor], in_chans: int, label: str) -> None:
+    """The file's first conv for ``in_chans`` inputs, as timm adapts pretrained weights."""
+    have = state["conv1.weight"].shape[1]
+    try:
+        state["conv1.weight"] = adapt_input_conv(in_chans, state["conv1.weight"])
+    except ModelError as e:
+        raise WeightsError(f"{label}: {e}") from None
+    log.info("%s: first conv adapted from %d to %d input channels", label, have, in_chans)
 
 
 def _adapt_preprocess(record: dict[str, Any], in_chans: int) -> dict[str, Any]:
+    """The record for an adapted first conv: per-channel values (or the mean image) averaged onto every channel."""
     record = dict(record)
     if record["input_size"][0] == in_chans:
         return record
     record["input_size"] = [in_chans, *record["input_size"][1:]]
     for key in ("mean", "std"):
         if isinstance(record.get(key), list):
-            record[key] = adapt_mean(record[key], in_chans)
-    if isinstance(record.get("mean_image"), Tensor):
-        record["mean_image"] = record["mean_image"].mean(dim=0, keepdim=True).expand(in_chans, *record[
-            "mean_image"].shape[1:]).clone()
+            record[key] = [sum(record[key]) / len(record[key])] * in_chans
+    image = record.get("mean_image")
+    if isinstance(image, Tensor):
+        record["mean_image"] = image.mean(dim=0, keepdim=True).expand(in_chans, *image.shape[1:]).clone()
     return record
+
+
+def _check_counts(options: dict[str, Any], label: str) -> None:
+    for key, low, high in (("num_classes", 0, MAX_CLASSES), ("in_chans", 1, MAX_IN_CHANS)):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise WeightsError(f"{label}: {key}={value!r} is not an integer in [{low}, {high}]")
 
 
 def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | None = None,
@@ -79,20 +75,23 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
     arch = arch or plan.arch
     if not arch:
         raise WeightsError(f"{label}: its depth matches no registered net; pass the architecture (--arch)")
-    for key, high in (("num_classes", MAX_CLASSES), ("in_chans", MAX_IN_CHANS)):
-        value = options.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high):
-            raise WeightsError(f"{label}: {key}={value!r} is not an integer in [1, {high}]")
+    _check_counts(options, label)
+    num_classes, in_chans = options.pop("num_classes", None), options.pop("in_chans", None)
     state = dict(plan.state)
-    classes, chans = _count(state, "fc.weight", 0), _count(state, "conv1.weight", 1)
-    options = {"num_classes": classes, "in_chans": chans, **{k: v for k, v in options.items() if v is not None}}
-    model = _build(plan, arch, label, options)
-    _adapt(model, state, classes, chans, label)
+    if in_chans is not None and "conv1.weight" in state and state["conv1.weight"].ndim == 4 \
+            and in_chans != state["conv1.weight"].shape[1]:
+        _adapt_input(state, in_chans, label)
+    # built as the file's net (its class count), loaded strictly, then given a new classifier if asked
+    file_options = {"num_classes": plan.num_classes, "in_chans": in_chans or plan.in_chans}
+    model = _build(plan, arch, label, {**options, **file_options})
     fill_batch_counters(model, state)
     check_fits(model, describe(state), label)
     check_finite(state, label)
-    with torch.no_grad():
-        model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)
+    if num_classes is not None and num_classes != model.num_classes:
+        log.info("%s: classifier re-initialised for %d classes (the file's has %d)", label, num_classes,
+                 model.num_classes)
+        model.reset_classifier(num_classes)
     model.pretrained_cfg = _adapt_preprocess(plan.preprocess, model.options["in_chans"])
     return model.eval(), plan.fmt
 
