@@ -17,7 +17,8 @@ import argparse
 
 from resnet.cliargs import positive_int, width_by_height
 
-WORKLOADS = ("train", "infer", "pipeline", "memory")  # memory: resnet.bench.memory (checkpointing's saving)
+WORKLOADS = ("train", "infer", "pipeline", "memory", "detect")  # memory: resnet.bench.memory (checkpointing's saving)
+# detect: resnet.detection.bench (Faster R-CNN, ours beside torchvision's fasterrcnn_resnet50_fpn)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +89,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from resnet.bench.memory import memory_command
 
         return memory_command(args)
+    if args.workload == "detect":
+        from resnet.detection.bench import detect_command
+
+        return detect_command(args)
     from resnet.bench.run import bench_command
 
     return bench_command(args)
