@@ -35,6 +35,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     model, fmt = import_model(args.src, args.arch, num_classes=args.num_classes, in_chans=args.in_chans)
     save_weights(model, out)
     opts = model.options
-    print(f"{args.src} ({fmt}) -> {out}: {model.arch}, {opts['num_classes']} classes, {opts['in_chans']} input "
-          "channels")
+    print(f"{args.src} ({fmt}) -> {out}: {model.arch} ({model.depth} layers), {opts['num_classes']} classes, "
+          f"{opts['in_chans']} input channels")
     return 0
