@@ -129,7 +129,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             return tuple(_scalar(item, p.strip() if isinstance(p, str) else p) for p in parts if str(p).strip())
         return _scalar(hint, value)
     except (TypeError, ValueError):
-        raise ConfigError(f"detect.{f.name}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+        what = f"list of {typing.get_args(hint)[0].__name__}" if typing.get_origin(hint) is tuple else hint.__name__
+        raise ConfigError(f"detect.{f.name}={value!r} is not a valid {what}") from None
 
 
 def _scalar(hint: Any, value: Any) -> Any:

@@ -1,0 +1,125 @@
+"""``resnet detect``: a short real training run end to end, then eval, predict and make-scenes on its folder; bad
+input as one error line; ``resnet bench detect``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet.cli import main
+
+# A tiny detector on tiny scenes: the whole pipeline in seconds (nothing is learned).
+TINY = ["--pretrain", "none", "--scenes-train", "8", "--scenes-test", "4", "--scene-size", "64", "--min-size", "64",
+        "--max-size", "64", "--anchor-sizes", "16,32,64", "--box-batch-size", "16", "--rpn-batch-size", "32",
+        "--rpn-pre-nms-train", "200", "--rpn-post-nms-train", "50", "--rpn-pre-nms-test", "100",
+        "--rpn-post-nms-test", "20", "--freeze-stages", "-1", "--batch-size", "2", "--device", "cpu",
+        "--workers", "0"]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("detect") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["detect", "train", *TINY, "--iterations", "4", "--eval-every", "2", "--score-thresh", "0",
+                     "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    return out
+
+
+def test_train_writes_the_classification_run_folder_with_map_columns_and_detect_toml(trained_run):
+    for name in ("config.toml", "detect.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors",
+                 "final.json"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "tensorboard").iterdir()) and list((trained_run / "checkpoints").iterdir())
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert {"test_map50_error", "test_coco_map", "test_coco_map50", "test_voc07_map", "train_loss_classifier",
+            "train_loss_objectness"} <= rows[0].keys()
+    assert "scene_size = 64" in (trained_run / "detect.toml").read_text()
+
+
+def test_eval_prints_the_metrics_table_and_writes_coco_results(trained_run, capsys):
+    code, out, _ = run(["detect", "eval", trained_run, "--device", "cpu"], capsys)
+    assert code == 0
+    assert "mAP@[.5:.95]" in out and "mAP@.5 " in out and "VOC07" in out and "4 images" in out
+    results = json.loads((trained_run / "detections-scenes-test.json").read_text())
+    assert isinstance(results, list)
+    assert all({"image_id", "category_id", "bbox", "score"} <= r.keys() for r in results)
+
+
+def test_eval_on_the_scenes_written_as_coco_files_matches_the_embedded_scenes(trained_run, tmp_path, capsys):
+    code, out, _ = run(["detect", "make-scenes", tmp_path / "scenes", "--train", "2", "--test", "4", "--size", "64"],
+                       capsys)
+    assert code == 0 and (tmp_path / "scenes" / "instances_test.json").is_file()
+    embedded = run(["detect", "eval", trained_run, "--device", "cpu"], capsys)[1]
+    code, from_files, _ = run(["detect", "eval", trained_run, "--device", "cpu", "--dataset", "coco", "--data",
+                               tmp_path / "scenes", "--test-split", "test"], capsys)
+    assert code == 0
+    table = [line for line in embedded.splitlines() if line.startswith("mAP")]
+    assert table == [line for line in from_files.splitlines() if line.startswith("mAP")]
+
+
+def test_predict_draws_boxes_into_pngs_and_writes_their_detections(trained_run, tmp_path, capsys):
+    from torchvision.io import decode_png, write_png
+
+    image = torch.randint(0, 255, (3, 80, 96), dtype=torch.uint8)
+    write_png(image, str(tmp_path / "scene.png"))
+    code, out, _ = run(["detect", "predict", tmp_path / "scene.png", "--weights", trained_run, "--out",
+                        tmp_path / "drawn", "--min-score", "0", "--device", "cpu"], capsys)
+    assert code == 0
+    drawn = decode_png(torch.frombuffer(bytearray((tmp_path / "drawn" / "scene.png").read_bytes()), dtype=torch.uint8))
+    assert drawn.shape == image.shape
+    found = json.loads((tmp_path / "drawn" / "detections.json").read_text())
+    assert found[0]["file"].endswith("scene.png") and found[0]["detections"]  # score threshold 0: boxes come out
+    assert not torch.equal(drawn, image)
+    for det in found[0]["detections"]:
+        x0, y0, x1, y1 = det["box_xyxy"]
+        assert 0 <= x0 <= x1 <= 96 and 0 <= y0 <= y1 <= 80 and det["label"] in [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--design", "c5"], "detect.design='c5' is not valid; choose one of: c4, fpn"),
+    (["--init-from", "no/such/run"], "--init-from no/such/run: no such file or folder"),
+    (["--dataset", "coco"], "--dataset coco needs --data PATH"),
+    (["--anchor-sizes", "big"], "detect.anchor_sizes='big' is not a valid list of int"),
+])
+def test_bad_train_input_is_one_error_line(argv, message, tmp_path, capsys):
+    code, _, err = run(["detect", "train", *TINY, "--iterations", "1", "--out", tmp_path / "run", *argv], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: {message}") or message in err, err
+
+
+def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):
+    import resnet
+
+    resnet.save_weights(resnet.create_model("resnet20"), tmp_path / "model.safetensors")
+    code, _, err = run(["detect", "eval", tmp_path], capsys)
+    assert code == 2 and "not a detector's weights" in err
+
+
+@pytest.mark.slow
+def test_bench_detect_times_ours_beside_torchvision(tmp_path, capsys):
+    code, out, _ = run(["bench", "detect", "--model", "resnet18", "--input-size", "64", "--batch-size", "1",
+                        "--iterations", "1", "--warmup", "0", "--device", "cpu", "--json", tmp_path / "b.json"],
+                       capsys)
+    assert code == 0
+    rows = [line.split()[0] for line in out.splitlines()[2:5]]
+    assert rows == ["ours-fpn", "ours-c4", "torchvision"]
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["results"]["torchvision"]["train"]["img_s"] > 0
+    assert os.fspath(Path(tmp_path / "b.json")) in out
