@@ -85,12 +85,15 @@ class ModelCfg:
     in_chans: int = option(3, "Input channels.")
 
     def __post_init__(self) -> None:
-        if self.shortcut is not None:
-            _choice("model.shortcut", self.shortcut, ("A", "B", "C"))
-        if self.stem is not None:
-            _choice("model.stem", self.stem, ("imagenet", "cifar"))
         _positive("model.num_classes", self.num_classes)
         _positive("model.in_chans", self.in_chans)
+        from resnet.errors import ModelError
+        from resnet.models.registry import validate_options  # the one rule for model options (imports torch)
+
+        try:
+            validate_options(self.name, self.options())
+        except ModelError as e:
+            raise ConfigError(f"model: {e}") from None
 
     def options(self) -> dict[str, Any]:
         """Keyword options for ``create_model`` (only the ones set)."""

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torchvision.io import write_png
 
-from resnet.config import build_config
+from resnet.config import build_config, load_recipe, merge
 from resnet.data import load_digits_split
 from resnet.engine.trainer import Trainer, train
 from resnet.errors import ConfigError
@@ -34,7 +34,8 @@ def digits_run(tmp_path_factory) -> Path:
     """The quick recipe, shortened: ResNet-20 on the ten digit classes."""
     out = tmp_path_factory.mktemp("source") / "run"
     torch.set_num_threads(1)
-    cfg = build_config({"train": {"iterations": 150, "eval_every": 150, "device": "cpu"}}, recipe="quick")
+    cfg = build_config(merge(load_recipe("quick"), {"train": {"iterations": 150, "eval_every": 150, "device": "cpu"}}),
+                       recipe="quick")
     train(cfg, out)
     return out
 
@@ -53,11 +54,11 @@ def parity_folder(tmp_path_factory) -> Path:
 
 
 def _parity_cfg(folder: Path, **finetune):
-    return build_config({"model": {"name": "resnet20"},
+    return build_config(merge(load_recipe("finetune"), {"model": {"name": "resnet20"},
                          "data": {"dataset": "imagefolder", "data": str(folder), "crop_size": 32, "scale_min": 32,
                                   "scale_max": 36, "lighting_std": 0.0, "workers": 0},
                          "train": {"iterations": 40, "batch_size": 32, "eval_every": 40, "device": "cpu"},
-                         "finetune": finetune}, recipe="finetune")
+                         "finetune": finetune}), recipe="finetune")
 
 
 def test_finetuning_a_digits_net_beats_training_from_scratch_on_a_new_task(digits_run, parity_folder, tmp_path):

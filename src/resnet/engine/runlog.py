@@ -11,6 +11,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+PLAIN_EVERY_S = 10.0
+"""Seconds between plain progress lines when stderr is not a terminal."""
+
 
 class RunLog:
     """One JSON object per evaluation in ``metrics.jsonl``, mirrored to TensorBoard; tqdm on stderr."""
@@ -30,12 +33,23 @@ class RunLog:
         self._last_t = time.perf_counter()
 
     def progress(self, step: int, n: int, **values: float) -> None:
-        """Advance the bar by ``n`` iterations and show loss, error, lr, images/s (ETA is tqdm's)."""
+        """Advance the bar by ``n`` iterations and show loss, error, lr, images/s (ETA is tqdm's); the same figures
+        go to TensorBoard (``train/...``, every report) and, when stderr is not a terminal (a pipe, a log file, a
+        batch job), to a plain line at most every :data:`PLAIN_EVERY_S` seconds, so a log is never silent for long."""
         if not self.enabled or self.bar is None:
             return
         self.bar.update(n)
         self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in values.items()},
                              refresh=False)
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"train/{key}", value, step)
+        now = time.perf_counter()
+        if self.bar.disable and now - self._last_t >= PLAIN_EVERY_S:
+            self._last_t = now
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            print(f"step={step}/{self.bar.total} {shown}", file=sys.stderr, flush=True)
 
     def record(self, row: dict[str, Any]) -> None:
         """Append one evaluation line and its scalars to TensorBoard."""

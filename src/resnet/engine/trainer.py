@@ -380,7 +380,7 @@ def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:
 
         with torch.device("meta"):
             model = create_model(cfg.model.name, **cfg.model.options())
-    depth, plain = model_depth(model), getattr(model, "family", "").startswith("plain") or "plain" in cfg.model.name
+    depth, plain = model_depth(model), getattr(model, "options", {}).get("shortcut") == "none"
     if depth >= 110 and not plain:
         return replace(cfg, optim=replace(cfg.optim, warmup_lr=cfg.optim.lr / 10))
     return cfg
@@ -409,13 +409,9 @@ def lr_scales(model: nn.Module, cfg: RunCfg) -> dict[int, float] | None:
 
 
 def model_depth(model: nn.Module) -> int:
-    """Weighted layers of a built net (ResNet-110: 110)."""
-    depth = getattr(model, "depth", None)
-    if isinstance(depth, int):
-        return depth
-    arch = str(getattr(model, "arch", ""))
-    digits = "".join(ch for ch in arch.rsplit("_", 1)[-1] if ch.isdigit())
-    return int(digits) if digits else 0
+    """Weighted layers of a built net (ResNet-110: 110), as the registry's builder recorded them."""
+    depth = getattr(model, "depth", 0)
+    return depth if isinstance(depth, int) else 0
 
 
 __all__ = ["Switches", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]

@@ -8,8 +8,8 @@ What the trainer does with ``[finetune]`` (``resnet train --init-from FILE``):
   per-pixel mean image of one of our runs);
 - ``freeze_stages`` K: the stem and stages 1..K keep their weights and BatchNorm statistics (detection fine-tuning
   freezes the stem and first stage this way: Faster R-CNN, torchvision's ``trainable_backbone_layers``);
-- ``freeze_bn``: every BatchNorm becomes ``torchvision.ops.FrozenBatchNorm2d`` (statistics and affine fixed, as the
-  paper's detection fine-tuning keeps them, Sec. 4.3);
+- ``freeze_bn``: every BatchNorm is frozen (eval mode, statistics and affine fixed, as the paper's detection
+  fine-tuning keeps them, Sec. 4.3; what ``torchvision.ops.FrozenBatchNorm2d`` does, with the state dict unchanged);
 - ``backbone_lr_mult``: the backbone's parameters train at that fraction of the learning rate, the head at the full
   rate (an optimizer group with ``lr_scale``; see ``resnet.engine.optim``).
 """
@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from resnet.errors import ConfigError
 
@@ -60,20 +59,23 @@ def stage_modules(model: nn.Module, count: int) -> list[nn.Module]:
     return stem + [getattr(model, name) for name in stages[:count]] if count else []
 
 
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that stays in eval mode with its affine fixed: it normalises with its running statistics and
+    learns nothing (torchvision.ops.FrozenBatchNorm2d's behaviour). Kept a BatchNorm2d, so its state dict, the
+    weights file and the optimizer's norm detection are unchanged."""
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm2d:
+        return super().train(False)
+
+
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Every BatchNorm2d in ``module`` replaced by a FrozenBatchNorm2d holding its statistics and affine."""
-    if isinstance(module, nn.BatchNorm2d):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        with torch.no_grad():
-            frozen.weight.copy_(module.weight if module.affine else torch.ones_like(frozen.weight))
-            frozen.bias.copy_(module.bias if module.affine else torch.zeros_like(frozen.bias))
-            frozen.running_mean.copy_(module.running_mean)
-            frozen.running_var.copy_(module.running_var)
-        return frozen.to(module.running_mean.device)
-    for name, child in module.named_children():
-        replaced = freeze_batchnorm(child)
-        if replaced is not child:
-            setattr(module, name, replaced)
+    """Every BatchNorm2d in ``module`` (itself included) frozen in place: eval mode, no gradient for its affine."""
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d) and not isinstance(bn, FrozenBatchNorm2d):
+            bn.__class__ = FrozenBatchNorm2d
+            bn.eval()
+            for p in bn.parameters():
+                p.requires_grad_(False)
     return module
 
 
@@ -136,4 +138,5 @@ class Pretrained:
         return model
 
 
-__all__ = ["Pretrained", "freeze", "freeze_batchnorm", "head_parameters", "sha256", "stage_modules", "weights_path"]
+__all__ = ["FrozenBatchNorm2d", "Pretrained", "freeze", "freeze_batchnorm", "head_parameters", "sha256",
+           "stage_modules", "weights_path"]
