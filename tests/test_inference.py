@@ -19,7 +19,7 @@ from resnet.errors import ConfigError
 from resnet.inference import evaluate_ensemble, fold_batchnorm, predict_images
 
 
-def _with_random_statistics(model: nn.Module) -> nn.Module:
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
     """Fresh BN layers are the identity map; random statistics make folding actually change the weights."""
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -35,7 +35,7 @@ def _with_random_statistics(model: nn.Module) -> nn.Module:
                                                         ("resnet50", 64, 0), ("preact_resnet110", 32, 55)])
 def test_folded_net_computes_the_same_function_without_bn_after_convolutions(name, size, bn_left):
     torch.manual_seed(0)
-    model = _with_random_statistics(create_model(name))
+    model = randomize_batchnorm(create_model(name))
     folded = fold_batchnorm(model)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == bn_left  # pre-act BN precedes its conv
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > bn_left  # the original is untouched
@@ -54,7 +54,7 @@ def test_prepared_inference_net_is_nhwc_without_bn_and_computes_the_same_functio
     from resnet.inference import prepare_inference
 
     torch.manual_seed(0)
-    model = _with_random_statistics(create_model("resnet18"))
+    model = randomize_batchnorm(create_model("resnet18"))
     fast = prepare_inference(model)
     convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -69,7 +69,7 @@ def test_cpu_compiled_inference_freezes_the_weights_into_the_program():
     from resnet.inference import compile_for_inference, prepare_inference
 
     torch.manual_seed(0)
-    model = prepare_inference(_with_random_statistics(create_model("resnet20")))
+    model = prepare_inference(randomize_batchnorm(create_model("resnet20")))
     run = compile_for_inference(model, torch.device("cpu"))
     x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -195,6 +195,26 @@ def test_members_with_other_input_means_are_refused(run_weights, tmp_path):
                                                 "input_size": "32"}, extra={"input_mean": torch.zeros(3, 32, 32)})
     with pytest.raises(ConfigError, match="differ in input mean"):
         predict_images([str(a), str(other)], ["unused.png"], device="cpu")
+
+
+def test_eval_and_predict_follow_the_files_own_mean_and_std(few_digits, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "own-std.safetensors"
+    record = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4], "input_size": [3, 32, 32], "crop_pct": 1.0,
+              "interpolation": "bilinear", "crop_mode": "squash"}
+    resnet.save_weights(create_model("resnet20"), path, preprocess=record,
+                        metadata={"classes": json.dumps([f"class {i}" for i in range(10)])})
+    mean, std = (torch.tensor(record[k]).view(3, 1, 1) for k in ("mean", "std"))
+    _, _, images, labels, _ = digits.load_digits_split()
+    probs = _probs(path, (images.float() / 255 - mean) / std)
+    got = evaluate_ensemble([str(path)], {"dataset": "digits"}, device="cpu")["members"][0]
+    nll = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    assert got["loss"] == pytest.approx(nll, rel=1e-4)
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    (_, ranked), = predict_images(str(path), [_save_png(tmp_path / "x.png", pixels)], top=10, device="cpu")
+    x = (torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255 - mean) / std
+    for i, p in enumerate(_probs(path, x)[0].tolist()):
+        assert dict(ranked)[f"class {i}"] == pytest.approx(p, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ bad images

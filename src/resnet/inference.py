@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ SMALL_INPUT = 64
 
 @dataclass(frozen=True)
 class InferenceInfo:
-    """What preprocessing a weights file needs, read from its metadata."""
+    """What preprocessing a weights file needs, read from its preprocessing record."""
 
     path: str
     arch: str
@@ -36,30 +36,48 @@ class InferenceInfo:
     in_chans: int
     classes: list[str]
     mean: torch.Tensor | None
-    """Per-pixel mean image (C,H,W) on the [0,1] scale, or None for torchvision-style normalization."""
+    """Per-pixel mean image (C,H,W) or per-channel mean (C,1,1) on the [0,1] scale; None: torchvision's mean and
+    std."""
+    std: torch.Tensor | None = None
+    """(C,1,1) divisor that goes with a per-channel mean; None: the mean is subtracted only (the paper)."""
+    record: dict[str, Any] = field(default_factory=dict)
+    """The file's record as ``resnet.data_config`` gives it (timm's ``pretrained_cfg`` fields), no mean image."""
 
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean, std) as subtracted and divided on the [0,1] scale: ours the mean image alone (Sec. 3.4),
         torchvision's weights their per-channel mean and std."""
         from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD
 
-        if self.mean is not None:
-            return self.mean.float(), None
-        return torch.tensor(TORCHVISION_MEAN).view(3, 1, 1), torch.tensor(TORCHVISION_STD).view(3, 1, 1)
+        if self.mean is None:
+            return torch.tensor(TORCHVISION_MEAN).view(3, 1, 1), torch.tensor(TORCHVISION_STD).view(3, 1, 1)
+        return self.mean.float(), None if self.std is None else self.std.float()
 
 
-def read_preprocessing(model: nn.Module, metadata: Mapping[str, str],
-                       extra: Mapping[str, torch.Tensor]) -> tuple[int, list[str], torch.Tensor | None]:
-    """(input size, class names, per-pixel mean or None) of a weights file: the one place that reads them.
+def read_preprocessing(model: nn.Module, metadata: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """(preprocessing record, class names) of loaded weights: the one place that reads them.
 
-    Files of our runs carry ``input_size`` and ``classes`` metadata and the ``extra.input_mean`` tensor; files
-    without them (torchvision's) get the net's own input size, numbered classes and torchvision's normalization.
+    The record is ``resnet.data_config(model)``: the file's own (``load_model`` attaches it as
+    ``pretrained_cfg``), or for files without one what ``resnet eval`` assumes (torchvision's normalization for
+    torchvision's weights). Classes without names are numbered.
     """
-    options = getattr(model, "options", {}) or {}
+    from resnet.transfer import data_config
+
     num_classes = model.fc.out_features
     classes = json.loads(metadata["classes"]) if "classes" in metadata else [str(i) for i in range(num_classes)]
-    default_size = 32 if options.get("stem") == "cifar" else 224
-    return int(metadata.get("input_size", default_size)), classes, extra.get("input_mean")
+    return data_config(model), classes
+
+
+def _info(path: Path, model: nn.Module, arch: str | None, record: Mapping[str, Any],
+          classes: list[str]) -> InferenceInfo:
+    in_chans, height = int(record["input_size"][0]), int(record["input_size"][1])
+    if record["mean"] == "per_pixel":
+        mean, std = record["mean_image"].float(), None
+    else:
+        mean = torch.tensor(record["mean"], dtype=torch.float32).view(-1, 1, 1)
+        std = None if record.get("std") is None else torch.tensor(record["std"], dtype=torch.float32).view(-1, 1, 1)
+    plain = {k: v for k, v in record.items() if k != "mean_image"}
+    return InferenceInfo(str(path), getattr(model, "arch", None) or arch or "?", height, in_chans, classes, mean, std,
+                         plain)
 
 
 def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
@@ -75,8 +93,9 @@ def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
     return {"arch": info.arch, "input_size": [info.in_chans, info.input_size, info.input_size],
             "mean": mean.flatten().tolist() if per_channel else mean.tolist(),
             "std": None if std is None else std.flatten().tolist(),
-            "crop_pct": 1.0 if small else 224 / 256, "crop_mode": "squash" if small else "center",
-            "interpolation": "bilinear", "classes": list(info.classes)}
+            "crop_pct": info.record.get("crop_pct", 1.0 if small else 224 / 256),
+            "crop_mode": info.record.get("crop_mode", "squash" if small else "center"),
+            "interpolation": info.record.get("interpolation", "bilinear"), "classes": list(info.classes)}
 
 
 def _resolve_path(target: str) -> Path:
@@ -98,26 +117,19 @@ def load_for_inference(target: str, arch: str | None = None,
     Files that do not name their architecture (torchvision's .pth, or their tensors saved as .safetensors) need
     ``arch``; files written by resnet name their own.
     """
-    from resnet.models.weights import ARCH_KEY, from_torchvision, load_model, read_weights
+    from resnet.models.weights import ARCH_KEY, from_torchvision, inspect_weights, load_model
 
     path = _resolve_path(target)
-    metadata: dict[str, str] = {}
-    extra: dict[str, torch.Tensor] = {}
-    if path.suffix.lower() in (".pth", ".pt"):
-        state: Any = str(path)
-    else:
-        state, metadata, extra = read_weights(str(path))
+    metadata = {} if path.suffix.lower() in (".pth", ".pt") else inspect_weights(path)[0]
     if ARCH_KEY in metadata:
         model = load_model(str(path))
     elif not arch:
         raise ConfigError(f"{path} does not name its architecture (a torchvision state dict?): pass --arch "
                           "(e.g. resnet50)")
     else:
-        model = from_torchvision(state, arch)
-    size, classes, mean = read_preprocessing(model, metadata, extra)
-    in_chans = int(getattr(model, "options", {}).get("in_chans", 3))
-    info = InferenceInfo(str(path), getattr(model, "arch", arch or "?"), size, in_chans, classes, mean)
-    return model.to(device).eval(), info
+        model = from_torchvision(str(path), arch)
+    record, classes = read_preprocessing(model, metadata)
+    return model.to(device).eval(), _info(path, model, arch, record, classes)
 
 
 def _difference(a: InferenceInfo, b: InferenceInfo) -> str | None:
@@ -288,6 +300,28 @@ def multiscale_warning(infos: Sequence[InferenceInfo], protocol: str, scales: Se
             "center or 10crop")
 
 
+class _Rescaled(nn.Module):
+    """A model fed by loaders that divide by torchvision's std, for weights that want another per-channel std."""
+
+    def __init__(self, model: nn.Module, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.scale.to(x.dtype))
+
+
+def _std_correction(info: InferenceInfo) -> torch.Tensor | None:
+    """torchvision's std over the file's, when the data loaders (which know torchvision's std only) need it."""
+    from resnet.data.transforms import TORCHVISION_STD
+
+    if info.mean is None or info.std is None:
+        return None
+    scale = torch.tensor(TORCHVISION_STD).view(3, 1, 1) / info.std
+    return None if torch.allclose(scale, torch.ones_like(scale)) else scale
+
+
 def _wrong(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(top-1 wrong, top-5 wrong, summed NLL) of a batch's averaged probabilities."""
     topk = probs.topk(min(5, probs.shape[1]), dim=1).indices.eq(y[:, None])
@@ -315,7 +349,7 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
                           "out; use --split test, or --val-split N for the images the run held out")
     # The training stream is never drawn from here: batch 1, so a small training split cannot refuse the eval.
     bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=info.mean,
-                        normalize_std=info.mean is None)
+                        normalize_std=info.mean is None or info.std is not None)
     if bundle.num_classes != num_classes:
         raise ConfigError(f"the weights have {num_classes} classes but {data_cfg.dataset} has "
                           f"{bundle.num_classes}; pass the dataset the weights were trained on")
@@ -336,6 +370,9 @@ def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split:
     data_cfg, bundle = _eval_data(infos[0], data_flags, split, batch_size, dev, members[0][0].fc.out_features)
     cpu = dev.type == "cpu"
     models = [prepare_inference(m) if cpu else m for m, _ in members]
+    scale = _std_correction(infos[0])
+    if scale is not None:
+        models = [_Rescaled(m, scale.to(dev)) for m in models]
     sums = torch.zeros(len(models) + 1, 3, dtype=torch.float64)
     count = 0
     for x, y in bundle.eval:
