@@ -190,10 +190,11 @@ def register_summary(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from resnet.analysis.summary import format_summary, format_zoo
+    from resnet.analysis.summary import format_summary, zoo_lines
 
-    if args.all:
-        print(format_zoo(input_size=args.input_size))
+    if args.all:  # streamed: a line per net as it is counted, not silence then the table
+        for line in zoo_lines(input_size=args.input_size):
+            print(line, flush=True)
         return 0
     if not args.name:
         raise ConfigError("resnet summary needs a model name or --all (resnet list shows the names)")

@@ -7,6 +7,7 @@ ResNet-1202 and ResNet-1001, takes one to a few seconds on 2 CPU cores, the whol
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -120,11 +121,16 @@ def format_zoo(input_size: int | None = None) -> str:
 
     Each net is counted at its native input size (224 ImageNet, 32 CIFAR) unless ``input_size`` is given.
     """
-    lines = [f"{'model':<18} {'family':<8} {'units':<18} {'depths':<14} {'sc':<4} {'input':>5} "
-             f"{'params':>12} {'mult-adds':>10}  paper"]
-    models = [_meta_model(name) for name in list_models()]
-    models.sort(key=lambda m: m.family != "imagenet")  # stable: ImageNet nets first, each family by depth
-    for model in models:
+    return "\n".join(zoo_lines(input_size))
+
+
+def zoo_lines(input_size: int | None = None) -> Iterator[str]:
+    """:func:`format_zoo`'s lines, each as soon as its net is counted (the deepest nets take seconds)."""
+    yield (f"{'model':<18} {'family':<8} {'units':<18} {'depths':<14} {'sc':<4} {'input':>5} "
+           f"{'params':>12} {'mult-adds':>10}  paper")
+    families = {name: _meta_model(name).family for name in list_models()}
+    for name in sorted(families, key=lambda n: families[n] != "imagenet"):  # ImageNet first, each by depth
+        model = _meta_model(name)
         name = model.arch
         size = input_size or native_input_size(model)
         macs = sum(r.macs for r in _counting_table(model, size))
@@ -132,6 +138,5 @@ def format_zoo(input_size: int | None = None) -> str:
         depths = "[" + ",".join(map(str, model.depths)) + "]"
         paper = (_paper_note(name, "macs", size) or _paper_note(name, "params", size)).strip(" ()")
         paper = paper.removeprefix("paper: ")
-        lines.append(f"{name:<18} {model.family:<8} {unit:<18} {depths:<14} {model.options['shortcut']:<4} "
-                     f"{size:>5} {count_parameters(model):>12,} {_sci(macs):>10}  {paper}".rstrip())
-    return "\n".join(lines)
+        yield (f"{name:<18} {model.family:<8} {unit:<18} {depths:<14} {model.options['shortcut']:<4} "
+               f"{size:>5} {count_parameters(model):>12,} {_sci(macs):>10}  {paper}".rstrip())

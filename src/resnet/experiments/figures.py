@@ -3,7 +3,9 @@ error and bold test error in one colour per net (Fig. 1, 4, 6)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,25 @@ from resnet.analysis.curves import new_figure, plot_runs
 Curves = Sequence[tuple[str, list[dict[str, Any]]]]
 
 
+_STAMP: ContextVar[str] = ContextVar("figure_stamp", default="")
+
+
+@contextmanager
+def stamped(text: str) -> Iterator[None]:
+    """Every figure saved inside the block carries ``text`` (dataset, scale, iterations) in its corner, so a PNG
+    shared on its own still says what it was measured on."""
+    token = _STAMP.set(text)
+    try:
+        yield
+    finally:
+        _STAMP.reset(token)
+
+
 def save(fig: Any, path: Path) -> Path:
-    """Write a PNG (120 dpi, tight)."""
+    """Write a PNG (120 dpi, tight), stamped (see :func:`stamped`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if _STAMP.get():
+        fig.text(0.995, 0.005, _STAMP.get(), ha="right", va="bottom", fontsize=7, color="0.35")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

@@ -89,6 +89,11 @@ def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) ->
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     sec = Section(TITLE)
+    if ctx.scale == "smoke":
+        sec.blocks.append("Caution: at smoke scale the responses are read through BatchNorm running statistics that "
+                          "have not settled (a few dozen updates), so the stds below are artefacts of that, not "
+                          "Fig. 7's effect: plain nets can show stds in the hundreds and deeper ResNets larger ones. "
+                          "Read them as a pipeline check only.")
     if measured:
         sec.blocks.append(_figure(ctx, measured))
     sec.blocks.append(Table("responses_summary", ["net", "layers_3x3", "mean_std", "max_std", "test_error",

@@ -20,6 +20,7 @@ import torch
 from resnet.analysis.report import Section, write_report
 from resnet.config import RunCfg
 from resnet.errors import ConfigError
+from resnet.experiments import figures
 from resnet.experiments.common import SCALES, STUDY_MODULES, STUDY_NAMES, Context, RunResult, RunSpec
 from resnet.experiments.runner import Log, default_jobs, execute, resolve_device
 
@@ -80,8 +81,9 @@ def differences(ctx: Context, iterations: int | None) -> str:
                      "and their ordering is mostly noise; none of the paper's conclusions can be read from them.")
     elif ctx.dataset != "cifar10" or ctx.scale != "paper":
         parts.append("Absolute errors therefore differ from the paper's; compare the orderings and trends.")
-    parts.append("The paper's columns are its CIFAR-10 test errors (Table 3: ImageNet), printed beside ours for "
-                 "reference, not as targets at this scale.")
+    parts.append("The paper's columns are its CIFAR-10 test errors, except the shortcut study's, which are its "
+                 "ImageNet errors (Table 3); they are printed beside ours for reference, not as targets at this "
+                 "scale.")
     return " ".join(parts)
 
 
@@ -144,9 +146,11 @@ def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Pa
     ctx.out.mkdir(parents=True, exist_ok=True)
     results = execute(every, ctx.runs, ctx.jobs, ctx.device, log)
     sections: list[Section] = []
-    for n in names:
-        log(f"report: {n}")
-        sections.append(STUDIES[n].report(ctx, plans[n], results))
+    stamp = f"{ctx.dataset}, {ctx.scale} scale, {_iterations(results) or '?'} iterations per net"
+    with figures.stamped(stamp + (" (a pipeline check, not a result)" if ctx.scale == "smoke" else "")):
+        for n in names:
+            log(f"report: {n}")
+            sections.append(STUDIES[n].report(ctx, plans[n], results))
     wall = time.perf_counter() - t0
     failed = [f"{f} ({r.error})" for f, r in results.items() if r.error is not None]
     intro = Section("How these numbers compare with the paper", [differences(ctx, _iterations(results))])
