@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements behind docs/benchmarks.md (one GPU machine; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
-#   sections: env tests track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
+#   sections: env tests loop track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
 #             infer-nofold pipeline ddp e2e
 set -uo pipefail
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
@@ -29,7 +29,17 @@ for section in "$@"; do
   case $section in
     env) nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
          python3 -c "import torch,torchvision;print(torch.__version__,torchvision.__version__,torch.version.cuda,torch.backends.cudnn.version())";;
-    tests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -30;;
+    tests) timeout 330 python3 -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors -m gpu tests \
+             2>&1 | tee "$OUT/json/tests.log" | tail -40;;
+    loop) make_c10  # the real loop on CIFAR-format data with the GPU defaults: SIGTERM, resume, eval, export
+         python3 -m resnet train --recipe paper-cifar --dataset cifar10 --data /tmp/c10 --model resnet20 \
+           --iterations 1500 --eval-every 750 --checkpoint-every 250 --out /tmp/loop > /tmp/loop.log 2>&1 & pid=$!
+         for _ in $(seq 600); do [ -f /tmp/loop/checkpoints/ckpt-00000500.json ] && break; sleep 0.2; done
+         kill -TERM $pid; wait $pid; echo "first run rc=$? (143 = stopped by SIGTERM)"; tail -4 /tmp/loop.log
+         /usr/bin/time -f "resume wall %e s" python3 -m resnet train --resume /tmp/loop 2>&1 | grep -v "^ *$" | tail -8
+         python3 -m resnet eval /tmp/loop --device cuda 2>&1 | tail -4
+         python3 -m resnet export --weights /tmp/loop --format onnx --out /tmp/loop/m.onnx 2>&1 | tail -3
+         cp /tmp/loop/metrics.jsonl "$OUT/json/loop-metrics.jsonl"; cp /tmp/loop/final.json "$OUT/json/loop-final.json";;
     cifar) for m in resnet20 resnet56 resnet110; do
              bench train --model $m --reference --iterations 300 --warmup 20 --workers 8 --json "$OUT/json/train-$m.json"
            done;;

@@ -194,3 +194,28 @@ def test_gpu_switches_default_on_and_cpu_ones_off_and_each_can_be_set():
                                                                                                     False, False, False)
     chosen = resolve_switches(_cfg(cudnn_benchmark=False, compile=False, precision="fp16"), cuda)
     assert not chosen.cudnn_benchmark and not chosen.compile and chosen.precision == "fp16"
+
+
+def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_runs_it_first(tmp_path):
+    import signal
+
+    full = train(_cfg(), tmp_path / "full")
+    trainer = Trainer(_cfg(), tmp_path / "cut")
+    evaluate, calls = trainer.task.evaluate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # Ctrl-C twice while the evaluation of iteration 12 runs
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    trainer.task.evaluate = interrupted
+    assert trainer.run() == {"stopped_by_signal": signal.SIGINT, "step": 12}
+    assert not (tmp_path / "cut" / "metrics.jsonl").exists() or not (tmp_path / "cut" / "metrics.jsonl").read_text()
+    resumed = train(_cfg(), tmp_path / "cut", resume=True)
+    assert resumed == full
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +24,10 @@ from resnet.errors import TrainingError
 
 # SIGHUP is a closed terminal or ssh session: the run should end as cleanly as under SIGTERM.
 STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)  # the first one counted wins
+
+
+class StopNow(Exception):
+    """A second SIGINT during an evaluation: the loop checkpoints the last completed step and stops at once."""
 
 
 class NonFiniteGuard:
@@ -86,6 +92,7 @@ class StopSignals:
         self.distributed = distributed
         self.received: int | None = None  # the last signal this process got
         self.stop: int | None = None  # the signal the loop stops for
+        self.interruptible = False  # inside an evaluation: a second SIGINT stops at once
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -100,9 +107,22 @@ class StopSignals:
         self._old = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        again = self.stop is not None
         self.received = signum
         if not self.distributed:
             self.stop = signum
+            if again and self.interruptible and signum == signal.SIGINT:
+                raise StopNow  # a second Ctrl-C during an evaluation: do not wait for it to finish
+
+    @contextmanager
+    def during_evaluation(self) -> Iterator[None]:
+        """Inside the block a second SIGINT raises :class:`StopNow` (a single process only: under torchrun the
+        ranks must leave collectives together)."""
+        self.interruptible = not self.distributed
+        try:
+            yield
+        finally:
+            self.interruptible = False
 
     def flags(self, device: torch.device) -> list[Tensor]:
         return [torch.full((), int(self.received == s), dtype=torch.long, device=device) for s in STOP_SIGNALS]
@@ -118,4 +138,4 @@ def agree(guard: NonFiniteGuard, signals: StopSignals, device: torch.device) -> 
     guard.settle(counts[0], counts[1])
 
 
-__all__ = ["STOP_SIGNALS", "NonFiniteGuard", "StopSignals", "agree"]
+__all__ = ["STOP_SIGNALS", "NonFiniteGuard", "StopNow", "StopSignals", "agree"]

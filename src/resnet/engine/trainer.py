@@ -32,7 +32,7 @@ from resnet.engine.distributed import (
     shutdown,
     wrap_ddp,
 )
-from resnet.engine.guards import NonFiniteGuard, StopSignals, agree
+from resnet.engine.guards import NonFiniteGuard, StopNow, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import grad_scaler_for
 from resnet.engine.probe import Reading
@@ -127,6 +127,7 @@ class Trainer:
         self.net: nn.Module = self.model
         self.step_fn: Step | None = None
         self.lock: RunDirLock | None = None
+        self.pending_eval = False  # a second SIGINT stopped the run during this step's evaluation
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _build_model(self, cfg: RunCfg) -> nn.Module:
@@ -195,6 +196,7 @@ class Trainer:
         if self.dist.is_main and "window" in state.extra:  # global sums: held by rank 0 alone, zeros elsewhere
             self.window += torch.tensor(state.extra["window"], dtype=torch.float64, device=self.device)
         self.step = state.step
+        self.pending_eval = bool(state.extra.get("evaluation_pending", False))
         self.history = [r for r in state.extra.get("history", []) if r["step"] <= self.step]
         if self.dist.is_main:
             truncate_metrics(self.out / "metrics.jsonl", self.step)
@@ -215,6 +217,9 @@ class Trainer:
         progress = Progress(runlog, self.device, self.step, self.dist.world_size, self._progress_figures,
                             self._on_reading)
         with self.signals, runlog, contextlib.closing(self):
+            if self.pending_eval:  # a run stopped during an evaluation owes it
+                self.pending_eval = False
+                self.evaluate(runlog, self.schedule.lr_at(self.step - 1))
             while self.step < self.total and self.signals.stop is None:
                 lr = self.schedule.lr_at(self.step)
                 batch = self.data.train.next()
@@ -227,7 +232,8 @@ class Trainer:
                     self._report(progress, loss, sums, lr, images)
                 if evaluate_now:
                     progress.drain()
-                    self.evaluate(runlog, lr)
+                    if not self._evaluate_or_stop(runlog, lr):
+                        break
                     progress.restart()
                 elif self.cfg.train.checkpoint_every and self.step % self.cfg.train.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -238,6 +244,20 @@ class Trainer:
                 self.save_checkpoint()
                 return {"stopped_by_signal": self.signals.stop, "step": self.step}
             return self.finish()
+
+    def _evaluate_or_stop(self, runlog: RunLog, lr: float) -> bool:
+        """Evaluate; a second SIGINT during it stops at once: the step's checkpoint marks the evaluation as owed,
+        and a resume runs it first, so the metrics come out as in an uninterrupted run."""
+        try:
+            with self.signals.during_evaluation():
+                self.evaluate(runlog, lr)
+            return True
+        except StopNow:
+            self.model.train()
+            self.pending_eval = True
+            log.warning("second interrupt: stopping now, without the evaluation of iteration %d (a resume runs it)",
+                        self.step)
+            return False
 
     def _account(self, loss: torch.Tensor, sums: torch.Tensor, images: int) -> int:
         """Add the step to the evaluation window (a skipped, non-finite step counts none)."""
@@ -303,7 +323,8 @@ class Trainer:
             barrier()
             return
         extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
-                 "history": self.history, "total": self.total, "window": window.tolist()}
+                 "history": self.history, "total": self.total, "window": window.tolist(),
+                 "evaluation_pending": self.pending_eval}
         if self.scaler is not None:
             extra["grad_scaler"] = self.scaler.state_dict()  # plain floats and ints: JSON-able
         # optimizer_state_dict: tensor learning rates (CUDA graphs) become floats for the JSON sidecar.
