@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from resnet.config import build_config
+from resnet.config import build_config, load_recipe, merge
 from resnet.engine.trainer import Trainer, train
 
 
@@ -108,7 +108,7 @@ def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_pat
     errors = {}
     for name, t in (("fast", {}), ("eager", {"precision": "fp32", "channels_last": False, "compile": False,
                                              "cuda_graphs": False})):
-        cfg = build_config({"train": {"device": "cuda", **t}}, "quick")
+        cfg = build_config(merge(load_recipe("quick"), {"train": {"device": "cuda", **t}}), "quick")
         trainer = Trainer(cfg, tmp_path / name).setup()
         assert trainer.step_fn is not None and trainer.step_fn.graphs == (name == "fast")
         errors[name] = trainer.run()["test_error"]

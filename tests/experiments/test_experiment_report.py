@@ -3,15 +3,15 @@
 import csv
 import math
 
-from resnet.analysis.curves import plt
+from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table, fmt, write_report
 
 
 def _figure(path):
-    fig, ax = plt.subplots(figsize=(3, 2))
+    fig = new_figure(figsize=(3, 2))
+    ax = fig.subplots()
     ax.plot([1, 2], [3, 4])
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
