@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 
 from resnet.data.imagefolder import decode_image_file
 from resnet.detection.coco import write_coco
-from resnet.detection.data import open_detection
+from resnet.detection.sources import open_detection
 from resnet.errors import DataError
 
 

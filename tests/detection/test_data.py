@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnet.detection.data import DetectionStats, clean_boxes, open_detection
+from resnet.detection.data import DetectionStats, clean_boxes
 from resnet.detection.loaders import DetectionEvalLoader, DetectionTrainStream
+from resnet.detection.sources import open_detection
 from resnet.errors import DataError
 
 CPU = torch.device("cpu")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet.detection.data import open_detection
 from resnet.detection.loaders import DetectionEvalLoader, DetectionTrainStream
 from resnet.detection.scenes import scenes_source
+from resnet.detection.sources import open_detection
 from resnet.detection.transforms import Resize
 from resnet.errors import ConfigError
 

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from resnet.detection.coco import write_coco
-from resnet.detection.data import DetectionStats, Record, make_record, open_detection
+from resnet.detection.data import DetectionStats, Record, make_record
 from resnet.detection.metrics import (
     COCO_KEYS,
     coco_ground_truth,
@@ -25,6 +25,7 @@ from resnet.detection.metrics import (
     write_coco_results,
 )
 from resnet.detection.scenes import scenes_source
+from resnet.detection.sources import open_detection
 
 CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
 

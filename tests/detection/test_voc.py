@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _detection_files import voc_xml, write_voc_set
 
-from resnet.detection.data import open_detection
+from resnet.detection.sources import open_detection
 from resnet.detection.voc import VOC_CLASSES
 from resnet.errors import DataError
 

@@ -22,6 +22,7 @@ MAIN_TABLE = {
     "norms": ("norms", ["train_error", "test_error"], "paper_test_error"),
     "init": ("init", ["train_error", "test_error"], "paper_test_error"),
     "preact": ("preact", ["train_error", "test_error"], "paper_test_error"),
+    "ensemble": ("ensemble", ["test_top1_error", "test_top5_error"], "paper_imagenet_top5_error"),
 }
 NAMED = {  # what each study must show, whatever the scale
     "degradation": ["plain-20", "plain-56", "ResNet-20", "ResNet-56", "ResNet-110"],
@@ -31,6 +32,7 @@ NAMED = {  # what each study must show, whatever the scale
     "norms": ["BN", "GN", "LN", "IN", "FRN+TLU", "BRN"],
     "init": ["He", "Xavier", "He + zero-init", "Xavier + zero-init"],
     "preact": ["ResNet-110", "pre-act ResNet-110", "pre-act ResNet-164"],
+    "ensemble": ["ResNet-20", "ResNet-110", "ensemble of 5"],
 }
 
 

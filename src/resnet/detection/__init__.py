@@ -16,7 +16,7 @@ Batch format (torchvision's detection convention, what the models consume): a ba
 
   ``N`` may be 0 (a negative image).
 
-Data side: :mod:`~resnet.detection.data` (records, cleaning, :func:`~resnet.detection.data.open_detection` for
+Data side: :mod:`~resnet.detection.data` (records, cleaning, :func:`~resnet.detection.sources.open_detection` for
 COCO JSON and PASCAL VOC), :mod:`~resnet.detection.scenes` (the embedded digits scenes, no download),
 :mod:`~resnet.detection.transforms` (resize and flip with boxes), :mod:`~resnet.detection.loaders` (training
 stream, evaluation loader), :mod:`~resnet.detection.metrics` (COCOeval, VOC 2007 AP).

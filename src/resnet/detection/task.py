@@ -55,7 +55,7 @@ class DetectionData:
 
 
 def _open(detect: DetectCfg, which: int, categories: list[dict[str, Any]] | None, bad_images: str) -> Any:
-    from resnet.detection.data import open_detection
+    from resnet.detection.sources import open_detection
 
     split = (detect.train_split, detect.test_split)[which] or DEFAULT_SPLITS[detect.dataset][which]
     if detect.dataset == "scenes":

@@ -17,6 +17,7 @@ EPILOG = """studies:
   norms        BN vs GN, LN, IN, FRN, BRN on one net
   init         He vs Xavier init, zero-init residual on/off
   preact       original ResNet-110 vs pre-activation ResNet-110 / 164
+  ensemble     Table 5: ResNet-20..110 alone and their softmax-averaged ensemble
   detection    Tables 7/8: Faster R-CNN with plain-20 vs ResNet-20 backbones on the embedded digit scenes
   all          every study, one report
 

@@ -24,7 +24,7 @@ from resnet.errors import ConfigError
 SCALE_NAMES: tuple[str, ...] = ("smoke", "short", "paper")
 STUDY_MODULES: dict[str, str] = {"degradation": "degradation", "depth": "depth", "shortcuts": "shortcuts",
                                  "responses": "responses", "norms": "norms", "init": "initialization",
-                                 "preact": "preact", "detection": "detection"}
+                                 "preact": "preact", "ensemble": "ensemble", "detection": "detection"}
 """Each study's name (``resnet experiment NAME``) and its module in resnet.experiments."""
 STUDY_NAMES: tuple[str, ...] = (*STUDY_MODULES, "all")
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder")
