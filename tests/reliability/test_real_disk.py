@@ -6,6 +6,7 @@ paths with an injected ENOSPC.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import uuid
@@ -17,18 +18,25 @@ from _util import TRAIN_ARGS, checkpoint_steps, one_line_error, one_thread, run_
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 3 MB tmpfs at tmp_path/fs: the size of one ResNet-20 checkpoint and a half."""
-    mount = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
+@contextlib.contextmanager
+def tmpfs(parent: Path, size: str):
+    """A tmpfs of ``size`` mounted under ``parent`` for the block (skips the test where mounting is not allowed)."""
+    mount = parent / f"fs-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if proc.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 3 MB tmpfs: the size of one ResNet-20 checkpoint and a half."""
+    with tmpfs(tmp_path, "3m") as mount:
+        yield mount
 
 
 def _remount_read_only(mount: Path) -> None:
@@ -60,11 +68,16 @@ def test_a_disk_already_full_at_start_names_the_file_and_leaves_no_temporary_fil
     assert not list(small_fs.rglob("*.tmp")) and not list(small_fs.rglob(".*.tmp"))
 
 
-def test_a_read_only_run_folder_is_refused_before_any_iteration(small_fs, capsys):
-    run = small_fs / "run"
+def test_a_read_only_run_folder_is_refused_before_any_iteration(tmp_path, capsys):
+    with tmpfs(tmp_path, "64m") as fs:
+        _read_only_resume(fs, capsys)
+
+
+def _read_only_resume(fs: Path, capsys) -> None:
+    run = fs / "run"
     code, _, err = run_cli(["train", *TRAIN_ARGS, "--iterations", "2", "--eval-every", "2", "--out", run], capsys)
     assert code == 0, err
-    _remount_read_only(small_fs)
+    _remount_read_only(fs)
     code, _, err = run_cli(["train", "--resume", run, "--iterations", "4"], capsys)
     assert code == 2
     line = one_line_error(err)

@@ -37,8 +37,12 @@ class RunDirLock:
             os.close(fd)
             raise ConfigError(f"{self.out} is being written by process {holder}; wait for it to finish (or stop it), "
                               "or pass another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())  # who holds it, for the next one's error message
+        except OSError as e:  # a full disk: the lock holds without its note, but say which folder is full
+            os.close(fd)
+            raise OSError(e.errno, e.strerror or str(e), str(self.out / LOCK_NAME)) from None
         self._fd = fd
         return self
 
