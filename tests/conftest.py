@@ -44,3 +44,13 @@ def run_weights(tmp_path: Path) -> WeightsFactory:
         return path
 
     return write
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Small CPU work on one intra-op thread (as fast, and spares the OpenMP stalls of a shared 2-core machine),
+    the setting restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

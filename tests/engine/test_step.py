@@ -23,13 +23,7 @@ FP32 = Switches(precision="fp32", channels_last=False, compile=False, fused_sgd=
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny CPU steps: one thread is as fast, and spares the OpenMP stalls of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _batches(n: int, batch: int = 8, size: int = 32, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

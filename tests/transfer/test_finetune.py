@@ -18,15 +18,7 @@ from resnet.data import load_digits_split
 from resnet.engine.trainer import Trainer, train
 from resnet.errors import ConfigError
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_cpu_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -141,7 +142,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
         "step": ckpt.step,
         "tensors": tensor_path.name,
         "size": tensor_path.stat().st_size,
-        "sha256": _sha256(tensor_path),
+        "sha256": file_sha256(tensor_path),
         "optimizer": optim_meta,
         "extra": ckpt.extra,
     }
@@ -193,7 +194,7 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
                            "delete it to use an older one")
     if not tensor_path.is_file():
         raise WeightsError(f"checkpoint {tensor_path} is missing")
-    if tensor_path.stat().st_size != expected_size or _sha256(tensor_path) != expected_hash:
+    if tensor_path.stat().st_size != expected_size or file_sha256(tensor_path) != expected_hash:
         raise WeightsError(f"checkpoint {tensor_path} is truncated or corrupt (size/hash mismatch)")
     try:
         tensors = load_file(str(tensor_path))

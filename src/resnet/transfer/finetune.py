@@ -16,7 +16,6 @@ What the trainer does with ``[finetune]`` (``resnet train --init-from FILE``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnet.engine.checkpoint import file_sha256
 from resnet.errors import ConfigError
 
 log = logging.getLogger("resnet.transfer")
@@ -39,14 +39,6 @@ def weights_path(source: str | os.PathLike[str]) -> Path:
         raise ConfigError(f"--init-from {source}: no such weights file (pass a run folder, a .safetensors, a "
                           "torchvision/timm .pth or an akamaster .th)")
     return path
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stage_modules(model: nn.Module, count: int) -> list[nn.Module]:
@@ -119,7 +111,7 @@ class Pretrained:
         if self.model.arch != arch:
             log.info("the weights in %s are a %s: training that (not %s)", self.path, self.model.arch, arch)
         self.preprocess = data_config(self.model)
-        self.record = {"path": str(self.path), "sha256": sha256(self.path), "format": self.format}
+        self.record = {"path": str(self.path), "sha256": file_sha256(self.path), "format": self.format}
         log.info("starting from %s (%s)", self.path, self.format)
 
     def data_options(self) -> dict[str, Any]:
@@ -138,5 +130,5 @@ class Pretrained:
         return model
 
 
-__all__ = ["FrozenBatchNorm2d", "Pretrained", "freeze", "freeze_batchnorm", "head_parameters", "sha256",
+__all__ = ["FrozenBatchNorm2d", "Pretrained", "freeze", "freeze_batchnorm", "head_parameters",
            "stage_modules", "weights_path"]
