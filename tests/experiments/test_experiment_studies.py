@@ -23,6 +23,7 @@ MAIN_TABLE = {
     "init": ("init", ["train_error", "test_error"], "paper_test_error"),
     "preact": ("preact", ["train_error", "test_error"], "paper_test_error"),
     "ensemble": ("ensemble", ["test_top1_error", "test_top5_error"], "paper_imagenet_top5_error"),
+    "detection": ("detection", ["classification_test_error", "coco_map50"], "paper_coco_map50"),
 }
 NAMED = {  # what each study must show, whatever the scale
     "degradation": ["plain-20", "plain-56", "ResNet-20", "ResNet-56", "ResNet-110"],
@@ -33,6 +34,7 @@ NAMED = {  # what each study must show, whatever the scale
     "init": ["He", "Xavier", "He + zero-init", "Xavier + zero-init"],
     "preact": ["ResNet-110", "pre-act ResNet-110", "pre-act ResNet-164"],
     "ensemble": ["ResNet-20", "ResNet-110", "ensemble of 5"],
+    "detection": ["plain-20", "ResNet-20"],
 }
 
 

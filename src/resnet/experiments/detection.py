@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnet.analysis.report import Section, Table
+from resnet.analysis.report import Figure, Section, Table
 from resnet.config import build_config, load_recipe, merge
 from resnet.errors import ResNetError
 from resnet.experiments.common import Context, RunResult, RunSpec, by_name, specs_for, summarize
@@ -92,6 +92,31 @@ def train_detectors(ctx: Context, specs: list[RunSpec], results: dict[str, RunRe
     return out
 
 
+def examples_figure(path: Path, detectors: list[tuple[str, Path]], count: int = 4) -> Path:
+    """The first ``count`` test scenes with each detector's boxes scoring >= 0.5 (one row per backbone), as the
+    paper's Fig. 5 shows its detections."""
+    import torch
+
+    from resnet.analysis.curves import new_figure
+    from resnet.detection.inference import draw_detections, load_detector
+    from resnet.detection.scenes import make_scenes
+    from resnet.experiments.figures import save
+
+    fig = new_figure(figsize=(2.3 * count, 2.5 * len(detectors)))
+    axes = fig.subplots(len(detectors), count, squeeze=False)
+    for row, (label, folder) in zip(axes, detectors, strict=True):
+        model, cfg, categories = load_detector(folder)
+        scenes = make_scenes(cfg.test_split or "test", count, size=cfg.scene_size)
+        with torch.inference_mode():
+            found = model([s.image.float() / 255 for s in scenes])
+        names = [str(c["name"]) for c in categories]
+        for ax, scene, out in zip(row, scenes, found, strict=True):
+            ax.imshow(draw_detections(scene.image, out, names, 0.5).permute(1, 2, 0).numpy())
+            ax.set_axis_off()
+        row[0].set_title(label, loc="left", fontsize=10)
+    return save(fig, path)
+
+
 def _pct(value: Any) -> float | None:
     return 100.0 * value if isinstance(value, (int, float)) and value >= 0 else None
 
@@ -116,6 +141,11 @@ def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) ->
                   "Faster R-CNN (C4) on the embedded digit scenes' test split, mAP in %, mean over seeds; paper = "
                   "Table 7 (VOC 2007 test) and Table 8 (COCO val), ImageNet pre-training")
     sec = Section(TITLE, [table])
+    drawn = [(r.spec.label, ctx.runs / f"detect-{r.spec.folder}") for g in by_name(specs, results) for r in g[:1]
+             if "error" not in detections[r.spec.folder]]
+    if drawn:
+        path = examples_figure(ctx.out / "detection_examples.png", drawn)
+        sec.blocks.append(Figure(path, "Test scenes with each detector's boxes scoring at least 0.5 (label, score)."))
     failed = [f"{k} ({v['error']})" for k, v in detections.items() if "error" in v]
     if failed:
         sec.blocks.append("Detectors that failed (left out of the table): " + "; ".join(failed))
@@ -138,4 +168,4 @@ def differences(ctx: Context, nets: list[str]) -> str:
             "cannot be compared.")
 
 
-__all__ = ["NAME", "TITLE", "differences", "nets_for", "plan", "report", "train_detectors"]
+__all__ = ["NAME", "TITLE", "differences", "examples_figure", "nets_for", "plan", "report", "train_detectors"]
