@@ -14,15 +14,9 @@ from resnet.config import build_config, load_recipe, merge
 from resnet.engine.trainer import Trainer, train
 
 
-def _cfg(**train):
-    t = {"iterations": 24, "batch_size": 32, "eval_every": 12, "checkpoint_every": 6, "device": "cpu", **train}
-    return build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
-                         "optim": {"milestones": [10, 20]}, "train": t}, recipe="quick")
-
-
-def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
-    full = train(_cfg(), tmp_path / "full")
-    trainer = Trainer(_cfg(), tmp_path / "cut")
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_cfg):
+    full = train(run_cfg(), tmp_path / "full")
+    trainer = Trainer(run_cfg(), tmp_path / "cut")
     original_step = trainer.train_step
 
     def stop_after_15(batch, lr):
@@ -33,7 +27,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
 
     trainer.train_step = stop_after_15
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
-    resumed = train(_cfg(), tmp_path / "cut", resume=True)
+    resumed = train(run_cfg(), tmp_path / "cut", resume=True)
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -43,8 +37,8 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     assert steps == [12, 24]
 
 
-def test_run_folder_holds_config_metrics_curves_weights_and_tensorboard(tmp_path):
-    train(_cfg(iterations=6, eval_every=3, checkpoint_every=0), tmp_path)
+def test_run_folder_holds_config_metrics_curves_weights_and_tensorboard(tmp_path, run_cfg):
+    train(run_cfg(iterations=6, eval_every=3, checkpoint_every=0), tmp_path)
     for name in ("config.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors", "final.json"):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
@@ -116,13 +110,13 @@ def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_pat
     assert abs(errors["fast"] - errors["eager"]) < 2.5, errors
 
 
-def test_cpu_training_keeps_the_plain_eager_step(tmp_path):
-    trainer = Trainer(_cfg(iterations=1, eval_every=1), tmp_path).setup()
+def test_cpu_training_keeps_the_plain_eager_step(tmp_path, run_cfg):
+    trainer = Trainer(run_cfg(iterations=1, eval_every=1), tmp_path).setup()
     assert trainer.step_fn is not None and not trainer.step_fn.graphs
     assert trainer.sw.precision == "fp32" and not trainer.sw.channels_last
 
 
-def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkeypatch):
+def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkeypatch, run_cfg):
     from resnet.engine import trainer as trainer_module
     from resnet.engine.distributed import DistInfo
     from resnet.errors import ConfigError
@@ -130,11 +124,11 @@ def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkey
     monkeypatch.setattr(trainer_module, "init_distributed", lambda name: (DistInfo(0, 0, 2), torch.device("cpu")))
     monkeypatch.setattr(trainer_module, "barrier", lambda: None)
     with pytest.raises(ConfigError, match="sync-bn"):
-        Trainer(_cfg(sync_bn=True, batch_size=32), tmp_path)
+        Trainer(run_cfg(sync_bn=True, batch_size=32), tmp_path)
 
 
-def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_path):
-    trainer = Trainer(_cfg(precision="fp16"), tmp_path).setup()
+def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_path, run_cfg):
+    trainer = Trainer(run_cfg(precision="fp16"), tmp_path).setup()
     assert trainer.scaler is not None and trainer.scaler.get_scale() == 65536.0
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)  # CPU fp16 is slow: tiny
@@ -145,11 +139,12 @@ def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_
     assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before, strict=True))
     trainer.step = 1
     trainer.save_checkpoint()
-    resumed = Trainer(_cfg(precision="fp16"), tmp_path, resume=True).setup()
+    trainer.close()  # give the run folder up: one writer at a time
+    resumed = Trainer(run_cfg(precision="fp16"), tmp_path, resume=True).setup()
     assert resumed.step == 1
     assert resumed.scaler is not None and resumed.scaler.state_dict() == trainer.scaler.state_dict()
     assert resumed.scaler.get_scale() == 2.0 ** 99
-    assert Trainer(_cfg(precision="bf16"), tmp_path / "bf16").scaler is None
+    assert Trainer(run_cfg(precision="bf16"), tmp_path / "bf16").scaler is None
 
 
 @pytest.mark.gpu
@@ -182,25 +177,25 @@ def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, m
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_gpu_switches_default_on_and_cpu_ones_off_and_each_can_be_set():
+def test_gpu_switches_default_on_and_cpu_ones_off_and_each_can_be_set(run_cfg):
     from resnet.engine.trainer import resolve_switches
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # resolving needs no GPU: only the device's type
-    on = resolve_switches(_cfg(), cuda)
+    on = resolve_switches(run_cfg(), cuda)
     assert (on.precision, on.channels_last, on.compile, on.fused_sgd, on.cudnn_benchmark) == ("bf16", True, True,
                                                                                                 True, True)
-    off = resolve_switches(_cfg(), cpu)
+    off = resolve_switches(run_cfg(), cpu)
     assert (off.precision, off.channels_last, off.compile, off.fused_sgd, off.cudnn_benchmark) == ("fp32", False,
                                                                                                     False, False, False)
-    chosen = resolve_switches(_cfg(cudnn_benchmark=False, compile=False, precision="fp16"), cuda)
+    chosen = resolve_switches(run_cfg(cudnn_benchmark=False, compile=False, precision="fp16"), cuda)
     assert not chosen.cudnn_benchmark and not chosen.compile and chosen.precision == "fp16"
 
 
-def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_runs_it_first(tmp_path):
+def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_runs_it_first(tmp_path, run_cfg):
     import signal
 
-    full = train(_cfg(), tmp_path / "full")
-    trainer = Trainer(_cfg(), tmp_path / "cut")
+    full = train(run_cfg(), tmp_path / "full")
+    trainer = Trainer(run_cfg(), tmp_path / "cut")
     evaluate, calls = trainer.task.evaluate, []
 
     def interrupted(*args, **kwargs):
@@ -213,7 +208,7 @@ def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_ru
     trainer.task.evaluate = interrupted
     assert trainer.run() == {"stopped_by_signal": signal.SIGINT, "step": 12}
     assert not (tmp_path / "cut" / "metrics.jsonl").exists() or not (tmp_path / "cut" / "metrics.jsonl").read_text()
-    resumed = train(_cfg(), tmp_path / "cut", resume=True)
+    resumed = train(run_cfg(), tmp_path / "cut", resume=True)
     assert resumed == full
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
