@@ -155,3 +155,13 @@ def test_export_refuses_a_file_whose_outputs_differ_from_the_model(tmp_path, mon
     monkeypatch.setattr(torch.jit, "load", skewed)
     with pytest.raises(ResNetError, match="TorchScript check failed .* differ from the model's by up to 0.01"):
         export_torchscript(model, tmp_path / "m.pt", 32)
+
+
+def test_error_lines_escape_control_characters_from_file_names(tmp_path, capsys):
+    from resnet.cli import main
+
+    evil = tmp_path / "evil\x1b[2Jname\nforged.toml"
+    code = main(["train", "--recipe", str(evil), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "\x1b" not in err and len([ln for ln in err.splitlines() if ln]) == 1
+    assert "\\x1b[2Jname\\nforged" in err

@@ -16,6 +16,12 @@ from collections.abc import Callable, Sequence
 from resnet.errors import ResNetError
 
 
+def printable(text: str) -> str:
+    """One line as the terminal should see it: escape codes and newlines from file or class names written as
+    ``\\x1b``, ``\\n`` (they could otherwise clear the screen or forge lines)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _setup_logging(debug: bool) -> None:
     """Our INFO lines (progress, img/s); other libraries' only from WARNING up (the ONNX exporter's INFO chatter)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -49,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResNetError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resnet summary --all | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -57,12 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         if debug:
             raise
-        print(f"error: file not found: {e.filename or e}", file=sys.stderr)
+        print(f"error: file not found: {printable(str(e.filename or e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a file where a folder must be, no permission, a full disk: name the path
         if debug:
             raise
-        print(f"error: {e.filename or ''}: {e.strerror or e}; pass another path", file=sys.stderr)
+        print(f"error: {printable(str(e.filename or ''))}: {e.strerror or e}; pass another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import re
 
 from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table, fmt, write_report
@@ -38,3 +39,13 @@ def test_markdown_html_and_csv_hold_the_same_table(tmp_path):
 def test_cells_format_for_people():
     assert fmt(1727962) == "1,727,962" and fmt(6.4321) == "6.43" and fmt(None) == "—" and fmt(math.nan) == "—"
     assert fmt("0.27M") == "0.27M"
+
+
+def test_command_line_text_in_the_markdown_report_cannot_add_lines_links_or_html(tmp_path):
+    hostile = "runs/<img src=x onerror=alert(1)>\n# forged heading [link](http://example.com)\x1b[2J"
+    write_report(tmp_path, "t", [("data", hostile)], [])
+    md = (tmp_path / "report.md").read_text()
+    meta = [line for line in md.splitlines() if line.startswith("- **data**")]
+    assert len(meta) == 1 and "\x1b" not in md
+    for unescaped in (r"(?<!\\)<img", r"(?<!\\)\]\(http", r"(?<!\\)# forged"):  # each must be backslashed
+        assert not re.search(unescaped, md), unescaped

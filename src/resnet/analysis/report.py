@@ -11,6 +11,7 @@ import base64
 import csv
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +107,19 @@ def _html_figure(fig: Figure) -> str:
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>])")
+
+
+def md_text(value: str) -> str:
+    """A value from the command line (a --data or --runs path) as Markdown shows it: control characters and
+    newlines escaped, Markdown's punctuation backslashed, so it cannot add lines, links or HTML to the report."""
+    text = value if value.isprintable() else repr(value)[1:-1]
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
 def render_markdown(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section], root: Path) -> str:
     """Markdown report; figure links are relative to ``root`` (the report's folder)."""
-    out = [f"# {title}", "", *[f"- **{k}**: {v}" for k, v in meta], ""]
+    out = [f"# {title}", "", *[f"- **{k}**: {md_text(v)}" for k, v in meta], ""]
     for sec in sections:
         out += [f"## {sec.title}", ""]
         for block in sec.blocks:

@@ -49,7 +49,7 @@ FLOAT_DTYPES: dict[torch.dtype, str] = {torch.float16: "F16", torch.bfloat16: "B
 _SHOW = 3  # how many differing keys an error names
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The built model inside torch.compile (``_orig_mod``) or DistributedDataParallel (``module``) wrappers."""
     while True:
         inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
@@ -155,7 +155,7 @@ def save_weights(
     ``pretrained_cfg``, else what ``resnet eval`` assumes. The file is checked as ``load_model`` would check it, then
     written to a temporary file and renamed, so a crash never leaves a half-written file at ``path``.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", None)
     if not arch or not isinstance(options, dict):
         raise WeightsError("model records no arch/options; build it with resnet.create_model to save it")
@@ -398,7 +398,7 @@ def to_torchvision(model: nn.Module) -> dict[str, Tensor]:
     Only the torchvision-shaped nets qualify: resnet18..152, shortcut B, norm bn, ImageNet stem, and for
     bottleneck nets stride_in_1x1=False (torchvision is v1.5; v1 weights would load but compute differently).
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     arch, options = getattr(model, "arch", ""), getattr(model, "options", {})
     _check_torchvision_arch(arch or type(model).__name__)
     wanted = {"shortcut": "B", "norm": "bn", "stem": "imagenet", "in_chans": 3}

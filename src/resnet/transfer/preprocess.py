@@ -28,13 +28,7 @@ from torchvision.transforms import v2
 
 from resnet.errors import WeightsError
 from resnet.models.metadata import MEAN_KEY, OPTIONS_KEY, check_preprocess, default_preprocess
-from resnet.models.weights import check_finite, inspect_weights, preprocess_of
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
-        model = getattr(model, "_orig_mod", None) or model.module
-    return model
+from resnet.models.weights import check_finite, inspect_weights, preprocess_of, unwrap_model
 
 
 def _file_config(path: Path) -> dict[str, Any]:
@@ -55,7 +49,7 @@ def data_config(model_or_path: nn.Module | str | os.PathLike[str]) -> dict[str, 
     ``crop_pct``, ``crop_mode``, and ``mean_image`` (C, H, W) for a per-pixel mean: for a weights file, or for a
     model (its ``pretrained_cfg``; a net built from scratch gets what ``resnet eval`` would assume)."""
     if isinstance(model_or_path, nn.Module):
-        model = _unwrap(model_or_path)
+        model = unwrap_model(model_or_path)
         cfg = getattr(model, "pretrained_cfg", None)
         options = getattr(model, "options", {})
         record = dict(cfg) if isinstance(cfg, Mapping) else default_preprocess(options, per_pixel=False)
