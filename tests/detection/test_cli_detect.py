@@ -97,6 +97,7 @@ def test_predict_draws_boxes_into_pngs_and_writes_their_detections(trained_run, 
     (["--init-from", "no/such/run"], "--init-from no/such/run: no such file or folder"),
     (["--dataset", "coco"], "--dataset coco needs --data PATH"),
     (["--anchor-sizes", "big"], "detect.anchor_sizes='big' is not a valid list of int"),
+    (["--recipe", "quick"], "recipe quick has no [detect] table: it is not a detection recipe"),
 ])
 def test_bad_train_input_is_one_error_line(argv, message, tmp_path, capsys):
     code, _, err = run(["detect", "train", *TINY, "--iterations", "1", "--out", tmp_path / "run", *argv], capsys)

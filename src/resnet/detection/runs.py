@@ -51,7 +51,11 @@ def resolve_config(recipe: str | None, resume: Path | None, flags: dict[str, dic
                 build_detect_cfg({**detect_dict(read_detect_cfg(resume)), **detect_flags}))
     recipe = recipe or "detect-quick"
     tables = load_recipe(recipe)
-    detect = tables.pop("detect", {})
+    if "detect" not in tables:
+        raise ConfigError(f"recipe {recipe} has no [detect] table: it is not a detection recipe (classification "
+                          "recipes train with `resnet train`); choose detect-quick, detect-paper or a .toml with a "
+                          "[detect] table")
+    detect = tables.pop("detect")
     for section, values in tables.items():
         if not isinstance(values, dict):
             raise ConfigError(f"recipe {recipe}: section [{section}] must be a table of key = value")
