@@ -67,10 +67,11 @@ class RunLog:
             # metrics.jsonl keeps one key for the held-out error and says which split in eval_split; the line a
             # person reads names the split (Sec. 4.2's 45k/5k runs evaluate on the validation images)
             split = clean.get("eval_split", "test")
-            shown = {"test_error": f"{split}_error", "test_top5_error": f"{split}_top5_error"}
-            msg = " ".join(f"{shown.get(k, k)}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            # every task's columns: step, lr, the train_* figures and the evaluation's test_* ones (losses of the
+            # evaluation and the epoch stay in metrics.jsonl)
+            msg = " ".join(f"{k.replace('test_', split + '_', 1)}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in clean.items()
-                           if k in ("step", "lr", "train_loss", "train_error", "test_error", "test_top5_error"))
+                           if k in ("step", "lr") or (k.startswith(("train_", "test_")) and k != "test_loss"))
             self.bar.write(msg, file=sys.stderr)
 
     def __enter__(self) -> RunLog:
