@@ -168,3 +168,24 @@ def test_resume_keeps_the_runs_optimizer_settings_and_takes_only_the_momentum():
     two_groups = build_optimizer(model, OptimCfg(no_decay_norm_bias=True))
     with pytest.raises(ConfigError, match="1 parameter group.*this run's 2: --decay-norm-bias"):
         load_optimizer_state(two_groups, state)
+
+
+def test_weights_and_checkpoint_files_follow_the_umask_like_the_run_folders_other_files(tmp_path):
+    import os
+    import stat
+
+    import resnet
+
+    old = os.umask(0o022)
+    try:
+        model = resnet.create_model("resnet20")
+        resnet.save_weights(model, tmp_path / "m.safetensors")
+        state = ckpt.Checkpoint(step=1, model=model.state_dict(), optimizer={"state": {}, "param_groups": []},
+                                extra={}, rng=ckpt.rng_state())
+        ckpt.save_checkpoint(tmp_path / "checkpoints", state)
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    files = [*tmp_path.iterdir(), *(tmp_path / "checkpoints").iterdir()]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes

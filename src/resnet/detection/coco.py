@@ -35,6 +35,7 @@ from resnet.detection.data import (
     map_categories,
 )
 from resnet.errors import DataError
+from resnet.fsutil import follow_umask
 
 
 @contextlib.contextmanager
@@ -149,6 +150,7 @@ def write_json(path: Path, payload: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f)
+        follow_umask(tmp)  # mkstemp's 0o600 would outlive the rename
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from resnet.errors import WeightsError
+from resnet.fsutil import follow_umask
 
 log = logging.getLogger("resnet.engine")
 _NAME = re.compile(r"^ckpt-(\d{8})\.json$")
@@ -75,6 +76,7 @@ def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

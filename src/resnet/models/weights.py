@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
+from resnet.fsutil import follow_umask
 from resnet.models.blocks import Bottleneck
 from resnet.models.metadata import (
     ARCH_KEY,
@@ -186,6 +187,7 @@ def save_weights(
     tmp = target.with_name(target.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        follow_umask(tmp)  # safetensors writes 0o600; a run's other files follow the umask
         os.replace(tmp, target)
     except BaseException:  # a full disk, an interrupt: no half-written .tmp left beside the weights
         tmp.unlink(missing_ok=True)
