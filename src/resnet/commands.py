@@ -51,6 +51,9 @@ def resolve_train_config(args: argparse.Namespace):
         return build_config(merge(saved, flags), recipe=recipe)
     recipe = args.recipe or "quick"
     tables = load_recipe(recipe)
+    if "detect" in tables:  # a detection recipe: a [detect] table the classification trainer has no use for
+        raise ConfigError(f"recipe {recipe} is a detection recipe; train it with: "
+                          f"resnet detect train --recipe {recipe}")
     for section, values in tables.items():  # merge() below needs tables: say which line is not one
         if not isinstance(values, dict):
             raise ConfigError(f"recipe {recipe}: config section [{section}] must be a table of key = value "
