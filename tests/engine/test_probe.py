@@ -69,7 +69,9 @@ def test_progress_report_warns_once_per_new_batch_of_fast_path_skips(tmp_path, c
     runlog = RunLog(tmp_path, 30, 0, enabled=False)
     progress = Progress(runlog, torch.device("cpu"), 0, 1, trainer._progress_figures, trainer._on_reading)
     caplog.set_level(logging.WARNING, logger="resnet.engine")
-    for step, skipped in ((10, 0.0), (20, 2.0), (30, 2.0)):
-        progress._show(Reading(step, [1.0, 3.0, -1.0, skipped], 0.1, 640, {"lr": 0.1, "batch": 32}))
-    assert caplog.text.count("skipped") == 1 and "2 step(s) skipped by iteration 20" in caplog.text
-    assert progress.trained == [1920, pytest.approx(0.3)] and progress.shown == 30
+    for step, skipped, last in ((10, 0.0, -1.0), (20, 2.0, 17.0), (30, 2.0, 17.0), (40, 3.0, 33.0)):
+        progress._show(Reading(step, [1.0, 3.0, -1.0, skipped, last], 0.1, 640, {"lr": 0.1, "batch": 32}))
+    assert caplog.text.count("skipped") == 2
+    assert "2 steps skipped, the last at iteration 17" in caplog.text
+    assert "non-finite loss at iteration 33: step skipped" in caplog.text
+    assert progress.trained == [2560, pytest.approx(0.4)] and progress.shown == 40

@@ -39,6 +39,7 @@ class NonFiniteGuard:
         self.policy, self.checkpoints = policy, checkpoints
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.skipped = torch.zeros((), dtype=torch.long, device=device)
+        self.last_skip = torch.full((), -1, dtype=torch.long, device=device)  # the latest skipped iteration
         self.reported_skips = 0
 
     def note(self, loss: Tensor, step: int) -> None:
@@ -48,6 +49,11 @@ class NonFiniteGuard:
             self.first_bad = torch.where(~finite & (self.first_bad < 0), step, self.first_bad)
         else:
             self.skipped += (~finite).long()
+            self.last_skip = torch.where(~finite, step, self.last_skip)
+
+    def readings(self) -> Tensor:
+        """(first bad iteration, steps skipped, last skipped iteration), for the progress probe."""
+        return torch.stack([self.first_bad, self.skipped, self.last_skip])
 
     def flags(self) -> list[Tensor]:
         """What the ranks sum to agree: (processes that saw a bad step, the sum of their first bad iterations)."""
@@ -62,11 +68,15 @@ class NonFiniteGuard:
         """Raise if any rank saw a non-finite loss (one all-reduce: a host sync)."""
         self.settle(*all_reduce_sum(torch.stack(self.flags())).tolist())
 
-    def report_skips(self, skipped: float, step: int, log: Any) -> None:
-        if skipped > self.reported_skips:
-            log.warning("non-finite loss: %d step(s) skipped by iteration %d (--nan-policy skip)",
-                        int(skipped) - self.reported_skips, step)
-            self.reported_skips = int(skipped)
+    def report_skips(self, skipped: float, last: float, log: Any) -> None:
+        """One warning per report that saw new skipped steps, naming the (last) iteration."""
+        new = int(skipped) - self.reported_skips
+        if new == 1:
+            log.warning("non-finite loss at iteration %d: step skipped (--nan-policy skip)", int(last))
+        elif new > 1:
+            log.warning("non-finite loss: %d steps skipped, the last at iteration %d (--nan-policy skip)", new,
+                        int(last))
+        self.reported_skips = int(skipped)
 
     def check_weights(self, model: nn.Module, step: int) -> None:
         """A finite loss can still come with an update that overflows: never checkpoint NaN/Inf weights."""

@@ -272,19 +272,18 @@ class Trainer:
     def _report(self, progress: Progress, loss: torch.Tensor, sums: torch.Tensor, lr: float, images: int) -> None:
         if self.dist.enabled:  # a collective: every rank takes it at the same iteration
             agree(self.guard, self.signals, self.device)
-        values = torch.cat([loss.double().reshape(1), sums.double().reshape(-1),
-                            torch.stack([self.guard.first_bad, self.guard.skipped]).double()])
+        values = torch.cat([loss.double().reshape(1), sums.double().reshape(-1), self.guard.readings().double()])
         progress.push(self.step, values, lr, images)
 
     def _on_reading(self, reading: Reading) -> None:
         """A non-finite loss a progress reading carries stops the run here (under DDP the agreement did)."""
-        first_bad, skipped = reading.values[-2:]
+        first_bad, skipped, last_skip = reading.values[-3:]
         if first_bad >= 0 and not self.dist.enabled:
             self.guard.check()
-        self.guard.report_skips(skipped, reading.step, log)
+        self.guard.report_skips(skipped, last_skip, log)
 
     def _progress_figures(self, values: list[float], batch: int) -> dict[str, float]:
-        running = dict(zip(self.task.running, values[1:-2], strict=True))
+        running = dict(zip(self.task.running, values[1:-3], strict=True))
         return {"loss": values[0], **self.task.train_figures(running, batch)}
 
     def _observe_train_error(self, running_and_images: torch.Tensor) -> None:
@@ -381,11 +380,12 @@ def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None
             trainer.setup()
             if on_ready is not None:
                 on_ready(trainer.cfg)
-            return trainer.run()
+            result = trainer.run()
         finally:
             trainer.close()
-            if trainer.dist.enabled:
-                shutdown()
+    if trainer.dist.enabled:  # after a clean end only: a lost peer's error is read while the group still exists
+        shutdown()
+    return result
 
 
 def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:

@@ -135,7 +135,15 @@ def run_config(ctx: Context, model: dict[str, Any], seed: int) -> RunCfg:
     if ctx.dataset == "imagefolder" and ctx.scale != "paper":
         data["protocol"] = "center"  # 10-crop testing multiplies evaluation cost by 10
     over = {"model": dict(model), "data": data, "optim": optim, "train": train}
-    return build_config(merge(load_recipe(recipe), over), recipe=recipe)
+    try:
+        return build_config(merge(load_recipe(recipe), over), recipe=recipe)
+    except ConfigError as e:  # the registry's rule, said in the study's terms, before anything trains
+        name, text = model.get("name"), str(e)
+        if "unknown model" in text:
+            raise ConfigError(f"unknown net {name!r} in --nets; `resnet list` shows the registered names") from None
+        if text.startswith("model: "):
+            raise ConfigError(f"{text[len('model: '):]}; this study cannot run that net") from None
+        raise
 
 
 @dataclass(frozen=True)

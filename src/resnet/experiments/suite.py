@@ -53,24 +53,6 @@ def check_study(name: str) -> list[str]:
     return [name]
 
 
-def _check_nets(specs: Sequence[RunSpec]) -> None:
-    """Fail on an unknown --nets name, or options a net does not take (a plain net with shortcut A), before
-    anything trains: each model is built on the meta device (shapes only)."""
-    from resnet.errors import ModelError
-    from resnet.models.registry import create_model, list_models
-
-    known = set(list_models())
-    unknown = sorted({s.cfg.model.name for s in specs} - known)
-    if unknown:
-        raise ConfigError(f"unknown net {unknown[0]!r} in --nets; `resnet list` shows the registered names")
-    for spec in specs:
-        try:
-            with torch.device("meta"):
-                create_model(spec.cfg.model.name, **spec.cfg.model.options())
-        except ModelError as e:
-            raise ConfigError(f"{spec.folder}: {e}; this study cannot run that net") from None
-
-
 def differences(ctx: Context, iterations: int | None) -> str:
     """The plain statement of why our numbers differ from the paper's."""
     parts = [f"Data: {DATA_NOTES[ctx.dataset]}."]
@@ -138,7 +120,6 @@ def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Pa
     t0 = time.perf_counter()
     plans = {n: STUDIES[n].plan(ctx) for n in names}
     every = [s for specs in plans.values() for s in specs]
-    _check_nets(every)
     resolve_device(ctx.device)  # --device cuda without a GPU: one error before anything trains
     before = {s.folder for s in every if (ctx.runs / s.folder / "final.json").is_file()}
     if len(before) < len({s.folder for s in every}):
