@@ -75,3 +75,11 @@ def write_voc_set(root: Path, entries=VOC_ENTRIES) -> Path:
             (root / "Annotations" / f"{voc_id}.xml").write_text(voc_xml(f"{voc_id}.png", w, h, objects))
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{e[0]}\n" for e in items))
     return root
+
+
+# `resnet detect train` flags for runs of seconds: tiny scenes, few anchors and proposals, no pre-training.
+TINY = ["--pretrain", "none", "--scenes-train", "8", "--scenes-test", "4", "--scene-size", "64", "--min-size", "64",
+        "--max-size", "64", "--anchor-sizes", "16,32,64", "--box-batch-size", "16", "--rpn-batch-size", "32",
+        "--rpn-pre-nms-train", "200", "--rpn-post-nms-train", "50", "--rpn-pre-nms-test", "100",
+        "--rpn-post-nms-test", "20", "--freeze-stages", "-1", "--batch-size", "2", "--device", "cpu",
+        "--workers", "0"]

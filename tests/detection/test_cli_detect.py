@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _detection_files import TINY
 
 from resnet.cli import main
-
-# A tiny detector on tiny scenes: the whole pipeline in seconds (nothing is learned).
-TINY = ["--pretrain", "none", "--scenes-train", "8", "--scenes-test", "4", "--scene-size", "64", "--min-size", "64",
-        "--max-size", "64", "--anchor-sizes", "16,32,64", "--box-batch-size", "16", "--rpn-batch-size", "32",
-        "--rpn-pre-nms-train", "200", "--rpn-post-nms-train", "50", "--rpn-pre-nms-test", "100",
-        "--rpn-post-nms-test", "20", "--freeze-stages", "-1", "--batch-size", "2", "--device", "cpu",
-        "--workers", "0"]
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _detection_files import TINY
 from safetensors.torch import load_file
-from test_cli_detect import TINY
 
 FAULT_RUNNER = Path(__file__).resolve().parents[1] / "reliability" / "_util.py"
 # 6 iterations, lr / 10 at 4 (so the schedule must resume too), an evaluation every 3, a checkpoint every 2.
