@@ -205,7 +205,32 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(0, (self.num_samples - self.position) // self.batch_size)
 
 
-class FolderTrainStream(TrainStream):
+class LoaderTrainStream(TrainStream):
+    """A stream fed by a DataLoader whose batches an :class:`EpochBatchSampler` draws: the loader is restarted at a
+    (epoch, position) only when the stream is not already there (after a resume or an epoch's end), so workers keep
+    prefetching across calls. Subclasses turn a loaded batch into the device batch in ``_produce``."""
+
+    def _start_loader(self, dataset: Any, workers: int, collate: Any, pin: bool = False) -> None:
+        self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
+                                 pin_memory=pin, persistent_workers=workers > 0)
+        self._it: Iterator[Any] | None = None
+        self._expect: tuple[int, int] | None = None
+
+    def _reset(self) -> None:
+        self._expect = None
+
+    def _load(self, epoch: int, position: int) -> Any:
+        """The loader's batch for (epoch, position)."""
+        if self._it is None or self._expect != (epoch, position):
+            self.sampler.start(epoch, position)
+            self._it = iter(self.loader)
+        batch = next(self._it)
+        self._expect = (epoch, position + self.batch_size)
+        return batch
+
+
+class FolderTrainStream(LoaderTrainStream):
     """Image folders: a DataLoader whose workers decode and augment; float math runs on ``device``.
 
     With ``dataset.encoded`` the workers only read JPEG bytes and draw the crops; the batch is decoded and
@@ -225,27 +250,11 @@ class FolderTrainStream(TrainStream):
     ) -> None:
         super().__init__(len(dataset), batch_size, device, seed, rank, world_size, bad)
         self.dataset, self.norm = dataset, norm.to(device)
-        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank, world_size)
-        self.loader = DataLoader(
-            dataset,
-            batch_sampler=self.sampler,
-            num_workers=workers,
-            collate_fn=collate_encoded if dataset.encoded else collate_train,
-            pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0,
-        )
-        self._it: Iterator[Any] | None = None
-        self._expect: tuple[int, int] | None = None
-
-    def _reset(self) -> None:
-        self._expect = None
+        self._start_loader(dataset, workers, collate_encoded if dataset.encoded else collate_train,
+                           pin=device.type == "cuda")
 
     def _produce(self, epoch: int, position: int) -> Batch | None:
-        if self._it is None or self._expect != (epoch, position):
-            self.sampler.start(epoch, position)
-            self._it = iter(self.loader)
-        batch = next(self._it)
-        self._expect = (epoch, position + self.batch_size)
+        batch = self._load(epoch, position)
         if isinstance(batch, EncodedBatch):  # JPEGs decoded on the device (resnet.data.gpu_decode)
             x, offsets, labels = decode_batch(batch, self.dataset.crop, self.device, self.bad)
             return None if x is None else (self.norm(x, offsets), labels)

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.imagefolder import BadSample, split_bad, try_decode
-from resnet.data.streams import EpochBatchSampler, TrainStream
+from resnet.data.streams import LoaderTrainStream
 from resnet.data.transforms import make_generator, upload
 from resnet.detection.data import DetectionSource, Record
 from resnet.detection.transforms import Resize, resize_sample, train_sample
@@ -86,7 +86,7 @@ def upload_batch(images: list[Tensor], targets: list[Target], device: torch.devi
     return xs, ts
 
 
-class DetectionTrainStream(TrainStream):
+class DetectionTrainStream(LoaderTrainStream):
     """Infinite, resumable stream of this rank's ``batch_size // world_size`` training images and targets."""
 
     def __init__(
@@ -106,26 +106,10 @@ class DetectionTrainStream(TrainStream):
         super().__init__(len(source), batch_size, device, seed, rank, world_size, source.bad)
         self.source = source
         self.dataset = DetectionSet(source.records, resize, train=True, flip=flip, seed=seed)
-        self.sampler = EpochBatchSampler(len(source), batch_size, seed, rank, world_size)
-        self.loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            num_workers=workers,
-            collate_fn=collate_detection,
-            persistent_workers=workers > 0,
-        )
-        self._it: Iterator[Any] | None = None
-        self._expect: tuple[int, int] | None = None
-
-    def _reset(self) -> None:
-        self._expect = None
+        self._start_loader(self.dataset, workers, collate_detection)
 
     def _produce(self, epoch: int, position: int) -> Batch | None:
-        if self._it is None or self._expect != (epoch, position):
-            self.sampler.start(epoch, position)
-            self._it = iter(self.loader)
-        images, targets, bad = next(self._it)
-        self._expect = (epoch, position + self.batch_size)
+        images, targets, bad = self._load(epoch, position)
         self.bad.handle(bad)
         return upload_batch(images, targets, self.device) if images else None
 
