@@ -109,6 +109,8 @@ class DataCfg:
                                     "(random, for benchmarks).")
     data: str | None = option(None, "Folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, or "
                                     "train/ and val/ class folders).")
+    digits_size: int = option(32, "Side of the embedded digits, resampled from their 8x8 scans: 32 = CIFAR's shape; "
+                                  "8 = the scans as they are (the same information, a step several times cheaper).")
     download: bool = option(False, "Fetch CIFAR with torchvision's downloader when it is missing (needs a network).")
     val_split: int = option(0, "Training images held out for validation (paper-cifar: 5000, the paper's 45k/5k); "
                                "0 = train on all, test.")
@@ -141,6 +143,9 @@ class DataCfg:
         _choice("data.bad_images", self.bad_images, BAD_IMAGE_POLICIES)
         _positive("data.val_split", self.val_split, allow_zero=True)
         _positive("data.crop_size", self.crop_size)
+        if not SIZE_RANGE[0] <= self.digits_size <= SIZE_RANGE[1]:
+            raise ConfigError(f"data.digits_size={self.digits_size} is not in {SIZE_RANGE[0]}..{SIZE_RANGE[1]} "
+                              "(the scans are 8x8; 32 = CIFAR's shape)")
         _positive("data.scale_min", self.scale_min)
         _positive("data.workers", self.workers, allow_zero=True)
         _positive("data.lighting_std", self.lighting_std, allow_zero=True)
@@ -474,6 +479,8 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
     if cfg.data.dataset in TENSOR_DATASETS:
         for key in IMAGE_FOLDER_ONLY:
             out["data"].pop(key, None)
+    if cfg.data.dataset != "digits":
+        out["data"].pop("digits_size", None)
     if cfg.finetune == FinetuneCfg():
         del out["finetune"]
     return {"recipe": cfg.recipe, **out}

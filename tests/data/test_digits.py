@@ -45,3 +45,21 @@ def test_digits_bundle_with_val_split_zero_evaluates_on_the_360_test_images() ->
     x, y = bundle.train.next()
     assert x.shape == (128, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert bundle.train.batches_per_epoch == 1437 // 128
+
+
+def test_digits_size_resamples_the_same_split_and_scales_the_crop_padding() -> None:
+    import pytest
+
+    from resnet.data.transforms import crop_pad
+    from resnet.errors import ConfigError
+
+    big, small = load_digits_split(), load_digits_split(16)
+    assert small[0].shape == (1437, 3, 16, 16) and small[2].shape == (360, 3, 16, 16)
+    assert torch.equal(big[1], small[1]) and torch.equal(big[3], small[3])  # same images, same order
+    bundle = build_data(DataCfg(dataset="digits", digits_size=16), batch_size=64, device="cpu", seed=0)
+    x, _ = bundle.train.next()
+    assert bundle.input_size == 16 and x.shape == (64, 3, 16, 16) and bundle.mean.shape == (3, 16, 16)
+    assert bundle.train.pad == crop_pad(16) == 2 and crop_pad(32) == 4  # Sec. 4.2's 4 pixels per 32
+    assert next(iter(bundle.eval))[0].shape[-1] == 16
+    with pytest.raises(ConfigError, match="digits_size=4 is not in 8"):
+        DataCfg(dataset="digits", digits_size=4)

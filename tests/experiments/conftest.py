@@ -26,8 +26,8 @@ def tiny_digits() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
-    def small():
-        xtr, ytr, xte, yte = full()
+    def small(size: int = digits.DIGITS_SIZE):
+        xtr, ytr, xte, yte = full(size)
         return xtr[:TRAIN_IMAGES], ytr[:TRAIN_IMAGES], xte[:TEST_IMAGES], yte[:TEST_IMAGES]
 
     with pytest.MonkeyPatch.context() as mp:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.data.imagefolder import BadImageLog, FolderEvalSet, Sample, collate_eval
-from resnet.data.transforms import Normalizer, batch_eval_views, num_views
+from resnet.data.transforms import CIFAR_PAD, Normalizer, batch_eval_views, num_views
 
 EvalBatch = tuple["Tensor | list[Tensor]", Tensor]
 
@@ -68,19 +68,20 @@ class TensorEvalLoader(EvalLoader):
         device: torch.device,
         rank: int = 0,
         world_size: int = 1,
+        pad: int = CIFAR_PAD,
     ) -> None:
         views = num_views(protocol, scales)
         shard = torch.arange(len(labels))[rank::world_size]
         super().__init__(len(shard), images_per_batch(batch_size, world_size, views), protocol, views)
         self.images = images[shard.to(images.device)]
         self.labels = labels.to(images.device)[shard.to(images.device)]
-        self.norm, self.scales, self.device = norm.to(device), tuple(scales), device
+        self.norm, self.scales, self.device, self.pad = norm.to(device), tuple(scales), device, pad
 
     def __iter__(self) -> Iterator[EvalBatch]:
         for start in range(0, self.num_samples, self.batch_size):
             x = self.images[start : start + self.batch_size].to(self.device, non_blocking=True)
             y = self.labels[start : start + self.batch_size].to(self.device, non_blocking=True)
-            groups = [self.norm(g) for g in batch_eval_views(x, self.protocol, self.scales)]
+            groups = [self.norm(g) for g in batch_eval_views(x, self.protocol, self.scales, self.pad)]
             yield self._pack(groups), y
 
 

@@ -35,7 +35,7 @@ from resnet.data.imagefolder import (
     scan_image_folder,
 )
 from resnet.data.streams import FolderTrainStream, TensorTrainStream, TrainStream
-from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, pixel_mean
+from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, crop_pad, pixel_mean
 from resnet.errors import ConfigError, DataError
 
 HOLDOUT_SEED = 0
@@ -98,7 +98,7 @@ def synthetic_tensors(crop_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, l
 def load_tensor_dataset(cfg: DataCfg) -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
     """(train images uint8 (N, 3, S, S), train labels, test images, test labels, classes) of a tensor dataset."""
     if cfg.dataset == "digits":
-        return load_digits_split()
+        return load_digits_split(cfg.digits_size)
     if cfg.dataset in ("cifar10", "cifar100"):
         return load_cifar(Path(cfg.data or DEFAULT_DATA_ROOT), cfg.dataset, cfg.download)
     if cfg.dataset == "synthetic":
@@ -181,16 +181,17 @@ def _build_tensor(s: _Setup) -> DataBundle:
     store = s.resident()
     norm = s.normalizer(lambda: pixel_mean(train_x))
     args = (s.device, s.seed, s.rank, s.world_size)
-    stream = TensorTrainStream(train_x.to(store), train_y.to(store), norm, s.batch_size, *args)
+    size = int(train_x.shape[-1])
+    pad = crop_pad(size)
+    stream = TensorTrainStream(train_x.to(store), train_y.to(store), norm, s.batch_size, *args, pad=pad)
 
     def loader(x: Tensor, y: Tensor) -> TensorEvalLoader:
         return TensorEvalLoader(
-            x.to(store), y.to(store), norm, cfg.protocol, cfg.scales, s.eval_bs, s.device, s.rank, s.world_size
+            x.to(store), y.to(store), norm, cfg.protocol, cfg.scales, s.eval_bs, s.device, s.rank, s.world_size, pad
         )
 
     test = loader(test_x, test_y)
     held_out = loader(val_x, val_y) if val_x is not None and val_y is not None else None
-    size = int(train_x.shape[-1])
     return DataBundle(
         train=stream,
         eval=held_out if held_out is not None else test,

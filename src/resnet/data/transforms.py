@@ -40,6 +40,12 @@ from torchvision.transforms.v2 import functional as tvf
 
 CIFAR_PAD = 4
 """Sec. 4.2: 4 pixels are padded on each side, and a 32x32 crop is randomly sampled from the padded image."""
+
+
+def crop_pad(size: int) -> int:
+    """Sec. 4.2's padding for a square image of side ``size``: 4 pixels per 32 (a 16x16 image shifts by up to 2)."""
+    return max(1, round(CIFAR_PAD * size / 32))
+
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 """Per-channel normalization torchvision's ImageNet weights were trained with (for evaluating those weights)."""
