@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -72,18 +73,44 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
                     cudnn_benchmark=benchmark)
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores since boot, from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - idle, total
+
+
+def busy_cores(window: float = 0.2) -> float:
+    """Cores other processes keep busy now: /proc/stat sampled over ``window`` seconds while this process sleeps.
+
+    Why not the load average: it trails by a minute, so right after a run ends it still counts that run - in a
+    study, this same process's previous run or the jobs it just finished - and the next run would take one thread.
+    Where /proc/stat is missing (not Linux), the 1-minute load average is the estimate.
+    """
+    try:
+        busy0, total0 = _cpu_ticks()
+        time.sleep(window)
+        busy1, total1 = _cpu_ticks()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if total1 <= total0:
+        return 0.0
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
 def cpu_threads(requested: int | None, processes: int = 1) -> int:
     """Threads for torch's CPU operators: ``requested``, else this process's share of the cores not already busy.
 
     Why not all cores: torch's OpenMP threads spin while they wait for a core another process holds, so on a shared
-    machine a run that takes every core slows down far more than in proportion; fewer threads than cores, by the
-    1-minute load average, shares them instead.
+    machine a run that takes every core slows down far more than in proportion; fewer threads than cores, by
+    :func:`busy_cores`, shares them instead.
     """
     if requested:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    share = max(1, min(cores, round(cores - busy + 0.25)) // max(1, processes))
+    share = max(1, min(cores, round(cores - busy_cores() + 0.25)) // max(1, processes))
     return min(torch.get_num_threads(), share)  # never more than OMP_NUM_THREADS or set_num_threads allow
 
 
