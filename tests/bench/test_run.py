@@ -59,6 +59,16 @@ def test_bench_train_ddp_times_the_step_with_and_without_a_one_process_ddp(bench
     assert not torch.distributed.is_initialized()  # the group is torn down after the measurement
 
 
+def test_bench_train_seeds_times_the_group_beside_one_run(bench):
+    record = bench.record(["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64",
+                           "--seeds", "3"])
+    bench.check_figures(record, ["ours", "ours-group"])
+    group = record["results"][1]
+    assert group["batch_size"] == 24 and "3 x our resnet20 as one grouped net" in group["setup"]
+    assert record["ratios"]["ours-group/ours"] > 0 and group["extra"]["last_loss"] > 0
+    assert bench.run(["infer", "--seeds", "2", *bench.fast]) == 2  # training only
+
+
 def test_bench_refuses_cuda_graphs_on_the_cpu():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

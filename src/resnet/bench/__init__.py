@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train: also time our step without the graph, and under DistributedDataParallel in a "
                         "one-process group (DDP's own overhead)")
     p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP gradient bucket size (torch's default 25)")
+    p.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                   help="train: also N nets (seeds 0..N-1) trained as one grouped net, beside the single run "
+                        "(N sequential runs do its img/s)")
     p.add_argument("--check", action="store_true",
                    help="train: also run the correctness check: our step's losses beside the plain eager fp32 "
                         "step's, same seed and batches (exit 1 when they do not track)")

@@ -81,6 +81,11 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
         raise ConfigError("--warmup and --workers must be >= 0")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         raise ConfigError(f"--threads={args.threads} must be >= 1")
+    seeds = getattr(args, "seeds", None) or 1
+    if seeds > 1 and args.workload != "train":
+        raise ConfigError("--seeds groups training steps; use it with resnet bench train")
+    if seeds > 1 and getattr(args, "ddp", False):
+        raise ConfigError("--seeds and --ddp time different things; pass one of them")
     if cifar and batch > args.dataset_size:
         raise ConfigError(f"--batch-size {batch} is larger than --dataset-size {args.dataset_size}")
     compiled = cuda if args.compile is None else bool(args.compile)
@@ -98,7 +103,7 @@ def resolve_spec(args: argparse.Namespace) -> BenchSpec:
         ddp=bool(getattr(args, "ddp", False)) and args.workload == "train",
         bucket_cap_mb=float(getattr(args, "bucket_cap_mb", 25.0)),
         reference_compile=bool(getattr(args, "reference_compile", False)) and args.workload == "train",
-        inductor=inductor_overrides(getattr(args, "inductor", []), compiled),
+        inductor=inductor_overrides(getattr(args, "inductor", []), compiled), seeds=seeds,
     )  # fmt: skip
 
 
@@ -156,6 +161,8 @@ def ratios(results: list[Measurement]) -> dict[str, float]:
     by_name = {r.name: r for r in results}
     if "ours-ddp" in by_name and "ours-step" in by_name:  # DDP's own cost: the same step with and without it
         out["ours-ddp/ours-step"] = speed_ratio(by_name["ours-ddp"], by_name["ours-step"])
+    if "ours-group" in by_name and "ours" in by_name:  # N nets as one vs N sequential runs (same img/s as one)
+        out["ours-group/ours"] = speed_ratio(by_name["ours-group"], by_name["ours"])
     for ours in (r for r in results if r.name == "ours" or r.name.startswith("ours-b")):
         for ref in results:
             if ref.name.startswith("reference") and tag(ref.name) == tag(ours.name):

@@ -31,6 +31,7 @@ from resnet.engine.precision import autocast_for as step_autocast
 from resnet.engine.step import build_step
 from resnet.errors import ConfigError
 from resnet.inference import compile_for_inference, prepare_inference
+from resnet.models.grouped import member_losses, stack
 from resnet.models.registry import create_model
 
 TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -64,6 +65,8 @@ class BenchSpec:
     bucket_cap_mb: float = 25.0
     inductor: tuple[tuple[str, Any], ...] = ()
     """torch._inductor.config overrides for our runs (``--inductor KEY=VALUE``)."""
+    seeds: int = 1
+    """train: also time this many nets trained as one grouped net (``ours-group``)."""
 
     def switches(self) -> str:
         """Our switches in words, for the table."""
@@ -105,13 +108,16 @@ def has_torchvision_reference(name: str) -> bool:
     return name in TORCHVISION_NETS and model_family(name) == "imagenet"
 
 
-def our_model(spec: BenchSpec, num_classes: int) -> nn.Module:
-    """Our net; ImageNet bottlenecks default to torchvision's v1.5 layout so both sides do the same work."""
-    opts: dict[str, Any] = {"num_classes": num_classes}
+def _model_options(spec: BenchSpec) -> dict[str, Any]:
+    """ImageNet bottlenecks default to torchvision's v1.5 layout so both sides do the same work."""
     if spec.stride_in_1x1 is not None:
-        opts["stride_in_1x1"] = spec.stride_in_1x1
-    elif has_torchvision_reference(spec.model):
-        opts["stride_in_1x1"] = False
+        return {"stride_in_1x1": spec.stride_in_1x1}
+    return {"stride_in_1x1": False} if has_torchvision_reference(spec.model) else {}
+
+
+def our_model(spec: BenchSpec, num_classes: int) -> nn.Module:
+    """Our net (see :func:`_model_options`)."""
+    opts: dict[str, Any] = {"num_classes": num_classes, **_model_options(spec)}
     torch.manual_seed(0)
     model = create_model(spec.model, **opts).to(spec.device)
     return model.to(memory_format=torch.channels_last) if spec.channels_last else model
@@ -191,6 +197,52 @@ def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = No
 
         def run() -> None:
             box[:] = [step((x, y), LR)[0]]
+
+    return Built(run, setup_calls=step.setup_calls, finish=_last_loss(box))
+
+
+class _GroupLoss:
+    """The step's loss for a group: the sum of the members' mean cross-entropies; sums = wrong per member."""
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = model(x)
+        return member_losses(logits, y).sum(), (logits.argmax(-1) != y).sum(0)
+
+
+def ours_group_train(spec: BenchSpec) -> Built:
+    """``spec.seeds`` nets (seeds 0..N-1 for weights and data order) as one grouped net through the engine's step:
+    what ``ours`` costs N times, in one computation. Batches are the members' own, concatenated along channels."""
+    n, classes = spec.seeds, num_classes_for(spec)
+    members = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        members.append(create_model(spec.model, **{**_model_options(spec), "num_classes": classes}))
+    group = stack(members).to(spec.device)
+    group = group.to(memory_format=torch.channels_last) if spec.channels_last else group
+    optimizer = build_optimizer(group, OptimCfg(lr=LR), fused=spec.device.type == "cuda")
+    step = build_step(group, optimizer, spec, spec.device, task=_GroupLoss(), cuda_graphs=spec.cuda_graphs)
+    box: list[Tensor] = []
+    if model_family(spec.model) == "cifar":
+        images, labels, mean = synthetic_set(spec.dataset_size, spec.input_size, classes)
+        store = spec.device if spec.device.type == "cuda" else torch.device("cpu")
+        streams = [TensorTrainStream(images.to(store), labels.to(store), Normalizer(mean), spec.batch_size,
+                                     spec.device, seed=seed) for seed in range(n)]
+
+        def batch() -> tuple[Tensor, Tensor]:
+            pairs = [s.next() for s in streams]
+            return torch.cat([x for x, _ in pairs], 1), torch.stack([y for _, y in pairs], 1)
+    else:
+        fixed = [synthetic_batch(spec, spec.batch_size, False) for _ in range(n)]
+        fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
+        x_all = torch.cat([x for x, _ in fixed], 1).contiguous(memory_format=fmt)
+        y_all = torch.stack([y for _, y in fixed], 1)
+
+        def batch() -> tuple[Tensor, Tensor]:
+            return x_all, y_all
+
+    def run() -> None:
+        box[:] = [step(batch(), LR)[0]]
 
     return Built(run, setup_calls=step.setup_calls, finish=_last_loss(box))
 
@@ -339,6 +391,9 @@ def train_runners(spec: BenchSpec) -> list[Runner]:
             Runner("ours-ddp", f"our {spec.model} {plain}, DDP 1 process, buckets {spec.bucket_cap_mb:g} MB{data}",
                    spec.batch_size, lambda: ours_train(spec, ddp=True)),
         ]  # fmt: skip
+    if spec.seeds > 1:
+        runners.append(Runner("ours-group", f"{spec.seeds} x our {spec.model} as one grouped net {spec.switches()}"
+                              f"{data}", spec.seeds * spec.batch_size, lambda: ours_group_train(spec)))
     if not spec.reference:
         return runners
     ref_data = f", DataLoader({spec.workers} workers) + CPU aug" if cifar else ", fixed batch"
