@@ -114,8 +114,8 @@ def few_digits(monkeypatch):
     """The embedded digits with a short test split: enough to tell models apart, quick to score."""
     full = digits._load
 
-    def small():
-        xtr, ytr, xte, yte = full()
+    def small(size: int = digits.DIGITS_SIZE):
+        xtr, ytr, xte, yte = full(size)
         return xtr, ytr, xte[:TEST_DIGITS], yte[:TEST_DIGITS]
 
     monkeypatch.setattr(digits, "_load", small)
@@ -195,6 +195,14 @@ def test_members_with_other_input_means_are_refused(run_weights, tmp_path):
                                                 "input_size": "32"}, extra={"input_mean": torch.zeros(3, 32, 32)})
     with pytest.raises(ConfigError, match="differ in input mean"):
         predict_images([str(a), str(other)], ["unused.png"], device="cpu")
+
+
+def test_weights_trained_on_smaller_digits_are_scored_on_digits_of_their_size(run_weights):
+    """A file's per-pixel mean image says the side its digits had (the studies' digits scale trains on 8x8)."""
+    path = str(run_weights(size=8))
+    guessed = evaluate_ensemble([path], {"dataset": "digits"}, device="cpu")["members"][0]
+    told = evaluate_ensemble([path], {"dataset": "digits", "digits_size": 8}, device="cpu")["members"][0]
+    assert guessed == told
 
 
 def test_eval_and_predict_follow_the_files_own_mean_and_std(few_digits, tmp_path):

@@ -341,6 +341,9 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
     from resnet.config import DataCfg, build_config
     from resnet.data import build_data
 
+    if data_flags.get("dataset", "digits") == "digits" and "digits_size" not in data_flags and info.mean is not None \
+            and info.mean.dim() == 3 and info.mean.shape[-1] > 1:  # a per-pixel mean: the digits' side it was made at
+        data_flags = {**data_flags, "digits_size": int(info.mean.shape[-1])}
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)

@@ -104,3 +104,24 @@ def test_layers_are_in_forward_order_and_sorted_view_is_descending():
 @pytest.mark.parametrize(("arch", "count"), [("resnet56", 55), ("preact_resnet110", 109), ("preact_resnet164", 55)])
 def test_every_3x3_layer_is_measured(arch, count):
     assert len(response_layers(resnet.create_model(arch))) == count
+
+
+def test_batch_statistics_measure_gamma_and_leave_the_model_untouched():
+    """With the batches' own BN statistics each channel's std after BN is about |gamma| whatever the running
+    statistics hold; eval mode reads the (here deliberately stale) running statistics instead."""
+    torch.manual_seed(0)
+    model = resnet.create_model("resnet20", num_classes=10).eval()
+    _randomize_bn(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.mul_(100.0)  # stale: 10x too wide a std, so eval-mode responses shrink about 10x
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(64, 3, 32, 32)
+    stale = layer_responses(model, [x])
+    batch = layer_responses(model, [x], batch_statistics=True)
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched
+    gamma = model.bn1.weight.detach().abs().mean().item()
+    assert batch[0].std == pytest.approx(gamma, rel=1e-3)  # the stem's BN sees one batch: exactly |gamma|
+    ratio = sum(r.std for r in stale) / sum(r.std for r in batch)
+    assert ratio < 0.5  # the stale running statistics show as a ratio far from 1

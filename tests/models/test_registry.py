@@ -10,7 +10,7 @@ from resnet.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreAc
 
 IMAGENET = [f"{kind}{d}" for kind in ("resnet", "plain", "preact_resnet") for d in (18, 34, 50, 101, 152)]
 CIFAR = [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)] + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
-CIFAR += ["preact_resnet110", "preact_resnet164", "preact_resnet1001"]
+CIFAR += ["preact_resnet56", "preact_resnet110", "preact_resnet164", "preact_resnet1001"]
 
 
 def meta(name: str, **options) -> nn.Module:

@@ -49,6 +49,8 @@ class Section:
 
     title: str
     blocks: list[Block] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)
+    """Sentences the report also gathers at its top (the paper's claims a study tested, with their verdicts)."""
 
 
 def fmt(value: Cell, digits: int = 2) -> str:
@@ -117,9 +119,14 @@ def md_text(value: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def render_markdown(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section], root: Path) -> str:
-    """Markdown report; figure links are relative to ``root`` (the report's folder)."""
-    out = [f"# {title}", "", *[f"- **{k}**: {md_text(v)}" for k, v in meta], ""]
+def render_markdown(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section], root: Path,
+                    lead: Section | None = None) -> str:
+    """Markdown report; figure links are relative to ``root`` (the report's folder). ``lead`` comes first, above
+    the run's particulars."""
+    out = [f"# {title}", ""]
+    if lead is not None:
+        out += [f"## {lead.title}", "", *[f"{b}\n" for b in lead.blocks if isinstance(b, str)]]
+    out += [*[f"- **{k}**: {md_text(v)}" for k, v in meta], ""]
     for sec in sections:
         out += [f"## {sec.title}", ""]
         for block in sec.blocks:
@@ -134,16 +141,26 @@ def render_markdown(title: str, meta: Sequence[tuple[str, str]], sections: Seque
     return "\n".join(out)
 
 
+def _html_bold(text: str) -> str:
+    """Escaped text with Markdown's ``**bold**`` shown bold (the claims' verdicts)."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+
+
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
         "th{background:#eee}caption{text-align:left;font-style:italic;padding:4px 0}img{max-width:100%}"
         "figcaption{font-style:italic;font-size:90%}")
 
 
-def render_html(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section]) -> str:
-    """Self-contained HTML (figures inline as base64 PNG)."""
+def render_html(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section],
+                lead: Section | None = None) -> str:
+    """Self-contained HTML (figures inline as base64 PNG); ``lead`` as in :func:`render_markdown`."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><ul>"]
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if lead is not None:
+        parts.append(f"<h2>{html.escape(lead.title)}</h2>")
+        parts += [f"<p>{_html_bold(b)}</p>" for b in lead.blocks if isinstance(b, str)]
+    parts.append("<ul>")
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in meta]
     parts.append("</ul>")
     for sec in sections:
@@ -159,12 +176,14 @@ def render_html(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[
     return "\n".join(parts)
 
 
-def write_report(out: Path, title: str, meta: Sequence[tuple[str, Any]], sections: Sequence[Section]) -> list[Path]:
-    """Write ``report.md``, ``report.html`` and one CSV per table into ``out``; returns the paths written."""
+def write_report(out: Path, title: str, meta: Sequence[tuple[str, Any]], sections: Sequence[Section],
+                 lead: Section | None = None) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and one CSV per table into ``out``; returns the paths written. ``lead``
+    (text only) opens the report, above its particulars."""
     out.mkdir(parents=True, exist_ok=True)
     meta_s = [(k, str(v)) for k, v in meta]
     written = [write_csv(b, out / f"{b.name}.csv") for s in sections for b in s.blocks if isinstance(b, Table)]
     md, page = out / "report.md", out / "report.html"
-    md.write_text(render_markdown(title, meta_s, sections, out.resolve()) + "\n")
-    page.write_text(render_html(title, meta_s, sections))
+    md.write_text(render_markdown(title, meta_s, sections, out.resolve(), lead) + "\n")
+    page.write_text(render_html(title, meta_s, sections, lead))
     return [md, page, *written]

@@ -15,13 +15,17 @@ What we measure, for each 3x3 conv layer in forward order (the stem's conv1 incl
 * ``std_all``: the population std over every element of the response (channels pooled), reported beside
   it in the CSV because the paper does not say which of the two it plotted.
 
-The model runs in eval mode (BN uses its running statistics, as at test time). Statistics are computed
-inside the forward hook, because the ReLU that follows many norms works in place and would overwrite a
-stored output.
+The model runs in eval mode (BN uses its running statistics, as at test time). With ``batch_statistics`` a copy
+runs in training mode instead, each BN normalizing by the test batch's own statistics: after BN a channel's std is
+then about its scale ``|gamma|`` whatever the running statistics hold. The two agree once the running statistics
+have settled; far apart, the eval-mode stds measure stale statistics (a net stopped after a few dozen steps), not
+the net. Statistics are computed inside the forward hook, because the ReLU that follows many norms works in place
+and would overwrite a stored output.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -107,13 +111,16 @@ class _Moments:
 
 
 @torch.no_grad()
-def layer_responses(model: nn.Module, batches: Iterable[Tensor]) -> list[LayerResponse]:
-    """Std of every 3x3 layer's response over ``batches`` of (already normalized) images, in eval mode."""
+def layer_responses(model: nn.Module, batches: Iterable[Tensor], batch_statistics: bool = False) -> list[LayerResponse]:
+    """Std of every 3x3 layer's response over ``batches`` of (already normalized) images, in eval mode (or, with
+    ``batch_statistics``, a copy in training mode; ``model`` is left as it was)."""
+    if batch_statistics:
+        model = copy.deepcopy(model).train()
     layers = response_layers(model)
     moments = [_Moments() for _ in layers]
     hooks = [module.register_forward_hook(mom) for (_, module), mom in zip(layers, moments, strict=True)]
     was_training = model.training
-    model.eval()
+    model.train(batch_statistics)
     device = next(model.parameters()).device
     try:
         for x in batches:

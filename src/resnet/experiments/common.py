@@ -20,8 +20,9 @@ from typing import Any
 from resnet.config import RunCfg, build_config, load_recipe, merge
 from resnet.engine.runlog import read_metrics
 from resnet.errors import ConfigError
+from resnet.paper import depth_of
 
-SCALE_NAMES: tuple[str, ...] = ("smoke", "short", "paper")
+SCALE_NAMES: tuple[str, ...] = ("smoke", "digits", "short", "paper")
 STUDY_MODULES: dict[str, str] = {"degradation": "degradation", "depth": "depth", "shortcuts": "shortcuts",
                                  "responses": "responses", "norms": "norms", "init": "initialization",
                                  "preact": "preact", "ensemble": "ensemble", "detection": "detection"}
@@ -38,12 +39,32 @@ class Scale:
     batch_size: int | None
     eval_every: int | None
     description: str
+    data: dict[str, Any] = field(default_factory=dict)
+    """Data options the scale sets (the digits scale trains on 16x16 digits)."""
+    dataset: str | None = None
+    """The one dataset the scale is calibrated for; None = any."""
+    cpu_jobs: bool = False
+    """On CPU, train one single-thread run per core at once (small nets use cores better side by side)."""
+    depths: tuple[int, ...] | None = None
+    """The only depths the studies' default nets keep (``--nets`` still trains any); None = all."""
+    cpu_sized: bool = False
+    """Sized for a CPU: the one-net studies (shortcuts, norms, init) use ResNet-20 instead of a deeper net."""
+    claims: bool = True
+    """Whether the report tests the paper's claims (not at smoke scale: nothing there has converged)."""
 
 
+DIGITS_ITERATIONS = 1200
 SCALES: dict[str, Scale] = {
     # A pipeline check: every net trains a few dozen steps; errors are far from converged.
     "smoke": Scale(30, 32, 10, "30 iterations per net at batch 32, lr /10 at 50% and 75% (a pipeline check, "
-                               "not a result: the nets have barely started to learn)"),
+                               "not a result: the nets have barely started to learn)", cpu_sized=True,
+                   claims=False),
+    # The smallest schedule at which the paper's qualitative claims (Fig. 1/6, Table 6's trend, Fig. 7) show on the
+    # embedded digits; `resnet experiment all --scale digits` fits in 30 minutes on 2 CPU cores (docs/studies.md).
+    "digits": Scale(DIGITS_ITERATIONS, 128, DIGITS_ITERATIONS // 4,
+                    f"{DIGITS_ITERATIONS:,} iterations per net at batch 128 on the 8x8 scans, lr /10 at 50% and 75%, "
+                    "20- and 56-layer nets (the paper's claims on the embedded data, in minutes on a CPU)",
+                    data={"digits_size": 8}, dataset="digits", cpu_jobs=True, depths=(20, 56), cpu_sized=True),
     # Sec. 4.2's schedule compressed 8x: lr 0.1, /10 at 50% and 75% of the iterations, batch 128. Timed on one
     # H200 (2026-11-26, docs/benchmarks.md): ResNet-20, -56, -110 and plain-56 at 2,000 iterations each, 4 jobs
     # sharing the GPU, finished in 97 s wall (compilation and evaluations included), so 8k iterations of the
@@ -82,6 +103,10 @@ class Context:
             raise ConfigError(f"--scale {self.scale!r} is not valid; choose one of: {', '.join(SCALE_NAMES)}")
         if self.dataset not in DATASETS:
             raise ConfigError(f"--dataset {self.dataset!r} is not valid; choose one of: {', '.join(DATASETS)}")
+        only = SCALES[self.scale].dataset
+        if only is not None and self.dataset != only:
+            raise ConfigError(f"--scale {self.scale} is calibrated for --dataset {only}; use --scale short or paper "
+                              f"for {self.dataset}")
         for name, value in (("--seeds", self.seeds), ("--jobs", self.jobs), ("--iterations", self.iterations),
                             ("--batch-size", self.batch_size)):
             if value is not None and value < 1:
@@ -99,8 +124,12 @@ class Context:
         return self.seeds if self.seeds is not None else (defaults or {}).get(self.scale, 1)
 
     def nets_or(self, default: Sequence[str]) -> list[str]:
-        """--nets when given, else the study's own nets."""
-        return list(self.nets) if self.nets else list(default)
+        """--nets when given, else the study's own nets at the depths the scale affords (the digits scale keeps
+        20 and 56 layers, the depths its claims compare)."""
+        if self.nets:
+            return list(self.nets)
+        depths = SCALES[self.scale].depths
+        return [n for n in default if depths is None or depth_of(n) in depths]
 
 
 def base_recipe(dataset: str) -> str:
@@ -117,7 +146,7 @@ def milestones(iterations: int) -> list[int]:
 def run_config(ctx: Context, model: dict[str, Any], seed: int) -> RunCfg:
     """The recipe for ``ctx.dataset``, shortened to ``ctx.scale``, for one model and seed."""
     recipe = base_recipe(ctx.dataset)
-    data: dict[str, Any] = {"dataset": ctx.dataset}
+    data: dict[str, Any] = {"dataset": ctx.dataset, **SCALES[ctx.scale].data}
     if ctx.data:
         data["data"] = ctx.data
     train: dict[str, Any] = {"seed": seed, "device": ctx.device, "keep_checkpoints": 1}
@@ -252,6 +281,12 @@ def by_name(specs: Sequence[RunSpec], results: dict[str, RunResult]) -> list[lis
     for spec in specs:
         groups.setdefault(spec.name, []).append(dataclasses.replace(results[spec.folder], spec=spec))
     return list(groups.values())
+
+
+def per_seed(group: Sequence[RunResult], metric: str) -> list[float]:
+    """One finished value of ``metric`` (``test_error``, ``train_error``) per seed of a group."""
+    values = [getattr(r, metric) for r in group]
+    return [v for v in values if v is not None]
 
 
 def first_seed_curves(groups: Sequence[Sequence[RunResult]]) -> list[tuple[str, list[dict[str, Any]]]]:

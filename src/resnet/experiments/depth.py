@@ -11,7 +11,18 @@ from __future__ import annotations
 from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table
 from resnet.experiments import figures
-from resnet.experiments.common import Context, RunResult, RunSpec, Summary, by_name, specs_for, summarize
+from resnet.experiments.claims import Claim, attach, no_worse
+from resnet.experiments.common import (
+    SCALES,
+    Context,
+    RunResult,
+    RunSpec,
+    Summary,
+    by_name,
+    per_seed,
+    specs_for,
+    summarize,
+)
 from resnet.paper import (
     AKAMASTER_ERROR,
     TABLE6_110_MEAN_STD,
@@ -24,7 +35,7 @@ from resnet.paper import (
 NAME = "depth"
 TITLE = "Depth: CIFAR ResNets 20 to 1202 layers (Table 6)"
 NETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-SEEDS = {"smoke": 2, "short": 2, "paper": 5}  # the paper's ResNet-110 statistic is over 5 runs
+SEEDS = {"smoke": 2, "digits": 3, "short": 2, "paper": 5}  # the paper's ResNet-110 statistic is over 5 runs
 
 
 def nets(ctx: Context) -> list[str]:
@@ -33,7 +44,8 @@ def nets(ctx: Context) -> list[str]:
 
 
 def plan(ctx: Context) -> list[RunSpec]:
-    """Every net of Table 6 over several seeds (2 by default; 5 at paper scale, as the paper's 110)."""
+    """Every net of Table 6 over several seeds (2 by default; 3 at the digits scale, whose report tests the trend;
+    5 at paper scale, as the paper's 110)."""
     seeds = ctx.seed_count(SEEDS)
     return [s for net in nets(ctx) for s in specs_for(ctx, net, pretty(net), {"name": net}, seeds)]
 
@@ -64,9 +76,24 @@ def _figure(ctx: Context, summaries: list[Summary]) -> Figure:
                         "akamaster's CIFAR-10 numbers.")
 
 
+def claims(groups: list[list[RunResult]]) -> list[Claim]:
+    """Table 6's trend: test error does not grow from the shallowest ResNet to the deepest below 1202 layers (the
+    paper's 1202-layer net is worse than its 110: overfitting, Sec. 4.2)."""
+    done = sorted((g for g in groups if per_seed(g, "test_error") and (depth_of(g[0].spec.cfg.model.name) or 0) < 1202
+                   and g[0].spec.cfg.model.name.startswith("resnet")),
+                  key=lambda g: depth_of(g[0].spec.cfg.model.name) or 0)
+    if len(done) < 2:
+        return []
+    lo, hi = done[0], done[-1]
+    return [no_worse("Table 6", f"{hi[0].spec.label}'s test error is not worse than {lo[0].spec.label}'s (deeper "
+                     "ResNets do not degrade)", per_seed(lo, "test_error"), per_seed(hi, "test_error"),
+                     lo[0].spec.label, hi[0].spec.label, unit="%")]
+
+
 def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) -> Section:
     """Table 6 with our mean, std and best beside the paper's and akamaster's, and error vs depth."""
-    summaries = [summarize(g) for g in by_name(specs, results)]
+    groups = by_name(specs, results)
+    summaries = [summarize(g) for g in groups]
     rows = [[s.label, depth_of(s.model), s.params, TABLE6_PARAMS.get(s.model), s.seeds, s.test_mean, s.test_std,
              s.test_min, TABLE6_ERROR.get(s.model), AKAMASTER_ERROR.get(s.model)] for s in summaries]
     table = Table("depth", ["net", "layers", "params", "paper_params", "seeds", "test_error_mean", "test_error_std",
@@ -85,4 +112,5 @@ def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) ->
         best = min(done, key=lambda s: s.test_mean or 0.0)
         sec.blocks.append(f"Lowest mean test error here: {best.label} ({best.test_mean:.2f}%); in the paper "
                           "ResNet-110 is best and ResNet-1202 is worse than it (overfitting, Sec. 4.2).")
+    attach(sec, SCALES[ctx.scale], claims(groups))
     return sec

@@ -29,7 +29,8 @@ IMAGENET_NETS = ("plain34", "resnet34")
 PAPER = {"plain": ("VGG-16", 73.2, 41.5, 21.2), "residual": ("ResNet-101", 76.4, 48.4, 27.2)}
 # Detection training per scale: (iterations, batch size, training scenes, test scenes); None = the recipe's own.
 DETECT_SCALES: dict[str, tuple[int | None, int | None, int | None, int | None]] = {
-    "smoke": (30, 4, 200, 50), "short": (None, None, None, None), "paper": (1600, None, None, None)}
+    "smoke": (30, 4, 200, 50), "digits": (150, 8, 1000, 200), "short": (None, None, None, None),
+    "paper": (1600, None, None, None)}
 
 
 def nets_for(ctx: Context) -> list[str]:

@@ -49,7 +49,7 @@ def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) ->
     if len(done) < 2:
         sec.blocks.append("Fewer than two members finished: no ensemble to score.")
         return sec
-    data = {k: v for k, v in to_dict(done[0].spec.cfg)["data"].items() if k in ("dataset", "data")}
+    data = {k: v for k, v in to_dict(done[0].spec.cfg)["data"].items() if k in ("dataset", "data", "digits_size")}
     device = "cuda" if resolve_device(ctx.device) == "cuda" else "cpu"
     scored = evaluate_ensemble([str(r.out) for r in done], data, device=device)
     rows = [[r.spec.label, m["top1_error"], m["top5_error"], None]

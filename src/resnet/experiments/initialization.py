@@ -2,7 +2,8 @@
 Xavier/Glorot init, each with and without zero-initialized residual branches (Goyal et al. 2017: the last BN
 of each branch starts at zero, so every unit starts as its identity shortcut).
 
-The net is the CIFAR ResNet-20 at smoke scale and ResNet-56 at short and paper scale (``--nets`` picks another).
+The net is the CIFAR ResNet-20 at smoke and digits scale and ResNet-56 at short and paper scale (``--nets`` picks
+another).
 """
 
 from __future__ import annotations

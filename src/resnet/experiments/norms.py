@@ -2,14 +2,14 @@
 and batch-corrected alternatives on the same net and recipe.
 
 GN (Wu & He 2018), LN (one group), IN, FRN+TLU (Singh & Krishnan 2020) and Batch Renorm (Ioffe 2017) replace
-every BN of the net; nothing else changes. The net is the CIFAR ResNet-20 at smoke scale and ResNet-56 at
-short and paper scale (``--nets`` picks another).
+every BN of the net; nothing else changes. The net is the CIFAR ResNet-20 at smoke and digits scale and
+ResNet-56 at short and paper scale (``--nets`` picks another).
 """
 
 from __future__ import annotations
 
 from resnet.analysis.report import Section
-from resnet.experiments.common import Context, RunResult, RunSpec
+from resnet.experiments.common import SCALES, Context, RunResult, RunSpec
 from resnet.experiments.variants import Variant, plan_variants, ranking, variants_section
 from resnet.paper import paper_error, pretty
 
@@ -19,10 +19,10 @@ NORMS = {"bn": "BN", "gn": "GN", "ln": "LN", "in": "IN", "frn": "FRN+TLU", "brn"
 
 
 def study_net(ctx: Context) -> str:
-    """ResNet-20 at smoke scale (CPU), ResNet-56 otherwise; --nets overrides."""
+    """ResNet-20 at the CPU-sized scales (smoke, digits), ResNet-56 otherwise; --nets overrides."""
     if ctx.nets:
         return ctx.nets[0]
-    return "resnet20" if ctx.scale == "smoke" else "resnet56"
+    return "resnet20" if SCALES[ctx.scale].cpu_sized else "resnet56"
 
 
 def variants(ctx: Context) -> list[Variant]:

@@ -15,11 +15,14 @@ from resnet.paper import PREACT_ERROR, pretty
 NAME = "preact"
 TITLE = "Original vs pre-activation units (Identity Mappings)"
 NETS = ("resnet110", "preact_resnet110", "preact_resnet164")
+SMALL_NETS = ("resnet56", "preact_resnet56")
+"""The same comparison at 56 layers, where a scale stops short of 110 (the digits scale)."""
 
 
 def variants(ctx: Context) -> list[Variant]:
-    """Original ResNet-110, pre-activation ResNet-110 and ResNet-164."""
-    return [Variant(net, pretty(net), {"name": net}, PREACT_ERROR.get(net)) for net in ctx.nets_or(NETS)]
+    """Original ResNet-110, pre-activation ResNet-110 and ResNet-164 (56-layer pair at the digits scale)."""
+    nets = ctx.nets_or(NETS) or ctx.nets_or(SMALL_NETS)
+    return [Variant(net, pretty(net), {"name": net}, PREACT_ERROR.get(net)) for net in nets]
 
 
 def plan(ctx: Context) -> list[RunSpec]:

@@ -2,12 +2,15 @@
 
 The paper finds ResNets' responses generally smaller than their plain counterparts', and smaller the deeper
 the ResNet: residual functions tend to be closer to zero. How a response's std is measured is documented in
-:mod:`resnet.analysis.responses`. The trained nets (seed 0) are measured on the test set in eval mode.
+:mod:`resnet.analysis.responses`. Every seed's trained net is measured on the test set in eval mode, and again
+with the test batches' own BN statistics to check that the running statistics have settled.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+from dataclasses import dataclass
 
 import torch
 
@@ -15,22 +18,27 @@ from resnet.analysis.curves import new_figure
 from resnet.analysis.report import Figure, Section, Table
 from resnet.analysis.responses import LayerResponse, layer_responses, sorted_stds
 from resnet.experiments import figures
-from resnet.experiments.common import Context, RunResult, RunSpec, by_name, specs_for, summarize
+from resnet.experiments.claims import NOT_SHOWN, Claim, attach, ordering
+from resnet.experiments.common import SCALES, Context, RunResult, RunSpec, by_name, specs_for, summarize
 from resnet.experiments.runner import resolve_device
-from resnet.paper import TABLE6_ERROR, pretty
+from resnet.paper import TABLE6_ERROR, depth_of, pretty
 
 NAME = "responses"
 TITLE = "Layer responses (Fig. 7)"
 NETS = ("plain20", "plain56", "resnet20", "resnet56", "resnet110")
+SEEDS = {"digits": 3}
 
 
 def plan(ctx: Context) -> list[RunSpec]:
-    """Fig. 7's five nets, one seed each (seed 0 is measured)."""
-    return [s for net in ctx.nets_or(NETS) for s in specs_for(ctx, net, pretty(net), {"name": net}, 1)]
+    """Fig. 7's nets (ResNet-110 stops short at the digits scale), one seed each, 3 at the digits scale (the
+    claims' spread); every seed is measured."""
+    seeds = ctx.seed_count(SEEDS)
+    return [s for net in ctx.nets_or(NETS) for s in specs_for(ctx, net, pretty(net), {"name": net}, seeds)]
 
 
-def measure(run: RunResult, device: str) -> list[LayerResponse]:
-    """Responses of a finished run's saved model on its dataset's test images."""
+def measure(run: RunResult, device: str, batch_statistics: bool = False) -> list[LayerResponse]:
+    """Responses of a finished run's saved model on its dataset's test images (see
+    :func:`resnet.analysis.responses.layer_responses` for ``batch_statistics``)."""
     from resnet.data import build_data
     from resnet.models.weights import load_model
 
@@ -39,7 +47,7 @@ def measure(run: RunResult, device: str) -> list[LayerResponse]:
     data = build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, eval_batch_size=100)
     loader = data.test if data.test is not None else data.eval
     batches = ((x[:, 0] if x.dim() == 5 else x) for x, _ in loader)  # first (center) view only
-    return layer_responses(model, batches)
+    return layer_responses(model, batches, batch_statistics)
 
 
 def _figure(ctx: Context, measured: list[tuple[str, list[LayerResponse]]]) -> Figure:
@@ -70,49 +78,121 @@ def _figure(ctx: Context, measured: list[tuple[str, list[LayerResponse]]]) -> Fi
                         "order (top) and sorted (bottom); plain nets dashed.")
 
 
+SETTLED = (2 / 3, 3 / 2)
+"""Eval-mode over batch-statistics response std, per net, inside which BN's running statistics count as settled."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One trained net's responses: eval mode (Fig. 7's) and with the test batches' own BN statistics."""
+
+    run: RunResult
+    eval_mode: list[LayerResponse]
+    batch_stats: list[LayerResponse]
+
+    @property
+    def mean_std(self) -> float:
+        return statistics.fmean(r.std for r in self.eval_mode)
+
+    @property
+    def ratio(self) -> float:
+        """Eval-mode over batch-statistics mean std: about 1 once BN's running statistics have settled."""
+        batch = statistics.fmean(r.std for r in self.batch_stats)
+        return self.mean_std / batch if batch > 0 else math.inf
+
+    @property
+    def settled(self) -> bool:
+        return SETTLED[0] <= self.ratio <= SETTLED[1]
+
+
+def _measure_group(group: list[RunResult], device: str) -> list[Measured]:
+    out = []
+    for run in group:
+        if run.error is None and (run.out / "model.safetensors").is_file():
+            out.append(Measured(run, measure(run, device), measure(run, device, batch_statistics=True)))
+    return out
+
+
+def claims(measured: dict[str, list[Measured]]) -> list[Claim]:
+    """Fig. 7: each ResNet's responses are smaller than its plain counterpart's, and the deepest ResNet's are
+    smaller than the shallowest's; per seed, the value is the mean over the net's 3x3 layers."""
+    def values(name: str) -> list[float]:
+        return [m.mean_std for m in measured[name]]
+
+    def unsettled(*names: str) -> list[str]:
+        return [f"{measured[n][0].run.spec.label} (eval/batch-statistics ratio "
+                f"{statistics.fmean(m.ratio for m in measured[n]):.2f})" for n in names
+                if not all(m.settled for m in measured[n])]
+
+    def claim(source: str, statement: str, a: str, b: str) -> Claim:
+        made = ordering(source, statement, values(a), values(b), pretty(a), pretty(b), b_larger=False)
+        stale = unsettled(a, b)
+        if stale:
+            return Claim(source, statement, NOT_SHOWN, f"{made.evidence} BN running statistics have not settled in "
+                                                       f"{', '.join(stale)}: these stds measure stale statistics.")
+        return made
+
+    out = []
+    nets = [n for n in measured if measured[n]]
+    for name in nets:
+        plain = name.replace("resnet", "plain", 1)
+        if name.startswith("resnet") and plain in nets:
+            out.append(claim("Fig. 7", f"{pretty(name)}'s 3x3 responses have a smaller std than {pretty(plain)}'s",
+                             plain, name))
+    residual = sorted((n for n in nets if n.startswith("resnet")), key=lambda n: depth_of(n) or 0)
+    if len(residual) >= 2:
+        lo, hi = residual[0], residual[-1]
+        out.append(claim("Fig. 7", f"{pretty(hi)}'s 3x3 responses have a smaller std than {pretty(lo)}'s (deeper "
+                                   "ResNets modify the signal less per layer)", lo, hi))
+    return out
+
+
 def report(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) -> Section:
     """Measure every trained net's responses; Fig. 7's two panels, a summary and a per-layer table."""
     device = "cuda" if resolve_device(ctx.device) == "cuda" else "cpu"
-    groups = by_name(specs, results)
-    measured: list[tuple[str, list[LayerResponse]]] = []
+    measured: dict[str, list[Measured]] = {}
     per_layer, summary = [], []
-    for group in groups:
-        run, s = group[0], summarize(group)
-        if run.error is not None or not (run.out / "model.safetensors").is_file():
+    for group in by_name(specs, results):
+        found = _measure_group(group, device)
+        s = summarize(group)
+        measured[s.model] = found
+        if not found:
             continue
-        resp = measure(run, device)
-        measured.append((run.spec.label, resp))
-        ranked = sorted_stds(resp)
-        per_layer += [[run.spec.label, r.index, r.name, r.std, r.std_all, ranked[r.index - 1]] for r in resp]
-        summary.append([run.spec.label, len(resp), statistics.fmean(r.std for r in resp), max(r.std for r in resp),
-                        s.test_mean, TABLE6_ERROR.get(s.model)])
+        ranked = sorted_stds(found[0].eval_mode)
+        per_layer += [[s.label, r.index, r.name, r.std, b.std, r.std_all, ranked[r.index - 1]]
+                      for r, b in zip(found[0].eval_mode, found[0].batch_stats, strict=True)]
+        means = [m.mean_std for m in found]
+        ratio = statistics.fmean(m.ratio for m in found)
+        summary.append([s.label, len(found), len(found[0].eval_mode), statistics.fmean(means),
+                        statistics.stdev(means) if len(means) > 1 else None,
+                        max(r.std for r in found[0].eval_mode), ratio,
+                        "yes" if all(m.settled for m in found) else "NO", s.test_mean, TABLE6_ERROR.get(s.model)])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     sec = Section(TITLE)
-    if ctx.scale == "smoke":
-        sec.blocks.append("Caution: at smoke scale the responses are read through BatchNorm running statistics that "
-                          "have not settled (a few dozen updates), so the stds below are artefacts of that, not "
-                          "Fig. 7's effect: plain nets can show stds in the hundreds and deeper ResNets larger ones. "
-                          "Read them as a pipeline check only.")
-    if measured:
-        sec.blocks.append(_figure(ctx, measured))
-    sec.blocks.append(Table("responses_summary", ["net", "layers_3x3", "mean_std", "max_std", "test_error",
+    stale = [row[0] for row in summary if row[7] != "yes"]
+    if stale:
+        sec.blocks.append(f"Caution: BatchNorm's running statistics have not settled in {', '.join(stale)} (their "
+                          "eval-mode stds differ from the batch-statistics ones by more than "
+                          f"{SETTLED[1]:g}x): their stds below measure stale statistics, not Fig. 7's effect. "
+                          "Longer training (--scale digits or more) settles them.")
+    figure_nets = [(found[0].run.spec.label, found[0].eval_mode) for found in measured.values() if found]
+    if figure_nets:
+        sec.blocks.append(_figure(ctx, figure_nets))
+    sec.blocks.append(Table("responses_summary", ["net", "seeds", "layers_3x3", "mean_std", "mean_std_spread",
+                                                  "max_std", "eval_over_batch_stats", "settled", "test_error",
                                                   "paper_test_error"], summary,
-                            "Response std per net (mean and max over its 3x3 layers), final test error (%); "
-                            "paper = Table 6 CIFAR-10 (Fig. 7 gives no numbers)"))
-    sec.blocks.append(Table("responses", ["net", "layer_index", "layer", "std", "std_all", "std_sorted"], per_layer,
-                            "Per layer: std = mean over channels of the per-channel std, std_all = std over all "
-                            "elements; std_sorted = the i-th largest std (Fig. 7 bottom)", inline=False))
-    sec.blocks.append(_verdict(summary))
+                            "Response std per net: mean over its 3x3 layers (then over seeds; spread = sample std "
+                            "over seeds), max over layers (seed 0), eval-mode over batch-statistics std (about 1 "
+                            "when BN's running statistics have settled), final test error (%); paper = Table 6 "
+                            "CIFAR-10 (Fig. 7 gives no numbers)"))
+    sec.blocks.append(Table("responses", ["net", "layer_index", "layer", "std", "std_batch_stats", "std_all",
+                                          "std_sorted"], per_layer,
+                            "Per layer (seed 0): std = mean over channels of the per-channel std in eval mode, "
+                            "std_batch_stats = the same with the test batches' own BN statistics, std_all = std "
+                            "over all elements; std_sorted = the i-th largest std (Fig. 7 bottom)", inline=False))
+    sec.blocks.append("Measured in eval mode (BN's running statistics, as at test time and as the paper's test-set "
+                      "figure), checked against the test batches' own statistics: where the two agree the running "
+                      "statistics have settled and the stds describe the trained net.")
+    attach(sec, SCALES[ctx.scale], claims(measured))
     return sec
-
-
-def _verdict(summary: list[list]) -> str:
-    """Compare mean response std of plain nets and ResNets with the paper's claim."""
-    plain = [r[2] for r in summary if str(r[0]).startswith("plain")]
-    res = [r[2] for r in summary if str(r[0]).startswith("ResNet")]
-    if not plain or not res:
-        return "Not enough nets measured to compare plain nets and ResNets."
-    word = "smaller" if statistics.fmean(res) < statistics.fmean(plain) else "not smaller"
-    return (f"Mean response std: ResNets {statistics.fmean(res):.3f}, plain nets {statistics.fmean(plain):.3f} "
-            f"({word}); paper: ResNets' responses are smaller than plain nets', and smaller for deeper ResNets.")

@@ -29,6 +29,7 @@ import tomli_w
 from resnet.config import from_dict, to_dict
 from resnet.errors import ConfigError, ResNetError
 from resnet.experiments.common import RunResult, RunSpec, load_result
+from resnet.paper import depth_of
 
 Log = Callable[[str], None]
 GPU_JOBS = 4  # concurrent small-net runs per GPU by default
@@ -41,12 +42,15 @@ def resolve_device(device: str) -> str:
     return engine_device(device).type
 
 
-def default_jobs(device: str, runs: int) -> int:
-    """1 on CPU (two cores are saturated by one run); on CUDA min(4 per GPU, runs)."""
+def default_jobs(device: str, runs: int, per_core: bool = False) -> int:
+    """On CUDA min(4 per GPU, runs). On CPU 1 (a run's threads use every core), or with ``per_core`` one
+    single-thread run per core: nets small enough to be bound by per-operator overhead (16x16 digits) train
+    faster side by side than one at a time on every core."""
     import torch
 
     if resolve_device(device) != "cuda":
-        return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, runs)) if per_core else 1
     return max(1, min(GPU_JOBS * max(1, torch.cuda.device_count()), runs))
 
 
@@ -172,7 +176,7 @@ def _train_pool(todo: Sequence[tuple[RunSpec, Path, bool]], jobs: int, device: s
 
 
 def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
-            log: Log = print) -> dict[str, RunResult]:
+            log: Log = print, per_core: bool = False) -> dict[str, RunResult]:
     """Make every spec's run folder under ``runs`` hold a finished run; return their results by folder name."""
     unique = {s.folder: s for s in specs}
     todo: list[tuple[RunSpec, Path, bool]] = []
@@ -181,7 +185,7 @@ def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
         if state != "done":
             todo.append((spec, runs / folder, state == "resume"))
     device = resolve_device(device)
-    n_jobs = jobs if jobs is not None else default_jobs(device, len(todo))
+    n_jobs = jobs if jobs is not None else default_jobs(device, len(todo), per_core)
     log(f"{len(unique)} runs: {len(unique) - len(todo)} already done, {len(todo)} to train ({n_jobs} at a time)")
     errors: dict[str, str] = {}
     if n_jobs <= 1:
@@ -192,6 +196,9 @@ def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
                 errors[spec.folder] = err
                 log(f"  {spec.folder} failed: {err}")
     else:
+        # Deepest first: the longest runs start while the others fill the remaining slots, so the pool does not end
+        # with one long run and idle slots.
+        todo.sort(key=lambda t: -(depth_of(t[0].cfg.model.name) or 0))
         errors = _train_pool(todo, n_jobs, device, log)
     return {f: load_result(s, runs / f, errors.get(f)) for f, s in unique.items()}
 

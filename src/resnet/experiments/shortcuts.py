@@ -5,15 +5,24 @@ dimensions grow; C: projections everywhere. The paper trains ImageNet ResNet-34 
 C 24.19 top-1): B and C are marginally better, C's extra parameters buy little.
 
 Which net: an ImageNet-layout ResNet-34 with the CIFAR stem (3x3/1 conv, no max pool) on 32x32 data at short
-and paper scale; ResNet-34 with its own stem on an image folder; at smoke scale the CIFAR ResNet-20 (the
-same three options on a net small enough for CPU). ``--nets NAME`` picks another.
+and paper scale; ResNet-34 with its own stem on an image folder; at smoke and digits scale the CIFAR ResNet-20
+(the same three options on a net small enough for CPU). ``--nets NAME`` picks another.
 """
 
 from __future__ import annotations
 
 from resnet.analysis.report import Figure, Section, Table
 from resnet.experiments import figures
-from resnet.experiments.common import Context, RunResult, RunSpec, by_name, first_seed_curves, specs_for, summarize
+from resnet.experiments.common import (
+    SCALES,
+    Context,
+    RunResult,
+    RunSpec,
+    by_name,
+    first_seed_curves,
+    specs_for,
+    summarize,
+)
 from resnet.paper import TABLE3_RESNET34, pretty
 
 NAME = "shortcuts"
@@ -29,7 +38,7 @@ def net_for(ctx: Context) -> tuple[str, dict[str, str]]:
     elif ctx.dataset == "imagefolder":
         net = "resnet34"
     else:
-        net = "resnet20" if ctx.scale == "smoke" else "resnet34"
+        net = "resnet20" if SCALES[ctx.scale].cpu_sized else "resnet34"
     extra = {"stem": "cifar"} if net in IMAGENET_NETS and ctx.dataset != "imagefolder" else {}
     return net, extra
 

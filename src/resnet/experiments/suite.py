@@ -21,6 +21,7 @@ from resnet.analysis.report import Section, write_report
 from resnet.config import RunCfg
 from resnet.errors import ConfigError
 from resnet.experiments import figures
+from resnet.experiments.claims import HELD, Z
 from resnet.experiments.common import SCALES, STUDY_MODULES, STUDY_NAMES, Context, RunResult, RunSpec
 from resnet.experiments.runner import Log, default_jobs, execute, resolve_device
 
@@ -58,6 +59,15 @@ def differences(ctx: Context, iterations: int | None) -> str:
     parts = [f"Data: {DATA_NOTES[ctx.dataset]}."]
     if ctx.scale != "paper" or ctx.dataset != "cifar10":
         parts.append(f"Schedule: {iterations or '?'} iterations per net instead of the paper's 64k.")
+    scale = SCALES[ctx.scale]
+    side = scale.data.get("digits_size")
+    if side:
+        parts.append(f"The {ctx.scale} scale trains on {side}x{side} digits instead of 32x32 upscaled ones (the scans "
+                     f"are 8x8: the same information; the nets are the paper's, with feature maps {side}/{side // 2}/"
+                     f"{side // 4} instead of 32/16/8)"
+                     + (f" and only the {' and '.join(map(str, scale.depths))}-layer nets unless --nets names others"
+                        if scale.depths else "")
+                     + ": it is sized for a CPU and for the paper's qualitative claims, not to match its numbers.")
     if ctx.scale == "smoke":
         parts.append("At smoke scale the nets are far from converged: the numbers check the pipeline end to end "
                      "and their ordering is mostly noise; none of the paper's conclusions can be read from them.")
@@ -67,6 +77,24 @@ def differences(ctx: Context, iterations: int | None) -> str:
                  "ImageNet errors (Table 3); they are printed beside ours for reference, not as targets at this "
                  "scale.")
     return " ".join(parts)
+
+
+def lead(ctx: Context, names: Sequence[str], sections: Sequence[Section]) -> Section | None:
+    """The report's first lines: which of the paper's claims held on these runs, with the statistic behind each."""
+    lines = [line for sec in sections for line in sec.headline]
+    if not SCALES[ctx.scale].claims:
+        if not any(hasattr(STUDIES[n], "claims") for n in names):
+            return None
+        return Section("The paper's claims", ["Not tested at smoke scale: the nets have barely started to learn, "
+                                              "so any ordering is noise. `--scale digits` tests them on the "
+                                              "embedded digits in minutes."])
+    if not lines:
+        return None
+    held = sum(line.startswith(f"**{HELD.upper()}**") for line in lines)
+    rule = (f"{held} of {len(lines)} held. Each claim compares final values over independent seeds: the difference "
+            f"of means and its standard error; held = in the claimed direction by more than {Z:g} standard errors "
+            "(for 'not worse' claims: not worse by more than that); not shown = within the seeds' noise or one seed.")
+    return Section("The paper's claims on these runs", [rule, *lines])
 
 
 def _iterations(results: dict[str, RunResult]) -> int | None:
@@ -79,6 +107,7 @@ def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec],
     device = resolve_device(ctx.device)
     threads = torch.get_num_threads()
     hw = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()}, {threads} threads)"
+    jobs = ctx.jobs or default_jobs(ctx.device, max(trained, 1), SCALES[ctx.scale].cpu_jobs)
     seeds = sorted({s.seed for s in specs})
     cfg = specs[0].cfg if specs else None
     run_time = sum(r.wall_s or 0.0 for r in results.values())
@@ -91,7 +120,7 @@ def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec],
         ("recipe", f"{cfg.recipe} (lr {cfg.optim.lr}, milestones {list(cfg.optim.milestones)}, weight decay "
                    f"{cfg.optim.weight_decay})" if cfg else "?"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
-        ("hardware", f"{hw}; {ctx.jobs or default_jobs(ctx.device, max(trained, 1))} training job(s) at a time"),
+        ("hardware", f"{hw}; {jobs} training job(s) at a time"),
         ("wall time", f"{wall:.0f} s for this invocation ({trained} runs trained, {len(results) - trained} reused); "
                       f"{run_time:.0f} s of training summed over runs"),
         ("runs", str(ctx.runs)),
@@ -125,7 +154,7 @@ def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Pa
     if len(before) < len({s.folder for s in every}):
         _check_data(every[0].cfg)
     ctx.out.mkdir(parents=True, exist_ok=True)
-    results = execute(every, ctx.runs, ctx.jobs, ctx.device, log)
+    results = execute(every, ctx.runs, ctx.jobs, ctx.device, log, SCALES[ctx.scale].cpu_jobs)
     sections: list[Section] = []
     stamp = f"{ctx.dataset}, {ctx.scale} scale, {_iterations(results) or '?'} iterations per net"
     with figures.stamped(stamp + (" (a pipeline check, not a result)" if ctx.scale == "smoke" else "")):
@@ -139,6 +168,7 @@ def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Pa
         intro.blocks.append("Runs that failed (missing from tables and figures): " + "; ".join(failed))
     title = f"ResNet experiments: {name} ({ctx.dataset}, {ctx.scale} scale)"
     trained = len({s.folder for s in every} - before)
-    paths = write_report(ctx.out, title, _meta(ctx, results, every, wall, trained), [intro, *sections])
+    paths = write_report(ctx.out, title, _meta(ctx, results, every, wall, trained), [intro, *sections],
+                         lead(ctx, names, sections))
     log(f"report: {paths[0]} and {paths[1]}")
     return paths, failed

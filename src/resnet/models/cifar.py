@@ -52,7 +52,9 @@ plain44 = _cifar("plain44", BasicBlock, 7, plain=True)
 plain56 = _cifar("plain56", BasicBlock, 9, plain=True)
 plain110 = _cifar("plain110", BasicBlock, 18, plain=True)
 
-# Identity Mappings: pre-activation ResNet-110 (basic), 164 and 1001 (bottleneck, 9n+2).
+# Identity Mappings: pre-activation ResNet-110 (basic), 164 and 1001 (bottleneck, 9n+2); the 56-layer one is the
+# pre-activation study's net at the digits scale.
+preact_resnet56 = _cifar("preact_resnet56", PreActBasicBlock, 9)
 preact_resnet110 = _cifar("preact_resnet110", PreActBasicBlock, 18)
 preact_resnet164 = _cifar("preact_resnet164", PreActBottleneck, 18)
 preact_resnet1001 = _cifar("preact_resnet1001", PreActBottleneck, 111)
