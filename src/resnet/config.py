@@ -236,6 +236,9 @@ class TrainCfg:
     checkpoint_every: int = option(0, "Write a resumable checkpoint every this many iterations (0 = only at "
                                       "evaluations and the end).")
     seed: int = option(0, "Seeds weights, data order and augmentation.")
+    seeds: tuple[int, ...] = option((), "Train these seeds (two or more) as one grouped net, one step for all of "
+                                        "them; each gets the run folder OUT/seedS that a run with --seed S leaves. "
+                                        "Empty = one run of train.seed.")
     device: str = option("auto", "auto (cuda when available), cpu, cuda.")
     precision: str = option("auto", "fp32, bf16 or fp16 autocast; auto = bf16 on CUDA, fp32 on CPU. fp16 trains "
                                     "with dynamic loss scaling (torch.amp.GradScaler, checkpointed; inside the CUDA "
@@ -258,8 +261,8 @@ class TrainCfg:
     )
     nan_policy: str = option("stop", "On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip the step.")
     keep_checkpoints: int = option(2, "How many resumable checkpoints to keep (the newest).")
-    threads: int | None = option(None, "CPU threads for torch's operators; None = the cores not already busy "
-                                       "(fewer when the load average says other processes hold some).")
+    threads: int | None = option(None, "CPU threads for torch's operators; None = the cores other processes leave "
+                                       "free (read from the CPU's counters when the run starts).")
 
     def __post_init__(self) -> None:
         _positive("train.iterations", self.iterations)
@@ -272,6 +275,10 @@ class TrainCfg:
         _positive("train.bucket_cap_mb", self.bucket_cap_mb)
         if not 0 <= self.seed < 2**63:  # torch.manual_seed's range
             raise ConfigError(f"train.seed={self.seed} must be in [0, 2**63)")
+        if self.seeds and (len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)
+                           or not all(0 <= k < 2**63 for k in self.seeds)):
+            raise ConfigError(f"train.seeds={list(self.seeds)}: give two or more different seeds in [0, 2**63), "
+                              "or none for one run")
         _choice("train.device", self.device, DEVICES)
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.nan_policy", self.nan_policy, NAN_POLICIES)
@@ -481,6 +488,8 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
             out["data"].pop(key, None)
     if cfg.data.dataset != "digits":
         out["data"].pop("digits_size", None)
+    if not cfg.train.seeds:
+        out["train"].pop("seeds", None)
     if cfg.finetune == FinetuneCfg():
         del out["finetune"]
     return {"recipe": cfg.recipe, **out}

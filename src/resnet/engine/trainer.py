@@ -9,6 +9,7 @@ maybe evaluate, maybe checkpoint. What differs between tasks (loss, running figu
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from resnet.engine.distributed import (
     shutdown,
     wrap_ddp,
 )
+from resnet.engine.group import GroupTask
 from resnet.engine.guards import NonFiniteGuard, StopNow, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import grad_scaler_for
@@ -46,6 +48,7 @@ from resnet.engine.schedule import warnings_for as schedule_warnings
 from resnet.engine.step import Step, build_step, optimizer_state_dict
 from resnet.engine.task import ClassificationTask, Task
 from resnet.errors import ConfigError, TrainingError
+from resnet.models.weights import unwrap_model
 
 log = logging.getLogger("resnet.engine")
 
@@ -127,7 +130,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None) -> None:
-        self.task: Task = task if task is not None else ClassificationTask()
+        if task is None:  # --seeds: the members as one grouped net
+            task = GroupTask(cfg.train.seeds) if cfg.train.seeds else ClassificationTask()
+        self.task: Task = task
         self.dist, self.device = init_distributed(cfg.train.device)
         self.out, self.resume = out, resume
         self.sw = resolve_switches(cfg, self.device)
@@ -389,8 +394,13 @@ class Trainer:
             final["replicas_identical"] = replicas_identical(self.model)
         if self.dist.is_main:
             meta, extra = self.task.save_record(self.data)
-            write_results(self.out, self.model, final, self.history, {**meta, "step": str(self.step)}, extra,
-                          label=self.cfg.model.name)
+            meta["step"] = str(self.step)
+            if isinstance(self.task, GroupTask):  # one run folder per member; the group keeps its rows and final
+                self.task.write_members(self.out, self.cfg, unwrap_model(self.model), final, self.history, meta,
+                                        extra)
+                (self.out / "final.json").write_text(json.dumps(final, indent=1))
+            else:
+                write_results(self.out, self.model, final, self.history, meta, extra, label=self.cfg.model.name)
         return final
 
 
