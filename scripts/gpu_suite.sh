@@ -2,7 +2,7 @@
 # The GPU measurements behind docs/benchmarks.md (one GPU machine; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
 #   sections: env tests loop track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
-#             infer-nofold pipeline ddp e2e
+#             infer-nofold pipeline ddp e2e group
 set -uo pipefail
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
 if [ -d .whl ]; then
@@ -103,6 +103,12 @@ make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(P
            --json "$OUT/json/infer-resnet50-compile-nofold.json";;
     pipeline) bench pipeline --batch-size 256 --images 8192 --workers 15 --reference --iterations 64 --warmup 2 \
                 --json "$OUT/json/pipeline.json";;
+    group) # N nets of one architecture as one grouped net (resnet.models.grouped) beside one run of today's path;
+           # the group's peak memory beside the single run's (N separate processes hold N times that)
+           for m in resnet20 resnet56; do
+             timeout 200 python3 -m resnet bench train --model $m --seeds 5 --iterations 200 --warmup 20 \
+               --json "$OUT/json/train-$m-seeds5.json" 2>&1 | grep -E "^ours|x$|error"
+           done;;
     *) echo "unknown section $section"; exit 2;;
   esac
 done
