@@ -46,6 +46,29 @@ def run_weights(tmp_path: Path) -> WeightsFactory:
     return write
 
 
+SIGTERM = 15
+
+
+def _stop_during(trainer, step: int) -> None:
+    """Make ``trainer`` behave as if a SIGTERM arrived while it trained iteration ``step``: the handler's flag is
+    set, so the loop checkpoints that iteration and stops."""
+    original = trainer.train_step
+
+    def stepping(batch, lr):
+        out = original(batch, lr)
+        if trainer.step + 1 == step:
+            trainer.signals.stop = SIGTERM
+        return out
+
+    trainer.train_step = stepping
+
+
+@pytest.fixture
+def sigterm_at() -> Callable[..., None]:
+    """``sigterm_at(trainer, step)``: the run stops at ``step`` as a SIGTERM stops it (see :func:`_stop_during`)."""
+    return _stop_during
+
+
 @pytest.fixture
 def one_cpu_thread():
     """Small CPU work on one intra-op thread (as fast, and spares the OpenMP stalls of a shared 2-core machine),

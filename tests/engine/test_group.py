@@ -84,19 +84,11 @@ def test_members_train_as_the_separate_runs_of_their_seeds(tmp_path):
     assert abs(a - b) > 1e-2
 
 
-def test_an_interrupted_group_resumes_to_the_uninterrupted_weights(group_run, tmp_path):
+def test_an_interrupted_group_resumes_to_the_uninterrupted_weights(group_run, tmp_path, sigterm_at):
     root, _ = group_run
     trainer = Trainer(_cfg(seeds=SEEDS), tmp_path)
     trainer.setup()
-    original = trainer.train_step
-
-    def stop_after_15(batch, lr):
-        out = original(batch, lr)
-        if trainer.step + 1 == 15:
-            trainer.signals.stop = 15
-        return out
-
-    trainer.train_step = stop_after_15
+    sigterm_at(trainer, 15)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
     trainer.close()
     train(_cfg(seeds=SEEDS), tmp_path, resume=True)

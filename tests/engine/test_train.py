@@ -14,18 +14,10 @@ from resnet.config import build_config, load_recipe, merge
 from resnet.engine.trainer import Trainer, train
 
 
-def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_cfg):
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_cfg, sigterm_at):
     full = train(run_cfg(), tmp_path / "full")
     trainer = Trainer(run_cfg(), tmp_path / "cut")
-    original_step = trainer.train_step
-
-    def stop_after_15(batch, lr):
-        out = original_step(batch, lr)
-        if trainer.step + 1 == 15:
-            trainer.signals.stop = 15  # what the SIGTERM handler sets
-        return out
-
-    trainer.train_step = stop_after_15
+    sigterm_at(trainer, 15)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
     resumed = train(run_cfg(), tmp_path / "cut", resume=True)
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
@@ -66,21 +58,13 @@ def test_two_gloo_processes_train_identical_replicas(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path):
+def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path, sigterm_at):
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits"},
                         "optim": {"milestones": [40]}, "train": {"iterations": 60, "batch_size": 64, "eval_every": 30,
                                                                  "device": "cuda", "cuda_graphs": True}}, "quick")
     trainer = Trainer(cfg, tmp_path).setup()
     assert trainer.step_fn is not None and trainer.step_fn.graphs
-    step = trainer.train_step
-
-    def stop_after_45(batch, lr):
-        out = step(batch, lr)
-        if trainer.step + 1 == 45:
-            trainer.signals.stop = 15  # what the SIGTERM handler sets: checkpoint and stop
-        return out
-
-    trainer.train_step = stop_after_45
+    sigterm_at(trainer, 45)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 45}
     # The resumed run trains 15 graph steps from the checkpoint: channels_last weights with momentum read back
     # from a contiguous checkpoint (fused SGD refuses mismatched strides on CUDA).

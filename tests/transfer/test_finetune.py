@@ -85,19 +85,11 @@ def test_frozen_stages_keep_their_weights_and_statistics_and_a_slower_backbone_m
         assert (group.get("lr_scale", 1.0) == 1.0) == all(id(p) in head for p in group["params"])
 
 
-def test_a_finetuning_run_resumes_from_its_checkpoint(digits_run, parity_folder, tmp_path):
+def test_a_finetuning_run_resumes_from_its_checkpoint(digits_run, parity_folder, tmp_path, sigterm_at):
     cfg = _parity_cfg(parity_folder, init_from=str(digits_run), freeze_bn=True)
     straight = train(cfg, tmp_path / "straight")
     trainer = Trainer(cfg, tmp_path / "cut")
-    step = trainer.train_step
-
-    def stop_after_20(batch, lr):
-        out = step(batch, lr)
-        if trainer.step + 1 == 20:
-            trainer.signals.stop = 15
-        return out
-
-    trainer.train_step = stop_after_20
+    sigterm_at(trainer, 20)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 20}
     assert train(cfg, tmp_path / "cut", resume=True) == straight
 

@@ -22,10 +22,13 @@ EPILOG = """studies:
   all          every study, one report
 
 scales: smoke (30 iterations per net on the CPU: a pipeline check, about a minute per study on 2 idle cores),
+digits (the embedded digits at 8x8, 20- and 56-layer nets, 3 seeds, 1,200 iterations: the report says which of
+the paper's claims held; `all` takes about 26 minutes on 2 CPU cores),
 short (8k iterations per net: a meaningful CIFAR-10 study, well under an hour per study on one GPU),
 paper (the paper's full 64k-iteration schedule).
---jobs N trains N runs at once as child processes (default 1 on CPU, up to 4 per GPU on CUDA); on a CPU shared
-with other work, --jobs 2 (one thread each) is often faster than one two-thread run.
+--jobs N trains N runs at once as child processes (default 1 on CPU, one single-thread run per core at the
+digits scale, up to 4 per GPU on CUDA); on a CPU shared with other work, --jobs 2 (one thread each) is often
+faster than one two-thread run.
 Finished runs in OUT/runs are reused; interrupted ones resume."""
 
 
@@ -48,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALE_NAMES)} (default smoke)")
     p.add_argument("--out", default=None, help="report folder (default runs/experiment-NAME-SCALE)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per net (default: depth 2, or 5 at paper "
-                                                            "scale; others 1)")
+                                                            "scale; 3 for degradation, depth and responses at "
+                                                            "digits scale; others 1)")
     p.add_argument("--jobs", type=int, default=None, help="training processes at once")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--nets", type=_list, default=None, help="comma-separated nets replacing the study's own")
