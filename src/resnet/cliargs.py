@@ -36,7 +36,10 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.default is dataclasses.MISSING:
         return ""
     value = f.default
-    shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("unset" if value is None else str(value))
+    if isinstance(value, tuple):
+        shown = ",".join(map(str, value)) or "none"
+    else:
+        shown = "unset" if value is None else str(value)
     return f" (built-in default: {shown})"
 
 

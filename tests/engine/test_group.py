@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from resnet.config import build_config, from_dict, to_dict
 from resnet.engine.group import member_folder
 from resnet.engine.trainer import Trainer, train
-from resnet.errors import ConfigError
+from resnet.errors import ConfigError, ModelError
 from resnet.inference import evaluate_ensemble
 
 SEEDS = (0, 1)
@@ -98,9 +98,41 @@ def test_an_interrupted_group_resumes_to_the_uninterrupted_weights(group_run, tm
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_member_rows_keep_their_own_figures_and_drop_the_groups_means():
+    from resnet.engine.group import GroupTask
+
+    row = {"step": 5, "lr": 0.1, "train_error": 3.0, "train_error_seed0": 2.0, "train_error_seed1": 4.0,
+           "val_error": 7.0, "val_error_seed0": 6.0, "val_error_seed1": 8.0, "test_error": 5.0,
+           "test_error_seed0": 4.5, "test_error_seed1": 5.5, "eval_split": "val"}
+    assert GroupTask(SEEDS).member_row(row, 1) == {"step": 5, "lr": 0.1, "eval_split": "val", "train_error": 4.0,
+                                                  "val_error": 8.0, "test_error": 5.5}
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"finetune": {"freeze_stages": 1}}, "drop --init-from, --freeze-stages"),
+    ({"optim": {"schedule": "plateau"}}, "plateau schedule or --warmup-lr"),
+    ({"optim": {"warmup_lr": 0.01}}, "plateau schedule or --warmup-lr"),
+    ({"train": {"precision": "fp16"}}, "one fp16 loss scale"),
+])
+def test_what_a_group_cannot_do_per_member_is_refused(tmp_path, over, message):
+    base = {"train": {"seeds": [0, 1], "iterations": 2, "device": "cpu"}}
+    for section, values in over.items():
+        base[section] = {**base.get(section, {}), **values}
+    with pytest.raises(ConfigError, match=message):
+        train(build_config(base, recipe="quick"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_seeds_are_checked_before_anything_trains(tmp_path):
     with pytest.raises(ConfigError, match="two or more different seeds"):
         train(_cfg(seeds=(3, 3)), tmp_path / "a")
+    with pytest.raises(ModelError, match="GroupNorm cannot be grouped"):
+        train(build_config({"model": {"name": "resnet20", "norm": "gn"}, "train": {"seeds": [0, 1], "iterations": 2,
+                                                                                  "device": "cpu"}}), tmp_path / "c")
+    with pytest.raises(ConfigError, match="drop --init-from"):
+        train(build_config({"finetune": {"init_from": str(tmp_path / "none")},
+                            "train": {"seeds": [0, 1], "iterations": 2, "device": "cpu"}}), tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in ("a", "c", "d"))
     with pytest.raises(ConfigError, match="ResNet-110 warm-up"):
         cfg = build_config({"model": {"name": "resnet110"}, "train": {"seeds": [0, 1], "iterations": 2,
                                                                      "device": "cpu"}}, recipe="paper-cifar")

@@ -75,6 +75,18 @@ def test_degradation_and_depth_claims_on_known_numbers(tmp_path):
     assert trend.verdict == HELD and "+0.00%" in trend.evidence  # same values in another order: no difference
 
 
+def test_a_resnet_is_never_compared_with_itself(tmp_path):
+    """With one plain depth left (here plain-56's runs all failed), the ResNet pair is the shallowest and deepest."""
+    specs = degradation.plan(DIGITS)
+    train = {"plain20": [1.0, 1.2, 0.8], "plain56": [70.0] * 3, "resnet20": [0.2, 0.3, 0.1], "resnet56": [0.1] * 3}
+    results = _results(tmp_path, specs, train, train)
+    for folder, result in results.items():
+        if folder.startswith("plain56"):
+            result.final = {}
+    found = degradation.claims(by_name(specs, results))
+    assert len(found) == 1 and "ResNet-56 ends at or below ResNet-20" in found[0].statement
+
+
 def _measured(run: RunResult, mean: float, ratio: float = 1.0) -> responses.Measured:
     layers = [LayerResponse(1, "bn1", mean, mean), LayerResponse(2, "layer1.0.bn1", mean, mean)]
     batch = [LayerResponse(r.index, r.name, r.std / ratio, r.std_all) for r in layers]

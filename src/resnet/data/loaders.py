@@ -35,7 +35,7 @@ from resnet.data.imagefolder import (
     scan_image_folder,
 )
 from resnet.data.streams import FolderTrainStream, TensorTrainStream, TrainStream
-from resnet.data.transforms import TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, crop_pad, pixel_mean
+from resnet.data.transforms import CIFAR_PAD, TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, crop_pad, pixel_mean
 from resnet.errors import ConfigError, DataError
 
 HOLDOUT_SEED = 0
@@ -182,7 +182,7 @@ def _build_tensor(s: _Setup) -> DataBundle:
     norm = s.normalizer(lambda: pixel_mean(train_x))
     args = (s.device, s.seed, s.rank, s.world_size)
     size = int(train_x.shape[-1])
-    pad = crop_pad(size)
+    pad = crop_pad(size) if cfg.dataset == "digits" else CIFAR_PAD  # the digits come at any side (digits_size)
     stream = TensorTrainStream(train_x.to(store), train_y.to(store), norm, s.batch_size, *args, pad=pad)
 
     def loader(x: Tensor, y: Tensor) -> TensorEvalLoader:

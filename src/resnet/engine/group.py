@@ -30,13 +30,24 @@ from resnet.engine.distributed import DistInfo
 from resnet.engine.task import ClassificationTask
 from resnet.errors import ConfigError
 
-MEMBER_COLUMNS = ("train_error", "train_loss", "test_error", "test_top5_error", "test_loss")
-"""The per-member columns of the group's metrics rows (suffixed ``_seedS``), and of each member's own rows."""
-
 
 def member_folder(out: Path, seed: int) -> Path:
     """Where member ``seed``'s run folder goes inside the group's."""
     return out / f"seed{seed}"
+
+
+def refuse_shared(cfg: RunCfg) -> None:
+    """What a group cannot do per member, refused before anything is built: a learning rate or loss scale that a
+    separate run would steer by its own error or overflow, and starting from (or freezing) trained weights."""
+    if cfg.finetune.init_from or cfg.finetune.freeze_stages or cfg.finetune.freeze_bn:
+        raise ConfigError("--seeds trains members from their own initialisation; drop --init-from, "
+                          "--freeze-stages and --freeze-bn")
+    if cfg.optim.schedule == "plateau" or cfg.optim.warmup_lr is not None:
+        raise ConfigError("--seeds shares one learning rate, but a plateau schedule or --warmup-lr follows each "
+                          "run's own error: use --schedule step (or cosine), or train the seeds as separate runs")
+    if cfg.train.precision == "fp16":
+        raise ConfigError("--seeds shares one fp16 loss scale, so one member's overflow would skip every member's "
+                          "step: use --precision bf16 or fp32")
 
 
 class GroupStream:
@@ -72,8 +83,7 @@ class GroupTask(ClassificationTask):
         self.running = (*[f"wrong_seed{s}" for s in self.seeds], *[f"loss_seed{s}" for s in self.seeds])
 
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> Any:
-        if cfg.finetune.init_from:
-            raise ConfigError("--seeds trains members from their own initialisation; drop --init-from")
+        refuse_shared(cfg)
         from resnet.data import build_data
 
         bundles = [build_data(cfg.data, cfg.train.batch_size, device, seed, dist.rank, dist.world_size)
@@ -90,7 +100,9 @@ class GroupTask(ClassificationTask):
             torch.manual_seed(seed)
             members.append(super().build_model(dataclasses.replace(cfg, train=dataclasses.replace(
                 cfg.train, seed=seed)), data))
-        if getattr(members[0], "depth", 0) >= 110 and cfg.recipe == "paper-cifar":
+        from resnet.engine.rules import apply_recipe_rules
+
+        if apply_recipe_rules(cfg, members[0]).optim.warmup_lr is not None:
             raise ConfigError("--seeds shares one learning rate, and the paper's ResNet-110 warm-up is decided on "
                               "each run's own error: train these seeds as separate runs")
         torch.manual_seed(self.seeds[0])
@@ -163,14 +175,13 @@ class GroupTask(ClassificationTask):
 
     # -- the members' run folders ---------------------------------------------------------------------------
     def member_row(self, row: dict[str, Any], seed: int) -> dict[str, Any]:
-        """A group metrics row as member ``seed``'s run would have logged it."""
+        """A group metrics row (or final.json) as member ``seed``'s run would have logged it: its own ``*_seedS``
+        figures under their plain names; the group's means of them, and the other members', left out."""
         tagged = tuple(f"_seed{s}" for s in self.seeds)
-        out = {k: v for k, v in row.items() if not k.endswith(tagged)}
-        for column in MEMBER_COLUMNS:
-            if f"{column}_seed{seed}" in row:
-                out[column] = row[f"{column}_seed{seed}"]
-            elif column in out:
-                del out[column]  # the group's mean: not this member's figure
+        means = {k[: -len(f"_seed{s}")] for k in row for s in self.seeds if k.endswith(f"_seed{s}")}
+        out = {k: v for k, v in row.items() if not k.endswith(tagged) and k not in means}
+        mine = f"_seed{seed}"
+        out.update({k[: -len(mine)]: v for k, v in row.items() if k.endswith(mine)})
         return out
 
     def write_members(self, out: Path, cfg: RunCfg, model: nn.Module, final: dict[str, Any],

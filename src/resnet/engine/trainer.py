@@ -40,6 +40,7 @@ from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import grad_scaler_for
 from resnet.engine.probe import Reading
 from resnet.engine.progress import REPORT_EVERY, Progress
+from resnet.engine.rules import apply_recipe_rules
 from resnet.engine.rundir import prepare_run_dir, record_changes, replicas_identical, resume_changes, write_results
 from resnet.engine.runlock import RunDirLock
 from resnet.engine.runlog import RunLog, truncate_metrics
@@ -77,12 +78,26 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
 
 
 def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all cores since boot, from /proc/stat's first line."""
+    """(busy, total) jiffies since boot over the cores this process may run on, from /proc/stat's ``cpuN`` lines
+    (another process busy on cores outside them takes nothing from us)."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = total = 0
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return total - idle, total
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                if busy or total:
+                    break  # the cpuN lines come together, after the aggregate line
+                continue
+            if mine is not None and int(name[3:]) not in mine:
+                continue
+            values = [int(v) for v in fields]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            line_total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+            busy, total = busy + line_total - idle, total + line_total
+    if not total:
+        raise ValueError("no cpuN lines in /proc/stat")
+    return busy, total
 
 
 def busy_cores(window: float = 0.2) -> float:
@@ -100,7 +115,8 @@ def busy_cores(window: float = 0.2) -> float:
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if total1 <= total0:
         return 0.0
-    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (busy1 - busy0) / (total1 - total0) * cores
 
 
 def cpu_threads(requested: int | None, processes: int = 1) -> int:
@@ -425,25 +441,6 @@ def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None
     return result
 
 
-def apply_recipe_rules(cfg: RunCfg, model: nn.Module | None = None) -> RunCfg:
-    """Sec. 4.2: for ResNet-110 and deeper on CIFAR, lr 0.01 until training error < 80%, then back to 0.1.
-
-    The depth is the built model's (``model.depth``, recorded by the registry's builder); without a model one is
-    built on the meta device, which allocates nothing.
-    """
-    if cfg.recipe != "paper-cifar" or cfg.optim.warmup_lr is not None:
-        return cfg
-    if model is None:
-        from resnet.models.registry import create_model
-
-        with torch.device("meta"):
-            model = create_model(cfg.model.name, **cfg.model.options())
-    depth, plain = model_depth(model), getattr(model, "options", {}).get("shortcut") == "none"
-    if depth >= 110 and not plain:
-        return replace(cfg, optim=replace(cfg.optim, warmup_lr=cfg.optim.lr / 10))
-    return cfg
-
-
 def described(cfg: RunCfg, model: nn.Module) -> RunCfg:
     """A run started from weights trains the net the file holds (its layout, e.g. torchvision's v1.5): config.toml
     says so, so the run can be repeated (and resumed) from its config."""
@@ -464,12 +461,6 @@ def lr_scales(model: nn.Module, cfg: RunCfg) -> dict[int, float] | None:
 
     head = {id(p) for p in head_parameters(model)}
     return {id(p): mult for p in model.parameters() if id(p) not in head}
-
-
-def model_depth(model: nn.Module) -> int:
-    """Weighted layers of a built net (ResNet-110: 110), as the registry's builder recorded them."""
-    depth = getattr(model, "depth", 0)
-    return depth if isinstance(depth, int) else 0
 
 
 __all__ = ["Switches", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]

@@ -88,7 +88,7 @@ def ordering(source: str, statement: str, a: Sequence[float], b: Sequence[float]
     text = _evidence(d, label_a, label_b, unit)
     if d.se is None:
         went = "the claimed" if sign * d.diff > 0 else "the opposite"
-        return Claim(source, statement, NOT_SHOWN, f"{text} One seed a side: no spread to judge it by; the single "
+        return Claim(source, statement, NOT_SHOWN, f"{text} One seed on a side: no spread to judge it by; the single "
                                                    f"runs went {went} way.")
     if sign * d.diff > Z * d.se:
         return Claim(source, statement, HELD, text)
@@ -104,11 +104,11 @@ def no_worse(source: str, statement: str, a: Sequence[float], b: Sequence[float]
     text = _evidence(d, label_a, label_b, unit)
     if d.se is None:
         went = "at or below" if d.diff <= 0 else "above"
-        return Claim(source, statement, NOT_SHOWN, f"{text} One seed a side: no spread to judge it by; the single "
+        return Claim(source, statement, NOT_SHOWN, f"{text} One seed on a side: no spread to judge it by; the single "
                                                    f"run ended {went}.")
     if d.diff > Z * d.se:
         return Claim(source, statement, NOT_HELD, text + f" Worse by more than {Z:g} standard errors.")
-    how = "lower" if d.diff < 0 else "higher, but within the seeds' noise"
+    how = "lower" if d.diff < 0 else "equal" if d.diff == 0 else "higher, but within the seeds' noise"
     return Claim(source, statement, HELD, f"{text} ({how}).")
 
 

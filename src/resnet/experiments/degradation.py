@@ -57,9 +57,10 @@ def claims(groups: list[list[RunResult]]) -> list[Claim]:
                             per_seed(lo, "train_error"), per_seed(hi, "train_error"), label(lo), label(hi),
                             b_larger=True, unit="%"))
     if len(residual) >= 2:
-        target = depth_of(plain[-1][0].spec.cfg.model.name) if plain else None
+        # the ResNet as deep as the deepest plain net when both plain depths finished, else the deepest ResNet
+        target = depth_of(plain[-1][0].spec.cfg.model.name) if len(plain) >= 2 else None
         lo = residual[0]
-        hi = next((g for g in residual if depth_of(g[0].spec.cfg.model.name) == target), residual[-1])
+        hi = next((g for g in residual[1:] if depth_of(g[0].spec.cfg.model.name) == target), residual[-1])
         out.append(no_worse("Fig. 6 middle", f"{label(hi)} ends at or below {label(lo)}'s training error (the same "
                             "stack with identity shortcuts does not degrade)", per_seed(lo, "train_error"),
                             per_seed(hi, "train_error"), label(lo), label(hi), unit="%"))

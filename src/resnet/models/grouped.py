@@ -129,7 +129,7 @@ def member_state(group: GroupedNet, index: int) -> dict[str, Tensor]:
         raise ModelError(f"member {index} is not in 0..{group.members - 1}")
     out = {}
     for key, value in group.net.state_dict().items():
-        out[key] = value if value.dim() == 0 else value.chunk(group.members, 0)[index].clone()
+        out[key] = value.clone() if value.dim() == 0 else value.chunk(group.members, 0)[index].clone()
     return out
 
 
