@@ -98,6 +98,12 @@ def test_an_interrupted_group_resumes_to_the_uninterrupted_weights(group_run, tm
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_group_folder_resumed_as_a_single_run_is_refused_in_one_line(group_run):
+    root, _ = group_run
+    with pytest.raises(ConfigError, match=r"train.seeds cannot change on resume .*\[0, 1\]"):
+        train(_cfg(), root / "group", resume=True)
+
+
 def test_member_rows_keep_their_own_figures_and_drop_the_groups_means():
     from resnet.engine.group import GroupTask
 

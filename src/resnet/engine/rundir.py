@@ -117,6 +117,11 @@ def resume_changes(out: Path, cfg: RunCfg) -> dict[str, list[Any]]:
             before = saved.get(section, {}).get(key)
             if value != before:
                 changes[f"{section}.{key}"] = [before, value]
+    for section, values in saved.items():  # what the saved config holds and the new one leaves out (to_dict drops
+        if isinstance(values, dict):        # fields at their "does not apply" value, e.g. an empty train.seeds)
+            for key, before in values.items():
+                if key not in new.get(section, {}) and before is not None:
+                    changes[f"{section}.{key}"] = [before, None]
     refused = [k for k in changes if tuple(k.split(".", 1)) not in RESUMABLE and k != "recipe"]
     if refused:
         key = refused[0]
