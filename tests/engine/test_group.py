@@ -143,3 +143,24 @@ def test_seeds_are_checked_before_anything_trains(tmp_path):
         cfg = build_config({"model": {"name": "resnet110"}, "train": {"seeds": [0, 1], "iterations": 2,
                                                                      "device": "cpu"}}, recipe="paper-cifar")
         train(cfg, tmp_path / "b")
+
+
+@pytest.mark.parametrize("protocol", ["center", "10crop", "multiscale"])
+def test_the_group_scores_each_member_as_it_scores_alone(protocol):
+    import resnet
+    from resnet.config import DataCfg
+    from resnet.data import build_data
+    from resnet.engine.evaluate import evaluate
+    from resnet.engine.group import GroupTask
+    from resnet.models.grouped import stack
+
+    members = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        members.append(resnet.create_model("resnet20", num_classes=10).eval())
+    data = build_data(DataCfg(dataset="digits", digits_size=8, protocol=protocol, scales=(224, 256)), 32, "cpu", 0)
+    got = GroupTask(SEEDS).evaluate(stack(members), data.eval, torch.device("cpu"), "fp32", False)
+    for seed, model in zip(SEEDS, members, strict=True):
+        alone = evaluate(model, data.eval, torch.device("cpu"))
+        assert got[f"test_error_seed{seed}"] == pytest.approx(alone["top1_error"], abs=1e-9)
+        assert got[f"test_loss_seed{seed}"] == pytest.approx(alone["loss"], abs=1e-4)

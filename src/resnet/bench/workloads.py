@@ -26,12 +26,13 @@ from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.distributed import wrap_ddp
 from resnet.engine.graphs import capture_inference
+from resnet.engine.group import GroupStream, GroupTask
 from resnet.engine.optim import build_optimizer
 from resnet.engine.precision import autocast_for as step_autocast
 from resnet.engine.step import build_step
 from resnet.errors import ConfigError
 from resnet.inference import compile_for_inference, prepare_inference
-from resnet.models.grouped import member_losses, stack
+from resnet.models.grouped import stack
 from resnet.models.registry import create_model
 
 TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -201,15 +202,6 @@ def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = No
     return Built(run, setup_calls=step.setup_calls, finish=_last_loss(box))
 
 
-class _GroupLoss:
-    """The step's loss for a group: the sum of the members' mean cross-entropies; sums = wrong per member."""
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        x, y = batch
-        logits = model(x)
-        return member_losses(logits, y).sum(), (logits.argmax(-1) != y).sum(0)
-
-
 def ours_group_train(spec: BenchSpec) -> Built:
     """``spec.seeds`` nets (seeds 0..N-1 for weights and data order) as one grouped net through the engine's step:
     what ``ours`` costs N times, in one computation. Batches are the members' own, concatenated along channels."""
@@ -221,17 +213,14 @@ def ours_group_train(spec: BenchSpec) -> Built:
     group = stack(members).to(spec.device)
     group = group.to(memory_format=torch.channels_last) if spec.channels_last else group
     optimizer = build_optimizer(group, OptimCfg(lr=LR), fused=spec.device.type == "cuda")
-    step = build_step(group, optimizer, spec, spec.device, task=_GroupLoss(), cuda_graphs=spec.cuda_graphs)
+    step = build_step(group, optimizer, spec, spec.device, task=GroupTask(range(n)), cuda_graphs=spec.cuda_graphs)
     box: list[Tensor] = []
     if model_family(spec.model) == "cifar":
         images, labels, mean = synthetic_set(spec.dataset_size, spec.input_size, classes)
         store = spec.device if spec.device.type == "cuda" else torch.device("cpu")
-        streams = [TensorTrainStream(images.to(store), labels.to(store), Normalizer(mean), spec.batch_size,
-                                     spec.device, seed=seed) for seed in range(n)]
-
-        def batch() -> tuple[Tensor, Tensor]:
-            pairs = [s.next() for s in streams]
-            return torch.cat([x for x, _ in pairs], 1), torch.stack([y for _, y in pairs], 1)
+        stream = GroupStream([TensorTrainStream(images.to(store), labels.to(store), Normalizer(mean),
+                                                spec.batch_size, spec.device, seed=seed) for seed in range(n)])
+        batch = stream.next
     else:
         fixed = [synthetic_batch(spec, spec.batch_size, False) for _ in range(n)]
         fmt = torch.channels_last if spec.channels_last else torch.contiguous_format

@@ -8,7 +8,7 @@ every view and scale, as in the paper ("scores averaged").
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -33,8 +33,8 @@ def _views(x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
     return [p.unsqueeze(1) if p.dim() == 4 else p for p in parts]
 
 
-def predict_scores(model: nn.Module, x: torch.Tensor | list[torch.Tensor], device: torch.device,
-                   precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+def predict_scores(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor | list[torch.Tensor],
+                   device: torch.device, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
     """Softmax probabilities averaged over all views and scales of each image: (B, classes)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 

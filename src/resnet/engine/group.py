@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnet.config import RunCfg
@@ -112,12 +110,13 @@ class GroupTask(ClassificationTask):
         return int(batch[1].shape[0])  # images per member
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        from resnet.models.grouped import member_losses
+
         x, y = batch
         logits = model(x).float()  # (B, N, K)
-        b, n, k = logits.shape
-        each = F.cross_entropy(logits.reshape(b * n, k), y.reshape(b * n), reduction="none").view(b, n)
+        each = member_losses(logits, y)
         wrong = (logits.argmax(-1) != y).sum(0)
-        return each.mean(0).sum(), torch.cat([wrong.to(each.dtype), each.sum(0)])
+        return each.sum(), torch.cat([wrong.to(each.dtype), each * y.shape[0]])
 
     def train_figures(self, sums: dict[str, float], images: float) -> dict[str, float]:
         per = max(images, 1.0)
@@ -132,28 +131,21 @@ class GroupTask(ClassificationTask):
         """Every member scored in one pass over the loader (each view through the group once); the row's
         ``test_*`` columns are the members' means, ``test_*_seedS`` each member's."""
         from resnet.engine.distributed import all_reduce_sum
-        from resnet.engine.evaluate import _views, autocast_for
+        from resnet.engine.evaluate import predict_scores
 
         n = len(self.seeds)
         was_training = model.training
         model.eval()
         sums = torch.zeros(n, 4, dtype=torch.float64, device=device)  # top1 wrong, top5 wrong, nll, count
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+        def every_member(flat: Tensor) -> Tensor:  # one image batch to every member: logits (B, N, K)
+            return model(flat.repeat(1, n, 1, 1))
+
         with torch.no_grad():
             for x, y in loader:
                 y = y.to(device, non_blocking=True)
-                probs: Tensor | None = None
-                count = 0
-                for group in _views(x):
-                    b, v = group.shape[:2]
-                    flat = group.flatten(0, 1).to(device, non_blocking=True).repeat(1, n, 1, 1)
-                    with autocast_for(device, precision):
-                        logits = model(flat.contiguous(memory_format=fmt))
-                    p = logits.float().softmax(-1).view(b, v, n, -1).sum(1)  # (B, N, K)
-                    probs = p if probs is None else probs + p
-                    count += v
-                assert probs is not None
-                probs = probs / count
+                # the views' softmax scores averaged as for one net, each member's over its own K classes
+                probs = predict_scores(every_member, x, device, precision, channels_last).view(len(y), n, -1)
                 top = probs.topk(min(5, probs.shape[-1]), dim=-1).indices  # (B, N, k)
                 correct = top.eq(y[:, None, None])
                 sums[:, 0] += (~correct[..., 0]).sum(0)
@@ -191,6 +183,7 @@ class GroupTask(ClassificationTask):
 
         from resnet.config import to_dict
         from resnet.engine.rundir import write_results
+        from resnet.engine.runlog import json_row
         from resnet.models.grouped import member_state
         from resnet.models.registry import create_model
 
@@ -205,7 +198,7 @@ class GroupTask(ClassificationTask):
             net = create_model(cfg.model.name, **options)
             net.load_state_dict(member_state(model, index))
             rows = [self.member_row(r, seed) for r in history]
-            (folder / "metrics.jsonl").write_text("".join(json.dumps(_finite(r)) + "\n" for r in rows))
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(json_row(r)) + "\n" for r in rows))
             record = {**group_run, "group": str(out), "seeds": self.seeds, "member": seed}
             (folder / "run.json").write_text(json.dumps(record, indent=1))
             member_final = {k: v for k, v in self.member_row(final, seed).items() if not k.endswith("_loss")}
@@ -213,7 +206,3 @@ class GroupTask(ClassificationTask):
             folders.append(folder)
         return folders
 
-
-def _finite(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as metrics.jsonl holds it: non-finite floats as null (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}

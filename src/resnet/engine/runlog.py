@@ -15,6 +15,11 @@ PLAIN_EVERY_S = 10.0
 """Seconds between plain progress lines when stderr is not a terminal."""
 
 
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as metrics.jsonl holds it: non-finite floats as null (JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
 class RunLog:
     """One JSON object per evaluation in ``metrics.jsonl``, mirrored to TensorBoard; tqdm on stderr."""
 
@@ -55,7 +60,7 @@ class RunLog:
         """Append one evaluation line and its scalars to TensorBoard."""
         if not self.enabled:
             return
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        clean = json_row(row)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(clean) + "\n")
         if self.writer is not None:

@@ -77,6 +77,11 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
                     cudnn_benchmark=benchmark)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies since boot over the cores this process may run on, from /proc/stat's ``cpuN`` lines
     (another process busy on cores outside them takes nothing from us)."""
@@ -115,8 +120,7 @@ def busy_cores(window: float = 0.2) -> float:
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if total1 <= total0:
         return 0.0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return (busy1 - busy0) / (total1 - total0) * cores
+    return (busy1 - busy0) / (total1 - total0) * usable_cores()
 
 
 def cpu_threads(requested: int | None, processes: int = 1) -> int:
@@ -128,7 +132,7 @@ def cpu_threads(requested: int | None, processes: int = 1) -> int:
     """
     if requested:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     share = max(1, min(cores, round(cores - busy_cores() + 0.25)) // max(1, processes))
     return min(torch.get_num_threads(), share)  # never more than OMP_NUM_THREADS or set_num_threads allow
 

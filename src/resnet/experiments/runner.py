@@ -49,8 +49,9 @@ def default_jobs(device: str, runs: int, per_core: bool = False) -> int:
     import torch
 
     if resolve_device(device) != "cuda":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(cores, runs)) if per_core else 1
+        from resnet.engine.trainer import usable_cores
+
+        return max(1, min(usable_cores(), runs)) if per_core else 1
     return max(1, min(GPU_JOBS * max(1, torch.cuda.device_count()), runs))
 
 
