@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from resnet.engine.threads import set_wait_policy
 from resnet.errors import ResNetError
 
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``resnet`` console script and ``python -m resnet``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    set_wait_policy()  # before anything imports torch: libgomp reads it once, when torch loads it
     parser = _parser()
     args = parser.parse_args(argv)
     debug = bool(args.debug)

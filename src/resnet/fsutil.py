@@ -1,8 +1,11 @@
-"""File-system helpers shared by the writers of weights, checkpoints and datasets."""
+"""File-system helpers shared by the writers of weights, checkpoints, run folders and results."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 
 def follow_umask(path: str | os.PathLike[str]) -> None:
@@ -14,3 +17,45 @@ def follow_umask(path: str | os.PathLike[str]) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+def temporary_name(path: Path) -> Path:
+    """Where :func:`write_atomic` writes ``path`` before the rename: a hidden file beside it (same file system, so
+    the rename is atomic; hidden, so a listing of run folders or weights never shows a half-written file)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[Path], None]) -> Path:
+    """Write ``path`` so that it is either the old file or the whole new one, whatever happens meanwhile.
+
+    ``data`` is the text or bytes, or a function that writes a given path (safetensors' ``save_file``). The file
+    goes to :func:`temporary_name`, is flushed to disk, renamed over ``path``, and the folder is synced (the rename
+    survives a power loss); it follows the umask like any plainly written file. On any failure (a full disk, a
+    kill's KeyboardInterrupt) the temporary file is removed and nothing changes at ``path``; an OSError names
+    ``path``. The one writer of every file the project leaves for later (configs, checkpoints, weights, results).
+    """
+    target = Path(path)
+    tmp = temporary_name(target)
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        follow_umask(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.errno is not None:  # the same kind of error (ENOSPC, EACCES ...), named
+            raise OSError(e.errno, e.strerror or str(e), str(target)) from None  # for the target, not the temporary
+        raise
+    with contextlib.suppress(OSError):
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return target

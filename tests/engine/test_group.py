@@ -65,6 +65,13 @@ def test_each_member_folder_is_a_run_of_its_seed(group_run):
     assert final["test_error"] == pytest.approx(sum(final[f"test_error_seed{s}"] for s in SEEDS) / len(SEEDS))
 
 
+# A grouped convolution and a separate one sum in another order, with kernels oneDNN picks per CPU. float32's unit
+# roundoff (6e-8) over the 576-term sums of a 3x3x64 convolution bounds one layer's relative error near 3.5e-5 (the
+# worst case; typically far less); five SGD steps carry it on without growing it much at these learning rates.
+# Exact equality is pinned in float64 (tests/models/test_grouped.py); here, the engine's float32 runs agree to 1e-4.
+FLOAT32_STEPS_RTOL = 1e-4
+
+
 def test_members_train_as_the_separate_runs_of_their_seeds(tmp_path):
     short = {"iterations": 5, "eval_every": 1, "checkpoint_every": 0}
     train(_cfg(seeds=SEEDS, **short), tmp_path / "group")
@@ -74,11 +81,13 @@ def test_members_train_as_the_separate_runs_of_their_seeds(tmp_path):
         assert [r["step"] for r in member] == [1, 2, 3, 4, 5]
         for a, b in zip(member, single, strict=True):
             assert a["step"] == b["step"] and a["lr"] == b["lr"]
-            assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=FLOAT32_STEPS_RTOL)
         got = load_file(str(member_folder(tmp_path / "group", seed) / "model.safetensors"))
         want = load_file(str(tmp_path / f"alone{seed}" / "model.safetensors"))
         assert got.keys() == want.keys()
-        assert max((got[k].float() - want[k].float()).abs().max().item() for k in want) < 1e-5
+        for k in want:
+            torch.testing.assert_close(got[k].float(), want[k].float(), rtol=FLOAT32_STEPS_RTOL,
+                                       atol=FLOAT32_STEPS_RTOL)
     # the seeds really differ: member 0 is not member 1
     a, b = (_rows(member_folder(tmp_path / "group", s))[0]["train_loss"] for s in SEEDS)
     assert abs(a - b) > 1e-2

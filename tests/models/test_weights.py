@@ -58,7 +58,7 @@ def test_metadata_and_extra_tensors_are_stored_but_extras_never_enter_the_model(
     assert json.loads(metadata["classes"]) == names
     assert torch.equal(extra["input_mean"], mean) and not any(k.startswith("extra.") for k in state)
     resnet.load_model(path)  # strict load still succeeds with the extra tensor in the file
-    assert not (tmp_path / "m.safetensors.tmp").exists()
+    assert not (tmp_path / ".m.safetensors.tmp").exists()
 
 
 def test_metadata_must_be_strings_and_cannot_override_the_arch(tmp_path):

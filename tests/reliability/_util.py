@@ -6,7 +6,7 @@ that the ``RESNET_TEST_FAULT`` environment variable describes (JSON), for exampl
     {"kill": "step", "step": 3}            SIGKILL itself as iteration 3 begins (its batch being drawn)
     {"kill": "tensor_write", "step": 4}     SIGKILL with ckpt-4's tensor file half written (only the .tmp exists)
     {"kill": "sidecar", "step": 6}          SIGKILL after ckpt-6's tensors were renamed, before its sidecar
-    {"kill": "final_weights"}               SIGKILL with model.safetensors.tmp written but not renamed
+    {"kill": "final_weights"}               SIGKILL with .model.safetensors.tmp written but not renamed
     {"slow": 0.3}                           sleep 0.3 s per iteration (a window to send a signal in)
     {"rank": 1, ...}                        the fault applies on that torchrun rank only
     {"pid": PATH, ...}                      write the process id to PATH (to signal one torchrun worker)
@@ -185,7 +185,7 @@ def _install(fault: dict[str, Any]) -> None:
         return next_fn(self)
 
     TrainStream.next = next_batch
-    save_tensors, atomic = checkpoint.save_file, checkpoint._atomic_write
+    save_tensors, atomic = checkpoint.save_file, checkpoint.write_atomic
 
     def save_file(tensors, filename, metadata=None):
         save_tensors(tensors, filename, metadata=metadata)
@@ -199,7 +199,7 @@ def _install(fault: dict[str, Any]) -> None:
             _sigkill(fault)
         atomic(path, write)
 
-    checkpoint.save_file, checkpoint._atomic_write = save_file, atomic_write
+    checkpoint.save_file, checkpoint.write_atomic = save_file, atomic_write
     save_weights_file = weights.save_file
 
     def save_final(tensors, filename, metadata=None):

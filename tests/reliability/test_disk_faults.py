@@ -98,13 +98,13 @@ def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_names_th
     finished_run, tmp_path, capsys, monkeypatch, stage
 ):
     run = tmp_path / "run"
-    real = ckpt._atomic_write
+    real = ckpt.write_atomic
     target = "ckpt-00000004.safetensors" if stage == "tensors" else "ckpt-00000004.json"
 
     def atomic_write(path, write):
         return real(path, _half_written_then_disk_full(write) if path.name == target else write)
 
-    monkeypatch.setattr(ckpt, "_atomic_write", atomic_write)
+    monkeypatch.setattr(ckpt, "write_atomic", atomic_write)
     code, _, err = run_cli(["train", *TRAIN_ARGS, "--out", run], capsys)
 
     assert code == 2
@@ -115,7 +115,7 @@ def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_names_th
     assert not list(run.rglob("*.tmp"))
     assert not (run / "model.safetensors").exists()
 
-    monkeypatch.setattr(ckpt, "_atomic_write", real)  # space freed
+    monkeypatch.setattr(ckpt, "write_atomic", real)  # space freed
     code, _, err = run_cli(["train", "--resume", run], capsys)
     assert code == 0, err
     assert_same_tensors(finished_run / "model.safetensors", run / "model.safetensors")

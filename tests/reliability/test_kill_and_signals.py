@@ -67,7 +67,7 @@ def test_sigkill_at_five_points_then_resume_ends_with_identical_weights_and_metr
     # 5. while writing the final model.safetensors (its .tmp complete, not yet renamed)
     proc = run_resnet(*resume, fault={"kill": "final_weights"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert not (run / "model.safetensors").exists() and (run / "model.safetensors.tmp").exists()
+    assert not (run / "model.safetensors").exists() and (run / ".model.safetensors.tmp").exists()
 
     proc = run_resnet(*resume)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from resnet.detection.data import (
     map_categories,
 )
 from resnet.errors import DataError
-from resnet.fsutil import follow_umask
+from resnet.fsutil import write_atomic
 
 
 @contextlib.contextmanager
@@ -146,16 +145,7 @@ def coco_instances(records: Sequence[Record], categories: Sequence[Category], fi
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (a temp file renamed over the target), so a killed run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
-        follow_umask(tmp)  # mkstemp's 0o600 would outlive the rename
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(payload))
 
 
 def write_coco(

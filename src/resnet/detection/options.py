@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
@@ -19,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from resnet.errors import ConfigError
+from resnet.fsutil import write_atomic
 
 DESIGNS = ("c4", "fpn")
 DATASETS = ("scenes", "coco", "voc")
@@ -172,9 +172,7 @@ def detect_dict(cfg: DetectCfg) -> dict[str, Any]:
 def write_detect_cfg(folder: Path, cfg: DetectCfg) -> None:
     """``detect.toml`` in the run folder, through a temporary file and a rename (a kill never tears it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{DETECT_FILE}.tmp"
-    tmp.write_text(tomli_w.dumps({"detect": detect_dict(cfg)}))
-    os.replace(tmp, folder / DETECT_FILE)
+    write_atomic(folder / DETECT_FILE, tomli_w.dumps({"detect": detect_dict(cfg)}))
 
 
 def read_detect_cfg(folder: Path) -> DetectCfg:

@@ -26,6 +26,7 @@ from resnet.detection.options import (
     write_detect_cfg,
 )
 from resnet.errors import ConfigError
+from resnet.fsutil import write_atomic
 
 log = logging.getLogger("resnet.detection")
 PRETRAIN_DIR = "pretrain"
@@ -96,9 +97,7 @@ def write_run_files(out: Path, cfg: RunCfg, detect: DetectCfg) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     write_detect_cfg(out, detect)
-    tmp = out / ".config.toml.tmp"
-    tmp.write_text(tomli_w.dumps(to_dict(cfg)))
-    os.replace(tmp, out / "config.toml")
+    write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
 
 
 def train_detector(cfg: RunCfg, detect: DetectCfg, out: Path, resume: bool, explicit_model: bool,

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from resnet.errors import WeightsError
-from resnet.fsutil import follow_umask
+from resnet.fsutil import write_atomic
 
 log = logging.getLogger("resnet.engine")
 _NAME = re.compile(r"^ckpt-(\d{8})\.json$")
@@ -69,27 +69,6 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        follow_umask(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # the rename itself survives a power loss once the folder is synced
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -139,7 +118,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     tensors.update(optim_tensors)
     tensors.update({k: v.cpu().contiguous() for k, v in ckpt.rng.items()})
     tensor_path = stem.with_suffix(".safetensors")
-    _atomic_write(tensor_path, lambda p: save_tensors(tensors, p))
+    write_atomic(tensor_path, lambda p: save_tensors(tensors, p))
     sidecar = {
         "step": ckpt.step,
         "tensors": tensor_path.name,
@@ -150,7 +129,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     }
     sidecar["checksum"] = _checksum(sidecar)
     json_path = stem.with_suffix(".json")
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=1)))
+    write_atomic(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=1)))
     for old in list_checkpoints(folder)[keep:]:
         for p in (old, old.with_suffix(".safetensors")):
             with contextlib.suppress(OSError):

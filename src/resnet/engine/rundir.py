@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import torch
 from resnet.config import to_dict
 from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
 from resnet.errors import ConfigError, TrainingError
+from resnet.fsutil import temporary_name, write_atomic
 from resnet.models.weights import save_weights
 
 if TYPE_CHECKING:
@@ -57,30 +57,52 @@ def hardware(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (oneDNN picks its kernels by CPU: the same run on another CPU rounds differently)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def numerics(device: torch.device) -> dict[str, Any]:
+    """What decides a run's arithmetic besides its config (PyTorch's "Reproducibility" notes): where it runs, the
+    thread count on CPU, the library versions and the kernels they pick, the deterministic flags. Repeating a figure
+    needs these equal."""
+    import re
+
+    onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__,
+                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), cudnn_benchmark=torch.backends.cudnn.benchmark)
+    else:
+        info.update(cpu=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                    threads=torch.get_num_threads(), onednn=onednn.group(1) if onednn else "none")
+    return info
+
+
+def describe_numerics(info: dict[str, Any]) -> str:
+    """The one-line form of :func:`numerics` for a run's first lines."""
+    where = (f"{info['gpu']}, CUDA {info['cuda']}, cuDNN {info['cudnn']}" if "gpu" in info else
+             f"{info['cpu']} ({info['cpu_capability']}), {info['threads']} threads, oneDNN {info['onednn']}")
+    flags = "deterministic algorithms" if info["deterministic_algorithms"] else "default (non-deterministic) algorithms"
+    return f"{info['device']}: {where}, torch {info['torch']}, {flags}"
+
+
 def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool,
                     init_from: dict[str, str] | None = None) -> None:
     """Write config.toml (enough to repeat the run) and run.json (code version, hardware, command)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
+    write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
     meta = {"code": code_version(), "hardware": hardware(device), "world_size": dist.world_size,
-            "command": sys.argv, "python": platform.python_version()}
+            "numerics": numerics(device), "command": sys.argv, "python": platform.python_version()}
     if init_from:  # the weights the run started from: the file and its SHA-256
         meta["init_from"] = init_from
     name = "run.json" if not resume else "run-resumed.json"
-    _write_atomic(out / name, json.dumps(meta, indent=1))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temporary file + rename: a kill mid-write (resumes rewrite it too) never leaves a torn config.toml; a failed
-    write (a full disk) leaves no temporary file and names the file it was writing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    write_atomic(out / name, json.dumps(meta, indent=1))
 
 
 # Fields a resume may change: where and how fast the run goes on, how long it runs, how often it reports. Every other
@@ -95,17 +117,39 @@ RESUMABLE: frozenset[tuple[str, str]] = frozenset({
     ("data", "gpu_resident"), ("data", "gpu_decode"), ("data", "protocol"), ("data", "scales"),
 })
 
+# Fields a resume may change that decide the arithmetic (oneDNN splits its sums by thread count; another device,
+# precision or kernel choice rounds differently): the run goes on, but no longer as the uninterrupted run would.
+NUMERICS: frozenset[str] = frozenset({
+    "train.threads", "train.device", "train.precision", "train.channels_last", "train.compile",
+    "train.cudnn_benchmark", "train.sync_bn", "data.gpu_resident", "data.gpu_decode",
+})
+
+
+def saved_config(out: Path) -> dict[str, Any]:
+    """The run folder's config.toml as checked plain values; {} where there is none or it does not read (the CLI
+    has already refused a damaged one; the API resumes what it was given)."""
+    from resnet.config import from_dict
+
+    try:
+        return to_dict(from_dict(tomllib.loads((out / "config.toml").read_text())))
+    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def numerics_warnings(changes: dict[str, list[Any]]) -> list[str]:
+    """One line per resume change that alters the arithmetic (a value recorded for the first time is not one)."""
+    return [f"{key} changes from {old!r} to {new!r} on this resume: from here the weights will no longer equal an "
+            f"uninterrupted run's (recorded in changes.jsonl)"
+            for key, (old, new) in changes.items() if key in NUMERICS and old is not None]
+
 
 def resume_changes(out: Path, cfg: RunCfg) -> dict[str, list[Any]]:
     """What ``cfg`` changes in the run folder's config.toml: ``{"train.iterations": [old, new], ...}``.
 
     Raises ConfigError, before anything is written, for a field a resume cannot change."""
-    from resnet.config import from_dict
-
-    try:
-        saved = to_dict(from_dict(tomllib.loads((out / "config.toml").read_text())))
-    except (OSError, ValueError, tomllib.TOMLDecodeError):
-        return {}  # the CLI has already refused a damaged config.toml; the API resumes what it was given
+    saved = saved_config(out)
+    if not saved:
+        return {}
     new = to_dict(cfg)
     changes: dict[str, list[Any]] = {}
     for section, values in new.items():
@@ -169,7 +213,7 @@ def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], hist
         (out / "final.json").write_text(json.dumps(final, indent=1))
     except (OSError, SafetensorError) as e:  # a full disk: the last checkpoint holds everything: finish it later
         with contextlib.suppress(OSError):
-            target.with_name(target.name + ".tmp").unlink()
+            temporary_name(target).unlink()
         reason = getattr(e, "strerror", None) or str(e)
         raise TrainingError(f"could not write the results in {out} ({reason}); the checkpoint of "
                             f"iteration {final.get('step')} is intact. Free disk space, then --resume {out}") from None

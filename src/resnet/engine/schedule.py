@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from resnet.config import OptimCfg
@@ -33,6 +34,44 @@ def warnings_for(cfg: OptimCfg, total_iters: int) -> list[str]:
         else "optim.milestones"
     return [f"{given} {late}: at or after the run's last iteration ({total_iters}), so the learning rate is never "
             f"divided there; give --milestones below {total_iters} or --milestones-frac 0.5,0.75"]
+
+
+def resize_schedule(cfg: OptimCfg, old_total: int, new_total: int,
+                    step: int) -> tuple[OptimCfg, str, dict[str, list[Any]]] | None:
+    """A resume at ``step`` that changes a run's length from ``old_total`` to ``new_total`` iterations.
+
+    Milestones given as fractions of the run would all move with the length, the ones the run has passed included:
+    the learning rate would jump back up. Here each milestone the run has reached stays where it was, each one still
+    ahead goes to its fraction of the new length (never before ``step``), and the result is written as absolute
+    milestones, so config.toml says what the run did. Returns (the new optimiser config, one line saying the
+    schedule, the changes to record), or None when nothing depends on the length. A cosine schedule is stretched
+    over the new length; the line says where its learning rate goes.
+    """
+    if old_total == new_total:
+        return None
+    if cfg.schedule == "cosine":
+        before = LRSchedule(cfg, old_total).lr_at(step)
+        after = LRSchedule(cfg, new_total).lr_at(step)
+        return cfg, (f"the run is now {new_total} iterations (was {old_total}): the cosine schedule is stretched over "
+                     f"it, so the learning rate at iteration {step} goes from {before:.4g} to {after:.4g}"), {}
+    if cfg.schedule != "step" or cfg.milestones_frac is None:
+        return None
+    old = milestones_for(cfg, old_total)
+    ahead = milestones_for(cfg, new_total)
+    kept: list[int] = []
+    parts: list[str] = []
+    for was, frac, placed in zip(old, cfg.milestones_frac, ahead, strict=True):
+        if was <= step:
+            kept.append(was)
+            parts.append(f"{was} (passed: kept)")
+        else:
+            kept.append(max(placed, step, kept[-1] + 1 if kept else 1))
+            parts.append(f"{kept[-1]} ({frac} of the new length)")
+    resized = replace(cfg, milestones=tuple(kept), milestones_frac=None)
+    note = (f"the run is now {new_total} iterations (was {old_total}), resumed at {step}: lr x{cfg.gamma} at "
+            f"{', '.join(parts)}; config.toml holds them as optim.milestones")
+    changes = {"optim.milestones_frac": [list(cfg.milestones_frac), None], "optim.milestones": [list(old), kept]}
+    return resized, note, changes
 
 
 class LRSchedule:

@@ -12,8 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -41,13 +39,24 @@ from resnet.engine.precision import grad_scaler_for
 from resnet.engine.probe import Reading
 from resnet.engine.progress import REPORT_EVERY, Progress
 from resnet.engine.rules import apply_recipe_rules
-from resnet.engine.rundir import prepare_run_dir, record_changes, replicas_identical, resume_changes, write_results
+from resnet.engine.rundir import (
+    describe_numerics,
+    numerics,
+    numerics_warnings,
+    prepare_run_dir,
+    record_changes,
+    replicas_identical,
+    resume_changes,
+    saved_config,
+    write_results,
+)
 from resnet.engine.runlock import RunDirLock
 from resnet.engine.runlog import RunLog, truncate_metrics
-from resnet.engine.schedule import LRSchedule
+from resnet.engine.schedule import LRSchedule, resize_schedule
 from resnet.engine.schedule import warnings_for as schedule_warnings
 from resnet.engine.step import Step, build_step, optimizer_state_dict
 from resnet.engine.task import ClassificationTask, Task
+from resnet.engine.threads import run_threads
 from resnet.errors import ConfigError, TrainingError
 from resnet.models.weights import unwrap_model
 
@@ -77,66 +86,6 @@ def resolve_switches(cfg: RunCfg, device: torch.device) -> Switches:
                     cudnn_benchmark=benchmark)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies since boot over the cores this process may run on, from /proc/stat's ``cpuN`` lines
-    (another process busy on cores outside them takes nothing from us)."""
-    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    busy = total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *fields = line.split()
-            if not name.startswith("cpu") or name == "cpu":
-                if busy or total:
-                    break  # the cpuN lines come together, after the aggregate line
-                continue
-            if mine is not None and int(name[3:]) not in mine:
-                continue
-            values = [int(v) for v in fields]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-            line_total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
-            busy, total = busy + line_total - idle, total + line_total
-    if not total:
-        raise ValueError("no cpuN lines in /proc/stat")
-    return busy, total
-
-
-def busy_cores(window: float = 0.2) -> float:
-    """Cores other processes keep busy now: /proc/stat sampled over ``window`` seconds while this process sleeps.
-
-    Why not the load average: it trails by a minute, so right after a run ends it still counts that run - in a
-    study, this same process's previous run or the jobs it just finished - and the next run would take one thread.
-    Where /proc/stat is missing (not Linux), the 1-minute load average is the estimate.
-    """
-    try:
-        busy0, total0 = _cpu_ticks()
-        time.sleep(window)
-        busy1, total1 = _cpu_ticks()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if total1 <= total0:
-        return 0.0
-    return (busy1 - busy0) / (total1 - total0) * usable_cores()
-
-
-def cpu_threads(requested: int | None, processes: int = 1) -> int:
-    """Threads for torch's CPU operators: ``requested``, else this process's share of the cores not already busy.
-
-    Why not all cores: torch's OpenMP threads spin while they wait for a core another process holds, so on a shared
-    machine a run that takes every core slows down far more than in proportion; fewer threads than cores, by
-    :func:`busy_cores`, shares them instead.
-    """
-    if requested:
-        return requested
-    cores = usable_cores()
-    share = max(1, min(cores, round(cores - busy_cores() + 0.25)) // max(1, processes))
-    return min(torch.get_num_threads(), share)  # never more than OMP_NUM_THREADS or set_num_threads allow
-
-
 def total_iterations(cfg: RunCfg, num_train: int) -> int:
     """Iterations from the config; ``epochs`` (when set) converts with the global batch size."""
     if cfg.train.epochs is not None:
@@ -156,8 +105,11 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.train.device)
         self.out, self.resume = out, resume
         self.sw = resolve_switches(cfg, self.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(cfg.train.threads, self.dist.world_size))
+        if self.device.type == "cpu":  # part of the run's arithmetic: chosen once, recorded, kept on resume
+            threads = run_threads(cfg.train.threads, saved_config(out).get("train", {}).get("threads")
+                                  if resume else None)
+            torch.set_num_threads(threads)
+            cfg = replace(cfg, train=replace(cfg.train, threads=threads))
         torch.manual_seed(cfg.train.seed)
         self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
@@ -212,13 +164,19 @@ class Trainer:
             raise ConfigError(refusal)
         if self.dist.enabled and int(all_reduce_sum(torch.tensor([int(bool(refusal))], device=self.device)).item()):
             raise ConfigError(refusal or "rank 0 refused to resume this run (its error names the field)")
+        state = agree_on_checkpoint(ckpt.latest_checkpoint(self.out / "checkpoints")) if self.resume else None
+        if state is not None:
+            changes.update(self._keep_schedule(int(state.step), int(state.extra.get("total", self.total))))
         if self.dist.is_main:
+            for warning in numerics_warnings(changes):
+                log.warning("%s", warning)
             prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume,
                             init_from=getattr(self.task, "source", None))
+            log.info("numerics: %s", describe_numerics(numerics(self.device)))
             ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
         barrier()
         if self.resume:
-            self.restore()
+            self.restore(state)
             if self.dist.is_main:
                 record_changes(self.out, self.step, changes)
         if self.dist.enabled:
@@ -232,9 +190,20 @@ class Trainer:
                                   skip_nonfinite=self.cfg.train.nan_policy == "skip", scaler=self.scaler)
         return self
 
-    def restore(self) -> None:
+    def _keep_schedule(self, step: int, saved_total: int) -> dict[str, list[Any]]:
+        """A resume that changes the run's length never moves a milestone the run has passed (schedule.resized)."""
+        resized = resize_schedule(self.cfg.optim, saved_total, self.total, step)
+        if resized is None:
+            return {}
+        optim, note, changed = resized
+        self.cfg = replace(self.cfg, optim=optim)
+        self.schedule = LRSchedule(optim, self.total)
+        if self.dist.is_main:
+            log.warning("%s", note)
+        return changed
+
+    def restore(self, state: ckpt.Checkpoint | None) -> None:
         """Continue from the newest intact checkpoint: weights, optimizer, schedule, data position, RNG, sums."""
-        state = agree_on_checkpoint(ckpt.latest_checkpoint(self.out / "checkpoints"))
         if state is None:
             log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
             return

@@ -49,16 +49,18 @@ def default_jobs(device: str, runs: int, per_core: bool = False) -> int:
     import torch
 
     if resolve_device(device) != "cuda":
-        from resnet.engine.trainer import usable_cores
+        from resnet.engine.threads import usable_cores
 
         return max(1, min(usable_cores(), runs)) if per_core else 1
     return max(1, min(GPU_JOBS * max(1, torch.cuda.device_count()), runs))
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A config as TOML would hold it, minus where it ran (the device does not change what is trained)."""
+    """A config as TOML would hold it, minus where it ran: the device and the CPU threads do not change what is
+    trained (a resume keeps the threads the run recorded)."""
     cfg = tomllib.loads(tomli_w.dumps(cfg))
     cfg.get("train", {}).pop("device", None)
+    cfg.get("train", {}).pop("threads", None)
     return cfg
 
 

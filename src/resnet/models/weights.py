@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
-from resnet.fsutil import follow_umask
+from resnet.fsutil import write_atomic
 from resnet.models.blocks import Bottleneck
 from resnet.models.metadata import (
     ARCH_KEY,
@@ -184,14 +184,7 @@ def save_weights(
                            "model") from None
     if not target.parent.is_dir():
         raise WeightsError(f"cannot write {target}: folder {target.parent} does not exist")
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        follow_umask(tmp)  # safetensors writes 0o600; a run's other files follow the umask
-        os.replace(tmp, target)
-    except BaseException:  # a full disk, an interrupt: no half-written .tmp left beside the weights
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(target, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _first_line(err: BaseException) -> str:
