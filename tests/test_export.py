@@ -74,6 +74,7 @@ def test_torchscript_carries_preprocess_json_and_takes_other_sizes(run_weights, 
             _close(program(x), model(x), 1e-4)
 
 
+@pytest.mark.slow
 def test_torch_export_program_runs_in_a_fresh_process_without_resnet(run_weights, tmp_path):
     weights = run_weights()
     out = tmp_path / "m.pt2"

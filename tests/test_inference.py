@@ -65,6 +65,7 @@ def test_prepared_inference_net_is_nhwc_without_bn_and_computes_the_same_functio
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
+@pytest.mark.slow
 def test_cpu_compiled_inference_freezes_the_weights_into_the_program():
     from resnet.inference import compile_for_inference, prepare_inference
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -91,9 +93,51 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
     assert cycle is None, " -> ".join(cycle or [])
 
 
+@pytest.mark.slow
 def test_importing_the_library_and_the_engine_leaves_the_matplotlib_backend_alone():
     code = ("import matplotlib; matplotlib.use('svg'); import resnet, resnet.engine.trainer, resnet.experiments.suite; "
             "resnet.create_model('resnet20'); print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "svg"
+
+
+# docs/design.md's layers, bottom up: a package imports its own layer and the ones below, never one above (lazy
+# imports inside functions included). A new package must be placed here.
+LAYERS: dict[str, int] = {
+    "resnet.errors": 0, "resnet.config": 0, "resnet.printable": 0, "resnet.fsutil": 0, "resnet.paper": 0,
+    "resnet.recipes": 0,
+    "resnet.cliargs": 1, "resnet.data": 1, "resnet.models": 1, "resnet.analysis": 1,
+    "resnet.engine": 2,
+    "resnet.classify": 3, "resnet.detection": 3, "resnet.transfer": 3, "resnet.experiments": 3, "resnet.bench": 3,
+    "resnet.inference": 3, "resnet.export": 3,
+    "resnet.commands": 4, "resnet.cli": 4, "resnet.__main__": 4, "resnet": 4,
+}
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer's package into a higher one's, as ``a -> b (layer i -> j)``."""
+    out = []
+    for module, deps in sorted(graph.items()):
+        mine = LAYERS[_package(module)]
+        for dep in sorted(deps):
+            theirs = LAYERS[_package(dep)]
+            if theirs > mine:
+                out.append(f"{module} -> {dep} (layer {mine} -> {theirs})")
+    return out
+
+
+def test_the_layer_check_finds_an_import_that_reaches_up():
+    assert layer_violations({"resnet.config": {"resnet.models.registry"}, "resnet.models.registry": set()}) == [
+        "resnet.config -> resnet.models.registry (layer 0 -> 1)"]
+
+
+def test_every_package_sits_in_a_layer_and_imports_none_above_it():
+    graph = import_graph()
+    unplaced = sorted({_package(m) for m in graph} - set(LAYERS))
+    assert not unplaced, f"place these packages in LAYERS (and docs/design.md): {unplaced}"
+    assert layer_violations(graph) == []

@@ -15,12 +15,7 @@ from collections.abc import Callable, Sequence
 
 from resnet.engine.threads import set_wait_policy
 from resnet.errors import ResNetError
-
-
-def printable(text: str) -> str:
-    """One line as the terminal should see it: escape codes and newlines from file or class names written as
-    ``\\x1b``, ``\\n`` (they could otherwise clear the screen or forge lines)."""
-    return text if text.isprintable() else repr(text)[1:-1]
+from resnet.printable import printable_line
 
 
 def _setup_logging(debug: bool) -> None:
@@ -57,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResNetError as e:
         if debug:
             raise
-        print(f"error: {printable(str(e))}", file=sys.stderr)
+        print(f"error: {printable_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resnet summary --all | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -65,12 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         if debug:
             raise
-        print(f"error: file not found: {printable(str(e.filename or e))}", file=sys.stderr)
+        print(f"error: file not found: {printable_line(str(e.filename or e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a file where a folder must be, no permission, a full disk: name the path
         if debug:
             raise
-        print(f"error: {printable(str(e.filename or ''))}: {e.strerror or e}; pass another path", file=sys.stderr)
+        print(f"error: {printable_line(str(e.filename or ''))}: {e.strerror or e}; pass another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,11 +9,13 @@ import argparse
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from resnet.config import SECTIONS, field_help
+from resnet.config import OPTIONAL_SECTIONS, SECTIONS, field_help
+
+CLASSIFY_SECTIONS = tuple(s for s in SECTIONS if s not in OPTIONAL_SECTIONS)
 
 _FLAG_NAMES = {("model", "name"): "--model"}  # every other field's flag is its name with dashes
 _METAVARS = {"int": "INT", "float": "FLOAT", "str": "NAME", "tuple": "LIST"}
@@ -43,13 +45,16 @@ def _default_text(f: dataclasses.Field) -> str:
     return f" (built-in default: {shown})"
 
 
-def add_config_flags(p: argparse.ArgumentParser, sections: Sequence[str] = tuple(SECTIONS)) -> None:
-    """One flag per config field, its help the field's own (``config.field_help``); values are checked by the
-    config. The built-in defaults are shown; a recipe overrides some of them (``--print-config`` shows the values a
-    run would use)."""
+def add_config_flags(p: argparse.ArgumentParser, sections: Sequence[str] = tuple(CLASSIFY_SECTIONS),
+                     only: Collection[str] | None = None) -> None:
+    """One flag per config field of ``sections`` (``only`` those fields, when given), its help the field's own
+    (``config.field_help``); values are checked by the config. The built-in defaults are shown; a recipe overrides
+    some of them (``--print-config`` shows the values a run would use)."""
     for section in sections:
         group = p.add_argument_group(f"[{section}] options")
         for f in dataclasses.fields(SECTIONS[section]):
+            if only is not None and f.name not in only:
+                continue
             dest = f"cfg__{section}__{f.name}"
             help_ = (field_help(section, f.name) + _default_text(f)).replace("%", "%%")
             flag = flag_name(section, f.name)

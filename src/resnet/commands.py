@@ -6,13 +6,11 @@ import argparse
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
-from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
-from resnet.detection.cli import register_detect
+from resnet.config import SECTIONS, RunCfg, build_config, load_recipe, merge, read_run_config, to_dict
+from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
 from resnet.transfer.cli import register_import
@@ -31,64 +29,89 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_train)
 
 
-def read_run_config(cfg_path: Path) -> dict[str, Any]:
-    """A run folder's config.toml, checked, as nested plain values (recipe included)."""
-    try:
-        return to_dict(from_dict(tomllib.loads(cfg_path.read_text())))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{cfg_path} is damaged ({e}); restore it, or start a new run with --out") from None
+DEFAULT_RECIPE = {"classify": "quick", "detect": "detect-quick"}
+COMMAND = {"classify": "resnet train", "detect": "resnet detect train"}
 
 
-def resolve_train_config(args: argparse.Namespace):
-    """Recipe < flags; with --resume the run folder's config.toml replaces the recipe."""
+def resolve_train_config(args: argparse.Namespace, task: str = "classify") -> RunCfg:
+    """Recipe < flags; with --resume the run folder's config.toml replaces the recipe. One path for ``resnet train``
+    (``task="classify"``) and ``resnet detect train`` (``"detect"``): a recipe or run of the other task is refused in
+    one line naming the command that trains it."""
     flags = config_overrides(args)
     if args.resume:
-        cfg_path = Path(args.resume) / "config.toml"
-        if not cfg_path.is_file():
+        folder = Path(args.resume)
+        if not (folder / "config.toml").is_file():
             raise ConfigError(f"--resume {args.resume}: no config.toml there; pass the folder of an earlier run")
-        saved = read_run_config(cfg_path)
-        recipe = saved.pop("recipe")
-        return build_config(merge(saved, flags), recipe=recipe)
-    recipe = args.recipe or "quick"
-    tables = load_recipe(recipe)
-    if "detect" in tables:  # a detection recipe: a [detect] table the classification trainer has no use for
-        raise ConfigError(f"recipe {recipe} is a detection recipe; train it with: "
-                          f"resnet detect train --recipe {recipe}")
-    for section, values in tables.items():  # merge() below needs tables: say which line is not one
-        if not isinstance(values, dict):
-            raise ConfigError(f"recipe {recipe}: config section [{section}] must be a table of key = value "
-                              f"(got {section} = {values!r}); valid sections: model, data, optim, train")
-    return build_config(merge(tables, flags), recipe=Path(recipe).stem)
+        tables = read_run_config(folder)
+        recipe = tables.pop("recipe")
+        source = f"{folder} holds a {'detection' if 'detect' in tables else 'classification'} run"
+    else:
+        recipe = args.recipe or DEFAULT_RECIPE[task]
+        tables = load_recipe(recipe)
+        for section, values in tables.items():  # merge() below needs tables: say which line is not one
+            if not isinstance(values, dict):
+                raise ConfigError(f"recipe {recipe}: config section [{section}] must be a table of key = value "
+                                  f"(got {section} = {values!r}); valid sections: {', '.join(SECTIONS)}")
+        recipe = Path(recipe).stem
+        source = f"recipe {recipe} is a {'detection' if 'detect' in tables else 'classification'} recipe"
+    if ("detect" in tables) != (task == "detect"):
+        other = "detect" if "detect" in tables else "classify"
+        what = f"--resume {args.resume}" if args.resume else f"--recipe {args.recipe or recipe}"
+        raise ConfigError(f"{source}; train it with: {COMMAND[other]} {what}")
+    cfg = build_config(merge(tables, flags), recipe=recipe)
+    from resnet.models.registry import check_model_cfg  # the registry knows the nets (it imports torch)
+
+    check_model_cfg(cfg.model)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = resolve_train_config(args)
+    return train_command(args, "classify")
+
+
+def cmd_detect_train(args: argparse.Namespace) -> int:
+    return train_command(args, "detect")
+
+
+def train_command(args: argparse.Namespace, task: str) -> int:
+    """The one train command: resolve the config, choose the run folder, train (the engine takes the lock, checks
+    what a resume changes, then writes), print the result."""
+    cfg = resolve_train_config(args, task)
     if args.print_config:
         import tomli_w
 
         print(tomli_w.dumps(to_dict(cfg)), end="")
         return 0
+    prefix = "detect-" if task == "detect" else ""
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank runs this; rank 0 owns the folder
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
     if args.resume:
         out = Path(args.resume)
     elif args.out or torchrun:
-        out = out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if int(os.environ.get("RANK", "0")) == 0:
+        out = out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if is_main:
             check_new_run_dir(out)  # never over another run, never over unrelated files
     else:  # runs/<model>-<time>, made unique (two runs started in one second never share a folder)
-        out = unique_run_dir(out_dir(args, f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
-    from resnet.engine.trainer import train  # torch and the data stack: not for --help or --print-config
+        out = unique_run_dir(out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     def announce(trained: RunCfg) -> None:  # the config as trained (ResNet-110's warm-up rule applied)
         if is_main:
             print(config_summary(trained, out), flush=True)
 
-    result = train(cfg, out, resume=bool(args.resume), on_ready=announce)
+    resume = bool(args.resume)
+    if task == "detect":  # torch and the data stack: not for --help or --print-config
+        from resnet.detection.runs import train_detector
+
+        explicit_model = "name" in config_overrides(args).get("model", {})
+        result = train_detector(cfg, out, resume, explicit_model, on_ready=announce)
+    else:
+        from resnet.classify import train
+
+        result = train(cfg, out, resume=resume, on_ready=announce)
     if "stopped_by_signal" in result:
         if is_main:
             print(f"stopped by signal {result['stopped_by_signal']} at iteration {result['step']}; checkpoint "
-                  f"written. Resume with: resnet train --resume {out}", flush=True)
+                  f"written. Resume with: {COMMAND[task]} --resume {out}", flush=True)
         return 128 + int(result["stopped_by_signal"])
     if is_main:
         print("final:", json.dumps(result), flush=True)
@@ -103,12 +126,20 @@ def config_summary(cfg: RunCfg, out: Path) -> str:
     steps = (f"{', '.join(map(str, o.milestones_frac))} of the run" if o.milestones_frac is not None
              else ", ".join(map(str, o.milestones)))
     schedule = o.schedule if o.schedule != "step" else f"lr x{o.gamma} at {steps}"
+    threads = f", {t.threads} threads" if t.threads is not None else ""
     lines = [f"config: recipe {cfg.recipe}; full config in {out / 'config.toml'}",
-             f"  model   {m.name} (shortcut {m.shortcut or 'default'}, norm {m.norm}, init {m.init})",
-             f"  data    {d.dataset}{f' from {d.data}' if d.data else ''}, val_split {d.val_split}",
-             f"  optim   SGD lr {o.lr}, momentum {o.momentum}, weight decay {o.weight_decay}, {schedule}"
-             + (f", warm-up lr {o.warmup_lr}" if o.warmup_lr is not None else ""),
-             f"  train   {length}, batch {t.batch_size}, seed {t.seed}, device {t.device}, precision {t.precision}"]
+             f"  model   {m.name} (shortcut {m.shortcut or 'default'}, norm {m.norm}, init {m.init})"]
+    if cfg.detect is None:
+        lines.append(f"  data    {d.dataset}{f' from {d.data}' if d.data else ''}, val_split {d.val_split}")
+    else:
+        det = cfg.detect
+        lines.append(f"  detect  Faster R-CNN {det.design}, {det.dataset}{f' from {det.data}' if det.data else ''}, "
+                     f"images {det.min_size}-{det.max_size} px, backbone "
+                     f"{det.init_from or 'from ' + (det.pretrain or 'scratch')}")
+    lines += [f"  optim   SGD lr {o.lr}, momentum {o.momentum}, weight decay {o.weight_decay}, {schedule}"
+              + (f", warm-up lr {o.warmup_lr}" if o.warmup_lr is not None else ""),
+              f"  train   {length}, batch {t.batch_size}, seed {t.seed}, device {t.device}, precision {t.precision}"
+              + threads]
     return "\n".join(lines)
 
 
@@ -133,9 +164,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.inference import evaluate_ensemble
 
     flags = config_overrides(args).get("data", {})
-    run_cfgs = [Path(t) / "config.toml" for t in args.targets if (Path(t) / "config.toml").is_file()]
-    if run_cfgs:  # a run folder: its dataset (and data settings) unless flags say otherwise
-        flags = {**read_run_config(run_cfgs[0])["data"], **flags}
+    runs = [Path(t) for t in args.targets if (Path(t) / "config.toml").is_file()]
+    if runs:  # a run folder: its dataset (and data settings) unless flags say otherwise
+        flags = {**read_run_config(runs[0])["data"], **flags}
     result = evaluate_ensemble(args.targets, flags, split=args.split, batch_size=args.batch_size,
                                device=args.device, arch=args.arch)
     for warning in result["warnings"]:
@@ -244,6 +275,10 @@ def register_experiment(sub: argparse._SubParsersAction) -> None:
     from resnet.experiments.cli import register
 
     register(sub)
+
+
+def register_detect(sub: argparse._SubParsersAction) -> None:
+    register_detect_actions(sub, train=cmd_detect_train)
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:

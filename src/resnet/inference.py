@@ -364,8 +364,8 @@ def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split:
                       batch_size: int = 100, device: str = "auto", arch: str | None = None) -> dict[str, Any]:
     """Top-1/top-5 error of each member and of their ensemble (Table 5: softmax scores averaged over the views,
     then over the models) on a dataset split with the chosen protocol."""
+    from resnet.classify.evaluate import predict_scores
     from resnet.engine.distributed import resolve_device
-    from resnet.engine.evaluate import predict_scores
 
     dev = resolve_device(device)
     members = load_members(targets, arch, dev)
@@ -390,11 +390,3 @@ def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split:
     warning = multiscale_warning(infos, data_cfg.protocol, data_cfg.scales)
     return {"members": figures, "ensemble": _figures(sums[-1], count), "count": count, "protocol": data_cfg.protocol,
             "split": split, "skipped": bundle.bad_images.skipped, "warnings": [warning] if warning else []}
-
-
-def evaluate_weights(target: str, data_flags: dict[str, Any], split: str = "test", batch_size: int = 100,
-                     device: str = "auto", arch: str | None = None) -> dict[str, Any]:
-    """Top-1/top-5 error of saved weights on a dataset split with the chosen protocol."""
-    result = evaluate_ensemble([target], data_flags, split, batch_size, device, arch)
-    member = {k: v for k, v in result["members"][0].items() if k not in ("path", "arch")}
-    return {**member, **{k: result[k] for k in ("protocol", "split", "skipped", "warnings")}}

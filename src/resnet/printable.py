@@ -10,3 +10,11 @@ def safe_name(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     ``repr`` (quoted, with escape codes, newlines and undecodable bytes written as ``\\x1b``, ``\\n``, ``\\udcff``)."""
     text = os.fsdecode(path)
     return text if text.isprintable() else repr(text)
+
+
+def printable_line(text: str) -> str:
+    """One line as a terminal should show it: unchanged when printable, else with escape codes and newlines written
+    as ``\\x1b``, ``\\n`` (unquoted: an error line or a report cell, where a name could clear the screen or forge a
+    line)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+

@@ -75,6 +75,7 @@ def test_option_c_adds_projections_on_every_unit():
     assert b - a == sum(i * o + 2 * o for i, o in ((64, 128), (128, 256), (256, 512)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "v1", "v15"), [(n, *m) for n, m in MACS.items()])
 def test_multiply_adds_at_224_within_half_percent_of_reference(name, v1, v15):
     assert count_macs(meta(name, stride_in_1x1=True), 224) == pytest.approx(v1, rel=5e-3)
@@ -130,6 +131,7 @@ def test_format_summary_honours_input_size():
     assert "at 64x64" in format_summary("resnet18", input_size=64)
 
 
+@pytest.mark.slow
 def test_format_zoo_lists_every_registered_model():
     lines = format_zoo().splitlines()
     assert len(lines) == 1 + len(resnet.list_models())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 
+@pytest.mark.slow
 def test_bench_train_check_tracks_bf16_against_eager_fp32_and_records_it(bench):
     record = bench.record(["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64",
                            "--precision", "bf16", "--check", "--check-iterations", "60",
@@ -41,6 +43,7 @@ def test_check_fails_a_diverging_curve_and_the_command_exits_1(bench, tmp_path, 
     assert "not learned in 60 iterations; raise --check-iterations" in err and "do not track" not in err
 
 
+@pytest.mark.slow
 def test_check_run_trains_the_quick_recipe_both_ways_and_compares_test_errors(bench, monkeypatch):
     from resnet.bench import check
 

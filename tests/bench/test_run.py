@@ -27,6 +27,7 @@ def test_bench_train_cifar_net_times_ours_and_the_usual_eager_loop(bench, capsys
     assert "ours/reference:" in out and "img/s" in out
 
 
+@pytest.mark.slow
 def test_bench_train_imagenet_net_against_torchvision(bench):
     record = bench.record(["train", "--model", "resnet18", "--batch-size", "4", "--input-size", "64",
                            "--reference"])
@@ -34,6 +35,7 @@ def test_bench_train_imagenet_net_against_torchvision(bench):
     assert "torchvision resnet18" in record["results"][1]["setup"]
 
 
+@pytest.mark.slow
 def test_bench_infer_on_cpu_adds_batch1_latency_beside_torchvision(bench):
     record = bench.record(["infer", "--model", "resnet18", "--batch-size", "4", "--input-size", "64",
                            "--reference"])
@@ -51,6 +53,7 @@ def test_bench_without_reference_times_ours_only(bench):
     assert len(record["results"][0]["extra"]["repeat_ms_median"]) == 2
 
 
+@pytest.mark.slow
 def test_bench_train_ddp_times_the_step_with_and_without_a_one_process_ddp(bench):
     record = bench.record(["train", "--model", "resnet20", "--batch-size", "8", "--dataset-size", "64", "--ddp",
                            "--bucket-cap-mb", "1"])

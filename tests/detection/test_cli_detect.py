@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,16 +36,16 @@ def trained_run(tmp_path_factory):
     return out
 
 
-def test_train_writes_the_classification_run_folder_with_map_columns_and_detect_toml(trained_run):
-    for name in ("config.toml", "detect.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors",
-                 "final.json"):
+def test_train_writes_a_run_folder_with_map_columns_and_its_detect_section(trained_run):
+    for name in ("config.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors", "final.json"):
         assert (trained_run / name).is_file(), name
     assert list((trained_run / "tensorboard").iterdir()) and list((trained_run / "checkpoints").iterdir())
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert {"test_map50_error", "test_coco_map", "test_coco_map50", "test_voc07_map", "train_loss_classifier",
             "train_loss_objectness"} <= rows[0].keys()
-    assert "scene_size = 64" in (trained_run / "detect.toml").read_text()
+    saved = tomllib.loads((trained_run / "config.toml").read_text())
+    assert saved["detect"]["scene_size"] == 64 and not (trained_run / "detect.toml").exists()
 
 
 def test_eval_prints_the_metrics_table_and_writes_coco_results(trained_run, capsys):
@@ -91,12 +92,67 @@ def test_predict_draws_boxes_into_pngs_and_writes_their_detections(trained_run, 
     (["--init-from", "no/such/run"], "--init-from no/such/run: no such file or folder"),
     (["--dataset", "coco"], "--dataset coco needs --data PATH"),
     (["--anchor-sizes", "big"], "detect.anchor_sizes='big' is not a valid list of int"),
-    (["--recipe", "quick"], "recipe quick has no [detect] table: it is not a detection recipe"),
+    (["--recipe", "quick"], "recipe quick is a classification recipe; train it with: resnet train --recipe quick"),
 ])
 def test_bad_train_input_is_one_error_line(argv, message, tmp_path, capsys):
     code, _, err = run(["detect", "train", *TINY, "--iterations", "1", "--out", tmp_path / "run", *argv], capsys)
     assert code == 2 and "Traceback" not in err
     assert err.startswith(f"error: {message}") or message in err, err
+
+
+def _copy_run(trained_run, folder):
+    import shutil
+
+    shutil.copytree(trained_run, folder, ignore=shutil.ignore_patterns(".lock"))
+    return folder
+
+
+@pytest.mark.parametrize(("flags", "field"), [(["--lr", "0.5"], "optim.lr"), (["--seed", "9"], "train.seed"),
+                                              (["--model", "resnet32"], "model.name"), (["--design", "fpn"],
+                                                                                        "detect.design")])
+def test_a_detection_resume_that_would_change_the_run_is_refused_before_anything_is_written(
+        trained_run, tmp_path, capsys, flags, field):
+    run_dir = _copy_run(trained_run, tmp_path / "run")
+    def files():  # the run's files; the lock file is the lock's own
+        return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    code, _, err = run(["detect", "train", "--resume", run_dir, *flags], capsys)
+    assert code == 2 and err.startswith(f"error: {field} cannot change on resume"), err
+    assert files() == before
+
+
+def test_a_detection_run_folder_from_before_the_detect_section_still_resumes(trained_run, tmp_path, capsys):
+    """Detection runs kept [detect] in detect.toml beside a config.toml without it: read, never written again."""
+    import tomli_w
+
+    run_dir = _copy_run(trained_run, tmp_path / "old")
+    saved = tomllib.loads((run_dir / "config.toml").read_text())
+    (run_dir / "detect.toml").write_text(tomli_w.dumps({"detect": saved.pop("detect")}))
+    (run_dir / "config.toml").write_text(tomli_w.dumps(saved))
+    code, out, err = run(["detect", "train", "--resume", run_dir, "--iterations", "6", "--eval-every", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((run_dir / "final.json").read_text())["step"] == 6
+    assert tomllib.loads((run_dir / "config.toml").read_text())["detect"]["scene_size"] == 64
+    change = json.loads((run_dir / "changes.jsonl").read_text().splitlines()[-1])["changed"]
+    assert set(change) == {"train.iterations", "optim.milestones_frac", "optim.milestones"}
+    assert change["optim.milestones"] == [[3], [3]]  # 0.8 of 4 iterations, passed: it stays
+
+
+def test_each_train_command_refuses_the_other_tasks_run_in_one_line(trained_run, tmp_path, capsys):
+    code, _, err = run(["train", "--resume", trained_run], capsys)
+    assert code == 2 and f"holds a detection run; train it with: resnet detect train --resume {trained_run}" in err
+    code, _, err = run(["train", "--recipe", "detect-quick", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "train it with: resnet detect train --recipe detect-quick" in err, err
+
+
+def test_detect_train_prints_its_config_and_shows_defaults_in_help(capsys):
+    code, out, _ = run(["detect", "train", "--print-config", "--design", "fpn"], capsys)
+    saved = tomllib.loads(out)
+    assert code == 0 and saved["recipe"] == "detect-quick" and saved["detect"]["design"] == "fpn"
+    with pytest.raises(SystemExit):
+        main(["detect", "train", "--help"])
+    assert "(built-in default: c4)" in capsys.readouterr().out
 
 
 def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):

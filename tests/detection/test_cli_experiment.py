@@ -21,7 +21,7 @@ def test_detection_study_pretrains_each_backbone_then_reports_beside_tables_7_an
     for net in ("plain20", "resnet20"):
         assert (runs / f"{net}-seed0" / "model.safetensors").is_file()
         assert (runs / f"detect-{net}-seed0" / "final.json").is_file()
-        detect = tomllib.loads((runs / f"detect-{net}-seed0" / "detect.toml").read_text())["detect"]
+        detect = tomllib.loads((runs / f"detect-{net}-seed0" / "config.toml").read_text())["detect"]
         assert detect["init_from"] == str(runs / f"{net}-seed0")  # each detector from its own classifier
     with open(out / "detection.csv") as f:
         rows = list(csv.DictReader(f))

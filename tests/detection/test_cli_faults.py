@@ -60,7 +60,7 @@ def test_sigkill_mid_run_then_resume_ends_with_identical_weights_and_metrics(tmp
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert rows(run) == rows(reference)
     assert json.loads((run / "final.json").read_text()) == json.loads((reference / "final.json").read_text())
-    assert (run / "detect.toml").read_text() == (reference / "detect.toml").read_text()
+    assert (run / "config.toml").read_text() == (reference / "config.toml").read_text()
 
 
 @pytest.mark.dist

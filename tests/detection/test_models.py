@@ -10,8 +10,8 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import FrozenBatchNorm2d
 
 import resnet
+from resnet.config import DetectCfg
 from resnet.detection.models import IMAGENET_MEAN, IMAGENET_STD, build_detector, torchvision_detection_state
-from resnet.detection.options import DetectCfg
 from resnet.errors import ConfigError
 
 SMALL = {"min_size": 64, "max_size": 64, "image_mean": (0.5, 0.5, 0.5), "image_std": (1.0, 1.0, 1.0),
@@ -35,6 +35,7 @@ def detector(name: str, design: str, **over) -> nn.Module:
     return build_detector(resnet.create_model(name, **options), 3, cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "design", "levels"), [
     ("resnet20", "c4", 0), ("resnet20", "fpn", 4), ("resnet18", "c4", 0), ("resnet18", "fpn", 5),
     ("plain20", "c4", 0),
@@ -118,6 +119,7 @@ def test_v1_and_v15_bottlenecks_differ_only_in_where_conv4_strides():
     assert v15.backbone.layer3[0].conv1.stride == (1, 1) and v15.backbone.layer3[0].conv2.stride == (2, 2)
 
 
+@pytest.mark.slow
 def test_torchvision_fasterrcnn_resnet50_fpn_checkpoint_loads_strictly_and_detects_identically():
     torch.manual_seed(0)
     size = {"min_size": 160, "max_size": 224}

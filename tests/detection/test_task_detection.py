@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet.config import build_config
-from resnet.detection.options import DetectCfg
+from resnet.config import DetectCfg, build_config
 from resnet.detection.task import MONITOR, RUNNING, DetectionTask
 from resnet.engine.distributed import DistInfo
 

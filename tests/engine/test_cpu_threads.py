@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from resnet.classify import make_trainer, train
 from resnet.engine import threads
-from resnet.engine.trainer import Trainer, train
 
 
 def _cores(monkeypatch, n: int) -> None:
@@ -68,6 +68,7 @@ def test_a_new_run_records_its_threads_and_what_decides_its_numerics(tmp_path, r
     assert {"torch", "onednn", "cpu", "cpu_capability", "deterministic_algorithms"} <= numerics.keys()
 
 
+@pytest.mark.slow
 def test_a_resume_on_busier_cores_keeps_the_runs_threads_and_ends_bit_identical(tmp_path, run_cfg, sigterm_at,
                                                                                 monkeypatch):
     """The resumed process may use one core only (a neighbour took the other, or a job pool pinned it): a default
@@ -75,7 +76,7 @@ def test_a_resume_on_busier_cores_keeps_the_runs_threads_and_ends_bit_identical(
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     _cores(monkeypatch, 2)
     train(run_cfg(), tmp_path / "full")
-    trainer = Trainer(run_cfg(), tmp_path / "cut")
+    trainer = make_trainer(run_cfg(), tmp_path / "cut")
     sigterm_at(trainer, 15)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
     trainer.close()
@@ -89,10 +90,11 @@ def test_a_resume_on_busier_cores_keeps_the_runs_threads_and_ends_bit_identical(
     assert not (tmp_path / "cut" / "changes.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_threads_asked_for_on_a_resume_are_a_recorded_change_with_a_warning(tmp_path, run_cfg, sigterm_at,
                                                                               monkeypatch, caplog):
     _cores(monkeypatch, 2)
-    trainer = Trainer(run_cfg(threads=2), tmp_path)
+    trainer = make_trainer(run_cfg(threads=2), tmp_path)
     sigterm_at(trainer, 8)
     trainer.run()
     trainer.close()

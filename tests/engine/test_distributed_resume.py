@@ -32,20 +32,21 @@ def _worker(rank: int, root: str, port: int) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    from resnet.classify import make_trainer
     from resnet.engine.distributed import shutdown
-    from resnet.engine.trainer import Trainer
 
-    trainer = Trainer(_cfg(12), Path(root) / f"node{rank}", resume=True).setup()  # each node's own disk
+    trainer = make_trainer(_cfg(12), Path(root) / f"node{rank}", resume=True).setup()  # each node's own disk
     resumed_at = trainer.step
     final = trainer.run()
     Path(root, f"rank{rank}.json").write_text(json.dumps({"resumed_at": resumed_at, "final": final}))
     shutdown()
 
 
+@pytest.mark.slow
 def test_ranks_whose_disks_lack_the_checkpoint_resume_from_rank_0s(tmp_path):
     import torch.multiprocessing as mp
 
-    from resnet.engine.trainer import train
+    from resnet.classify import train
 
     torch.set_num_threads(1)
     train(_cfg(8), tmp_path / "node0")  # rank 0's node holds the run; rank 1's folder does not exist

@@ -28,11 +28,12 @@ def test_a_reading_is_a_copy_taken_when_pushed():
     assert probe.drain()[0].values == [1.0, 2.0]
 
 
+@pytest.mark.slow
 def test_training_loop_reads_nothing_off_the_device_between_evaluations(tmp_path, monkeypatch, run_cfg):
     """Every .item() in the loop would be a host sync on CUDA: between evaluations there must be none."""
-    from resnet.engine.trainer import Trainer
+    from resnet.classify import make_trainer
 
-    trainer = Trainer(run_cfg(iterations=30, eval_every=30, checkpoint_every=0), tmp_path)
+    trainer = make_trainer(run_cfg(iterations=30, eval_every=30, checkpoint_every=0), tmp_path)
     calls: list[int] = []
     item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: (calls.append(trainer.step), item(t))[1])
@@ -60,12 +61,12 @@ def test_cuda_push_does_not_wait_for_the_queued_work():
 def test_progress_report_warns_once_per_new_batch_of_fast_path_skips(tmp_path, caplog, run_cfg):
     import logging
 
+    from resnet.classify import make_trainer
     from resnet.engine.probe import Reading
     from resnet.engine.progress import Progress
     from resnet.engine.runlog import RunLog
-    from resnet.engine.trainer import Trainer
 
-    trainer = Trainer(run_cfg(nan_policy="skip"), tmp_path)
+    trainer = make_trainer(run_cfg(nan_policy="skip"), tmp_path)
     runlog = RunLog(tmp_path, 30, 0, enabled=False)
     progress = Progress(runlog, torch.device("cpu"), 0, 1, trainer._progress_figures, trainer._on_reading)
     caplog.set_level(logging.WARNING, logger="resnet.engine")

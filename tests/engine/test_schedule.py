@@ -81,6 +81,7 @@ def test_a_resize_changes_nothing_an_absolute_schedule_or_the_same_length_says()
     assert resize_schedule(OptimCfg(milestones_frac=(0.5, 0.75)), 30, 30, 25) is None
 
 
+@pytest.mark.slow
 def test_a_lengthened_resume_keeps_the_passed_milestones_and_records_the_schedule(tmp_path, run_cfg, caplog):
     """`--iterations 24` on a finished 12-iteration run: the lr stays divided (it went back to 0.1 before)."""
     import json
@@ -88,7 +89,7 @@ def test_a_lengthened_resume_keeps_the_passed_milestones_and_records_the_schedul
     import tomllib
     from dataclasses import replace
 
-    from resnet.engine.trainer import train
+    from resnet.classify import train
 
     def cfg(iterations):
         c = run_cfg(iterations=iterations, eval_every=6, checkpoint_every=0)

@@ -12,10 +12,13 @@ import torch.nn.functional as F
 
 from resnet import create_model
 from resnet.bench.check import compare, teacher_batches
+from resnet.classify.task import ClassificationTask
 from resnet.config import OptimCfg
 from resnet.engine.graphs import capture_inference
 from resnet.engine.optim import build_optimizer
-from resnet.engine.step import DeviceLR, Step, build_step, optimizer_state_dict
+from resnet.engine.step import DeviceLR, optimizer_state_dict
+from resnet.engine.step import Step as EngineStep
+from resnet.engine.step import build_step as engine_build_step
 from resnet.engine.trainer import Switches
 
 CPU = torch.device("cpu")
@@ -24,6 +27,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def build_step(*args, **kwargs):
+    """The engine's build_step for a classifier (cross-entropy), the task most tests here step."""
+    return engine_build_step(*args, task=kwargs.pop("task", ClassificationTask()), **kwargs)
+
+
+def Step(*args, **kwargs):  # noqa: N802 - stands for the class
+    return EngineStep(*args, task=kwargs.pop("task", ClassificationTask()), **kwargs)
 
 
 def _batches(n: int, batch: int = 8, size: int = 32, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -173,6 +185,7 @@ def _ddp_skip_worker(rank: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_under_ddp_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     import torch.multiprocessing as mp
@@ -414,16 +427,17 @@ def test_fp16_graph_step_backs_off_its_loss_scale_on_the_device_at_every_replay(
 
 
 # ------------------------------------------------------------------------------------------------ one step everywhere
+@pytest.mark.slow
 def test_the_trainer_on_cpu_trains_exactly_as_the_step_called_directly(tmp_path):
     """The loop adds nothing to the arithmetic: the trainer's losses and final weights equal those of the same step
     driven by hand over the same batches and learning rates."""
+    from resnet.classify import make_trainer
     from resnet.config import build_config
-    from resnet.engine.trainer import Trainer
 
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
                         "optim": {"milestones": [6]}, "train": {"iterations": 12, "batch_size": 16, "eval_every": 12,
                                                                "checkpoint_every": 0, "device": "cpu"}}, "quick")
-    trainer = Trainer(cfg, tmp_path).setup()
+    trainer = make_trainer(cfg, tmp_path).setup()
     twin = copy.deepcopy(trainer.model)
     seen: list[tuple[tuple[torch.Tensor, torch.Tensor], float, torch.Tensor]] = []
     original = trainer.train_step

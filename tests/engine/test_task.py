@@ -14,14 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from resnet.classify.task import ClassificationTask
 from resnet.config import RunCfg, build_config
 from resnet.engine.distributed import DistInfo, all_reduce_sum
-from resnet.engine.task import ClassificationTask
+from resnet.engine.rundir import write_results
 from resnet.engine.trainer import Trainer, train
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +40,8 @@ class DigitAttributes:
     name = "digit-attributes"
     running = ("wrong_bits",)
     monitor = "test_bit_error"
+    static_shapes = True
+    source = None
 
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> Any:
         return ClassificationTask().build_data(cfg, device, dist)
@@ -76,9 +80,20 @@ class DigitAttributes:
     def save_record(self, data: Any) -> tuple[dict[str, str], dict[str, Tensor]]:
         return {"task": self.name, "attributes": json.dumps(["even", "greater than 4"])}, {}
 
+    def as_trained(self, cfg: RunCfg, model: nn.Module) -> RunCfg:
+        return cfg
+
+    def lr_scales(self, cfg: RunCfg, model: nn.Module) -> None:
+        return None
+
+    def write_results(self, out: Path, cfg: RunCfg, model: nn.Module, final: dict[str, Any],
+                      history: list[dict[str, Any]], meta: dict[str, str], extra: dict[str, Tensor]) -> None:
+        write_results(out, model, final, history, meta, extra, label=self.name)
+
 
 def config(**train: Any) -> RunCfg:
-    t = {"iterations": 24, "batch_size": 32, "eval_every": 12, "checkpoint_every": 4, "device": "cpu", **train}
+    t = {"iterations": 24, "batch_size": 32, "eval_every": 12, "checkpoint_every": 4, "device": "cpu", "threads": 1,
+         **train}  # the killed run trains in a one-thread process: the straight one must too (same arithmetic)
     return build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
                          "optim": {"milestones": [16]}, "train": t}, recipe="quick")
 
@@ -104,6 +119,7 @@ trainer.run()
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_second_task_trains_through_the_same_loop_and_logs_its_own_columns(tmp_path):
     final = train(config(iterations=12, checkpoint_every=0), tmp_path, task=DigitAttributes())
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -114,6 +130,7 @@ def test_a_second_task_trains_through_the_same_loop_and_logs_its_own_columns(tmp
     assert weights["fc.weight"].shape == (2, 64)
 
 
+@pytest.mark.slow
 def test_a_second_task_killed_mid_run_resumes_to_the_uninterrupted_weights(tmp_path):
     straight = train(config(), tmp_path / "straight", task=DigitAttributes())
     killed = _kill_at(tmp_path / "killed", 11)

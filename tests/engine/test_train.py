@@ -10,13 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from resnet.classify import make_trainer, train
 from resnet.config import build_config, load_recipe, merge
-from resnet.engine.trainer import Trainer, train
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_cfg, sigterm_at):
     full = train(run_cfg(), tmp_path / "full")
-    trainer = Trainer(run_cfg(), tmp_path / "cut")
+    trainer = make_trainer(run_cfg(), tmp_path / "cut")
     sigterm_at(trainer, 15)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
     resumed = train(run_cfg(), tmp_path / "cut", resume=True)
@@ -29,6 +30,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_c
     assert steps == [12, 24]
 
 
+@pytest.mark.slow
 def test_run_folder_holds_config_metrics_curves_weights_and_tensorboard(tmp_path, run_cfg):
     train(run_cfg(iterations=6, eval_every=3, checkpoint_every=0), tmp_path)
     for name in ("config.toml", "run.json", "metrics.jsonl", "curves.png", "model.safetensors", "final.json"):
@@ -39,6 +41,7 @@ def test_run_folder_holds_config_metrics_curves_weights_and_tensorboard(tmp_path
     assert 0.0 <= row["test_error"] <= 100.0
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_two_gloo_processes_train_identical_replicas(tmp_path):
     # With Sec. 4.2's warm-up: each rank judging the error of its own half batch ended it at different iterations.
@@ -62,13 +65,13 @@ def test_cuda_graph_training_step_trains_checkpoints_and_resumes(tmp_path, sigte
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits"},
                         "optim": {"milestones": [40]}, "train": {"iterations": 60, "batch_size": 64, "eval_every": 30,
                                                                  "device": "cuda", "cuda_graphs": True}}, "quick")
-    trainer = Trainer(cfg, tmp_path).setup()
+    trainer = make_trainer(cfg, tmp_path).setup()
     assert trainer.step_fn is not None and trainer.step_fn.graphs
     sigterm_at(trainer, 45)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 45}
     # The resumed run trains 15 graph steps from the checkpoint: channels_last weights with momentum read back
     # from a contiguous checkpoint (fused SGD refuses mismatched strides on CUDA).
-    resumed = Trainer(cfg, tmp_path, resume=True).setup()
+    resumed = make_trainer(cfg, tmp_path, resume=True).setup()
     assert resumed.step == 45
     for p in resumed.model.parameters():
         assert resumed.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
@@ -87,7 +90,7 @@ def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_pat
     for name, t in (("fast", {}), ("eager", {"precision": "fp32", "channels_last": False, "compile": False,
                                              "cuda_graphs": False})):
         cfg = build_config(merge(load_recipe("quick"), {"train": {"device": "cuda", **t}}), "quick")
-        trainer = Trainer(cfg, tmp_path / name).setup()
+        trainer = make_trainer(cfg, tmp_path / name).setup()
         assert trainer.step_fn is not None and trainer.step_fn.graphs == (name == "fast")
         errors[name] = trainer.run()["test_error"]
     assert errors["fast"] < 5.0 and errors["eager"] < 5.0, errors
@@ -95,7 +98,7 @@ def test_fast_path_reaches_the_eager_fp32_test_error_on_the_quick_recipe(tmp_pat
 
 
 def test_cpu_training_keeps_the_plain_eager_step(tmp_path, run_cfg):
-    trainer = Trainer(run_cfg(iterations=1, eval_every=1), tmp_path).setup()
+    trainer = make_trainer(run_cfg(iterations=1, eval_every=1), tmp_path).setup()
     assert trainer.step_fn is not None and not trainer.step_fn.graphs
     assert trainer.sw.precision == "fp32" and not trainer.sw.channels_last
 
@@ -108,11 +111,11 @@ def test_sync_bn_on_cpu_processes_is_a_config_error_not_a_crash(tmp_path, monkey
     monkeypatch.setattr(trainer_module, "init_distributed", lambda name: (DistInfo(0, 0, 2), torch.device("cpu")))
     monkeypatch.setattr(trainer_module, "barrier", lambda: None)
     with pytest.raises(ConfigError, match="sync-bn"):
-        Trainer(run_cfg(sync_bn=True, batch_size=32), tmp_path)
+        make_trainer(run_cfg(sync_bn=True, batch_size=32), tmp_path)
 
 
 def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_path, run_cfg):
-    trainer = Trainer(run_cfg(precision="fp16"), tmp_path).setup()
+    trainer = make_trainer(run_cfg(precision="fp16"), tmp_path).setup()
     assert trainer.scaler is not None and trainer.scaler.get_scale() == 65536.0
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)  # CPU fp16 is slow: tiny
@@ -124,11 +127,11 @@ def test_fp16_run_scales_its_loss_and_resumes_the_scale_from_its_checkpoint(tmp_
     trainer.step = 1
     trainer.save_checkpoint()
     trainer.close()  # give the run folder up: one writer at a time
-    resumed = Trainer(run_cfg(precision="fp16"), tmp_path, resume=True).setup()
+    resumed = make_trainer(run_cfg(precision="fp16"), tmp_path, resume=True).setup()
     assert resumed.step == 1
     assert resumed.scaler is not None and resumed.scaler.state_dict() == trainer.scaler.state_dict()
     assert resumed.scaler.get_scale() == 2.0 ** 99
-    assert Trainer(run_cfg(precision="bf16"), tmp_path / "bf16").scaler is None
+    assert make_trainer(run_cfg(precision="bf16"), tmp_path / "bf16").scaler is None
 
 
 @pytest.mark.gpu
@@ -140,7 +143,7 @@ def test_cuda_training_loop_never_syncs_the_host_between_evaluations(tmp_path, m
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "val_split": 0},
                         "train": {"iterations": 45, "batch_size": 64, "eval_every": 45, "checkpoint_every": 0,
                                   "device": "cuda", "compile": False}}, "quick")
-    trainer = Trainer(cfg, tmp_path).setup()
+    trainer = make_trainer(cfg, tmp_path).setup()
     assert trainer.step_fn is not None and trainer.step_fn.graphs
     start, step, evaluate = trainer.step_fn.setup_calls + 1, trainer.train_step, trainer.evaluate
 
@@ -175,11 +178,12 @@ def test_gpu_switches_default_on_and_cpu_ones_off_and_each_can_be_set(run_cfg):
     assert not chosen.cudnn_benchmark and not chosen.compile and chosen.precision == "fp16"
 
 
+@pytest.mark.slow
 def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_runs_it_first(tmp_path, run_cfg):
     import signal
 
     full = train(run_cfg(), tmp_path / "full")
-    trainer = Trainer(run_cfg(), tmp_path / "cut")
+    trainer = make_trainer(run_cfg(), tmp_path / "cut")
     evaluate, calls = trainer.task.evaluate, []
 
     def interrupted(*args, **kwargs):

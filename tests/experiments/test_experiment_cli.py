@@ -14,6 +14,7 @@ def main():
     return cli.main
 
 
+@pytest.mark.slow
 def test_cli_runs_degradation_at_smoke_scale(main, tmp_path, shared_runs, capsys):
     out = tmp_path / "deg"
     rc = main(["experiment", "degradation", "--scale", "smoke", "--dataset", "digits", "--out", str(out),
@@ -50,6 +51,7 @@ def test_help_lists_every_study(main, capsys):
     assert all(name in text for name in STUDY_NAMES) and "--jobs" in text
 
 
+@pytest.mark.slow
 def test_jobs_trains_runs_in_parallel_child_processes(main, tmp_path):
     out = tmp_path / "par"
     rc = main(["experiment", "depth", "--out", str(out), "--nets", "resnet20", "--jobs", "2",

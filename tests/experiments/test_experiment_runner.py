@@ -15,6 +15,7 @@ def _ctx(tmp_path, **kw):
     return dataclasses.replace(base, **kw)
 
 
+@pytest.mark.slow
 def test_finished_runs_are_reused_and_foreign_ones_refused(tmp_path):
     logs: list[str] = []
     run_experiment("depth", _ctx(tmp_path), log=logs.append)
@@ -41,7 +42,7 @@ def test_scales_shorten_the_paper_schedule_proportionally():
 def test_a_failed_run_is_reported_and_the_study_still_finishes(tmp_path, monkeypatch):
     import resnet.engine.trainer as trainer
 
-    def diverge(cfg, out, resume=False):
+    def diverge(cfg, out, task, resume=False, on_ready=None):
         raise TrainingError("loss became NaN/Inf at iteration 3; no checkpoint was written yet")
 
     monkeypatch.setattr(trainer, "train", diverge)
@@ -73,7 +74,7 @@ def test_failed_runs_make_the_command_exit_1_after_writing_the_report(tmp_path, 
     import resnet.engine.trainer as trainer
     from resnet.cli import main
 
-    def diverge(cfg, out, resume=False):
+    def diverge(cfg, out, task, resume=False, on_ready=None):
         raise TrainingError("loss became NaN/Inf at iteration 1; no checkpoint was written yet")
 
     monkeypatch.setattr(trainer, "train", diverge)

@@ -64,6 +64,7 @@ def _check_report(out: Path) -> str:
     return md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", list(STUDIES))
 def test_study_writes_a_report_with_figures_and_numeric_tables(study, tmp_path, shared_runs):
     out = tmp_path / study
@@ -94,6 +95,7 @@ def test_responses_table_has_one_row_per_3x3_layer(tmp_path, shared_runs):
     assert all(math.isfinite(s) and s > 0 for s in stds)
 
 
+@pytest.mark.slow
 def test_all_writes_one_report_with_every_study(tmp_path, shared_runs):
     out = tmp_path / "all"
     run_experiment("all", _tiny(out, shared_runs), log=lambda _msg: None)

@@ -52,6 +52,7 @@ def test_feature_info_of_resnet50_equals_timms():
     assert len(ours.feature_info) == 5 and ours.feature_info[2]["module"] == "layer2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [{}, {"indices": 2}, {"indices": [0, -1]}, {"indices": [1, 2], "stop_early": True},
                                     {"indices": 3, "intermediates_only": True}])
 def test_forward_intermediates_equal_timms_value_for_value(timm_resnet50, ours_as_timm, kwargs):
@@ -68,6 +69,7 @@ def test_forward_intermediates_equal_timms_value_for_value(timm_resnet50, ours_a
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_forward_features_head_and_pre_logits_equal_timms(timm_resnet50, ours_as_timm):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -103,6 +105,7 @@ def test_preact_final_norm_applies_to_the_last_stage_only_when_asked():
         assert not torch.allclose(last, final)  # the raw stage output, as timm's ResNetV2 gives it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "features"), [("resnet50", 2048), ("resnet18", 512), ("resnet20", 64),
                                                 ("preact_resnet164", 256), ("plain34", 512)])
 def test_num_features_and_pre_logits_width(name, features):
@@ -149,6 +152,7 @@ def test_reset_classifier_to_zero_gives_pooled_features_and_saved_options_rebuil
         model.reset_classifier(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "channels", "reductions"), [
     ("resnet50", [256, 512, 1024, 2048], [4, 8, 16, 32]),
     ("resnet20", [16, 32, 64], [1, 2, 4]),
@@ -199,6 +203,7 @@ def test_features_only_still_refuses_a_state_dict_that_lacks_backbone_keys():
         features.load_state_dict(resnet.create_model("resnet50").state_dict())
 
 
+@pytest.mark.slow
 def test_torchvision_backbone_with_fpn_takes_our_resnet50_as_it_takes_its_own():
     torch.manual_seed(0)
     tv = torchvision.models.resnet50().eval()
@@ -230,6 +235,7 @@ def test_features_feed_torchvisions_feature_pyramid_network():
     assert [tuple(t.shape) for t in out.values()] == [(1, 32, 32, 32), (1, 32, 16, 16), (1, 32, 8, 8)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size"), [("resnet50", 64), ("resnet20", 32), ("preact_resnet110", 32)])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_create_feature_extractor_traces_our_nets(name, size, checkpointing):

@@ -61,6 +61,7 @@ def test_option_a_uses_identity_when_dimensions_match():
     assert BasicBlock(16, 16, 1, BlockConfig(shortcut="A")).downsample is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("shortcut", "projections"), [("A", 0), ("B", 4), ("C", 16)])
 def test_projection_count_per_shortcut_option_in_resnet50(shortcut, projections):
     model = resnet.create_model("resnet50", shortcut=shortcut)

@@ -51,6 +51,7 @@ class _ReferenceCifarNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "n", "residual"), [("resnet20", 3, True), ("resnet56", 9, True),
                                                      ("plain20", 3, False), ("plain56", 9, False)])
 @pytest.mark.parametrize("mode", ["train", "eval"])

@@ -15,6 +15,7 @@ def params_for(name: str):
     return pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [params_for(n) for n in resnet.list_models()])
 def test_forward_backward_shapes_at_native_input(name):
     torch.manual_seed(0)
@@ -39,6 +40,7 @@ def test_imagenet_net_at_224_gives_7x7_final_maps():
         assert model.forward_features(torch.randn(1, 3, 224, 224)).shape == (1, 512, 7, 7)
 
 
+@pytest.mark.slow
 def test_eval_mode_is_deterministic_and_batch_independent():
     model = resnet.create_model("resnet20").eval()
     x = torch.randn(4, 3, 32, 32)

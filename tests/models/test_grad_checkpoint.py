@@ -35,14 +35,17 @@ def compare(name: str, size: int, batch: int = 2, **options) -> None:
         torch.testing.assert_close(buffers_ckpt[key], buffer, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_checkpointed_resnet110_has_the_same_gradients_and_running_statistics():
     compare("resnet110", 32)
 
 
+@pytest.mark.slow
 def test_checkpointed_bottleneck_net_has_the_same_gradients_and_running_statistics():
     compare("resnet50", 64)
 
 
+@pytest.mark.slow
 def test_checkpointed_preact_bottleneck_net_has_the_same_gradients():
     compare("preact_resnet164", 16)
 
@@ -74,6 +77,7 @@ def test_features_only_module_checkpoints_too():
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet56", "preact_resnet164"])
 def test_checkpointing_saves_fewer_bytes_for_backward(name):
     model = resnet.create_model(name).train()

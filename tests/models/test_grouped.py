@@ -27,6 +27,7 @@ def _members(name: str = "resnet20", dtype: torch.dtype = torch.float32, **optio
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "options"), [("resnet20", {}), ("plain20", {}), ("resnet20", {"shortcut": "B"}),
                                                ("preact_resnet56", {})])
 def test_grouped_net_computes_each_member_and_its_gradient(name, options):
@@ -92,6 +93,7 @@ def _train_group(models, steps: int, corrupt: bool = False):
     return group, torch.stack(losses)
 
 
+@pytest.mark.slow
 def test_fifty_grouped_steps_match_each_member_trained_alone():
     steps = 50
     group, losses = _train_group(_members(dtype=torch.float64), steps)
@@ -112,6 +114,7 @@ def test_fifty_grouped_steps_match_each_member_trained_alone():
     assert losses[-1].mean() < losses[0].mean()  # they learned something
 
 
+@pytest.mark.slow
 def test_a_wrong_member_gradient_is_far_outside_the_tolerance():
     steps = 10
     good = member_state(_train_group(_members(dtype=torch.float64), steps)[0], 1)

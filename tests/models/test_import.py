@@ -41,6 +41,7 @@ def tv_resnet50() -> nn.Module:
     return randomize_bn(torchvision.models.resnet50(weights=None))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrap", ["bare", "state_dict", "model", "module."])
 def test_torchvision_pth_gives_identical_logits_in_every_wrapping(tmp_path, tv_resnet50, wrap):
     state = tv_resnet50.state_dict()
@@ -53,6 +54,7 @@ def test_torchvision_pth_gives_identical_logits_in_every_wrapping(tmp_path, tv_r
     assert (logits(ours, x) - logits(tv_resnet50, x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_torchvision_resnet50_loads_strictly_into_our_v1_default_and_computes_something_else(tv_resnet50):
     """The trap import_weights avoids: same names and shapes, stride in the 1x1 instead of the 3x3."""
     v1 = resnet.create_model("resnet50")
@@ -63,6 +65,7 @@ def test_torchvision_resnet50_loads_strictly_into_our_v1_default_and_computes_so
         resnet.import_weights(tv_resnet50.state_dict(), stride_in_1x1=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_timm_state_dict_gives_identical_logits(tmp_path, name):
     timm = pytest.importorskip("timm")
@@ -75,6 +78,7 @@ def test_timm_state_dict_gives_identical_logits(tmp_path, name):
     assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_timm_safetensors_file_imports(tmp_path):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
@@ -86,6 +90,7 @@ def test_timm_safetensors_file_imports(tmp_path):
     assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_chans", [1, 5])
 def test_other_input_channels_adapt_the_first_conv_as_timm_does(in_chans):
     timm = pytest.importorskip("timm")
@@ -115,6 +120,7 @@ def test_absurd_class_or_channel_counts_are_refused_before_building(tv_resnet50,
         resnet.import_weights(tv_resnet50.state_dict(), **options)
 
 
+@pytest.mark.slow
 def test_imported_torchvision_weights_carry_imagenet_preprocessing(tv_resnet50, tmp_path):
     ours = resnet.import_weights(tv_resnet50.state_dict())
     cfg = resnet.data_config(ours)
@@ -172,6 +178,7 @@ def test_nan_or_int8_weights_are_refused_on_import(tv_resnet50):
         resnet.import_weights(state)
 
 
+@pytest.mark.slow
 def test_resnet_import_cli_writes_a_file_that_load_model_and_predict_use(tmp_path, capsys):
     import numpy as np
     from PIL import Image
@@ -208,6 +215,7 @@ def test_corrupt_or_unsafe_pth_is_one_line_from_the_torch_reader(tmp_path):
         resnet.import_weights(tmp_path / "evil.pth")
 
 
+@pytest.mark.slow
 def test_num_classes_zero_imports_a_headless_backbone(tv_resnet50):
     ours = resnet.import_weights(tv_resnet50.state_dict(), num_classes=0)
     x = torch.randn(1, 3, 64, 64)

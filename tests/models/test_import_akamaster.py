@@ -83,6 +83,7 @@ def save_th(model: nn.Module, path, legacy: bool = True) -> None:
     torch.save({"state_dict": state, "best_prec1": 91.73}, path, _use_new_zipfile_serialization=not legacy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "depth"), [(3, 20), (9, 56)])
 def test_akamaster_checkpoint_computes_the_same_function_after_import(tmp_path, n, depth):
     theirs = random_akamaster(n)
@@ -96,6 +97,7 @@ def test_akamaster_checkpoint_computes_the_same_function_after_import(tmp_path, 
         assert expected.std() > 0.01  # a real signal, not two nets that both output ~0
 
 
+@pytest.mark.slow
 def test_akamaster_tensors_loaded_by_name_compute_another_function(tmp_path):
     """Why the import permutes channels: their tensors fit ours strictly, and compute something else."""
     theirs = random_akamaster(3)
@@ -107,6 +109,7 @@ def test_akamaster_tensors_loaded_by_name_compute_another_function(tmp_path):
         assert (naive(x) - theirs(x)).abs().max() > 1e-2
 
 
+@pytest.mark.slow
 def test_akamaster_option_b_checkpoint_imports_as_projections(tmp_path):
     theirs = random_akamaster(3, option="B")
     save_th(theirs, tmp_path / "b.th", legacy=False)
@@ -117,6 +120,7 @@ def test_akamaster_option_b_checkpoint_imports_as_projections(tmp_path):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "depth"), [(18, 110), (200, 1202)])
 def test_deep_akamaster_checkpoints_import_with_every_stage_permuted(n, depth):
     """ResNet-110/1202: the import places every tensor (strict) and its channel permutation is the one option A

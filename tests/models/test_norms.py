@@ -18,6 +18,7 @@ NORM_TYPES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet110", "resnet50"])
 @pytest.mark.parametrize("norm", list(NORM_TYPES))
 def test_each_norm_builds_runs_forward_backward_and_has_the_right_layer_type(norm, name):

@@ -124,3 +124,14 @@ def test_imagenet_net_with_cifar_stem_keeps_32x32_resolution():
 def test_in_chans_and_num_classes_change_first_and_last_layers():
     model = meta("resnet50", in_chans=1, num_classes=7)
     assert model.conv1.in_channels == 1 and model.fc.out_features == 7
+
+
+def test_a_configs_model_section_is_checked_by_the_registry_in_one_config_error_line():
+    from resnet.config import build_config
+    from resnet.errors import ConfigError
+    from resnet.models.registry import check_model_cfg
+
+    cfg = build_config({"model": {"shortcut": "D"}})  # config knows types and ranges; the registry knows the nets
+    with pytest.raises(ConfigError, match=r"model: resnet20: invalid shortcut='D'; valid values: 'A', 'B', 'C'"):
+        check_model_cfg(cfg.model)
+    check_model_cfg(build_config({"model": {"name": "resnet56", "shortcut": "B"}}).model)

@@ -52,6 +52,7 @@ def weighted_layers(model: nn.Module) -> int:
                if isinstance(m, (nn.Conv2d, nn.Linear)) and ".downsample" not in name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", resnet.list_models())
 def test_depth_is_the_papers_layer_count(name):
     model = meta(resnet.create_model, name)

@@ -32,6 +32,7 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_torchvision_weights_give_identical_logits_and_round_trip(name):
     theirs = random_torchvision(name)
@@ -46,6 +47,7 @@ def test_torchvision_weights_give_identical_logits_and_round_trip(name):
     assert (logits(back, x) - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_torchvision_pth_file_is_read_with_weights_only(tmp_path, monkeypatch):
     theirs = random_torchvision("resnet18", num_classes=10)
     path = tmp_path / "resnet18.pth"
@@ -65,6 +67,7 @@ def test_torchvision_pth_file_is_read_with_weights_only(tmp_path, monkeypatch):
     assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_torchvision_safetensors_file_and_wrapped_checkpoint_load(tmp_path):
     theirs = random_torchvision("resnet18")
     path = tmp_path / "resnet18.safetensors"
@@ -110,6 +113,7 @@ def test_to_torchvision_accepts_v1_basic_nets():
     torchvision.models.resnet18().load_state_dict(state, strict=True)
 
 
+@pytest.mark.slow
 def test_state_dict_saved_before_bn_counted_batches_loads_as_torchvision_loads_it():
     theirs = random_torchvision("resnet18")
     old = {k: v for k, v in theirs.state_dict().items() if not k.endswith("num_batches_tracked")}  # PyTorch < 0.4.1
@@ -127,6 +131,7 @@ def test_from_torchvision_names_the_valid_architectures_for_another_name(name):
         resnet.from_torchvision(state, name)
 
 
+@pytest.mark.slow
 def test_stride_in_1x1_none_still_means_torchvisions_layout():
     theirs = random_torchvision("resnet50")
     ours = resnet.from_torchvision(theirs.state_dict(), "resnet50", stride_in_1x1=None, shortcut=None)

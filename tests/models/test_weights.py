@@ -31,6 +31,7 @@ def trained_like(name: str, **options) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "options"),
     [("resnet20", {}), ("preact_resnet164", {"norm": "gn", "num_classes": 100}), ("resnet50", {"stem": "cifar"}),
@@ -47,6 +48,7 @@ def test_safetensors_round_trip_rebuilds_the_same_model_from_the_file_alone(tmp_
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_metadata_and_extra_tensors_are_stored_but_extras_never_enter_the_model(tmp_path):
     model = trained_like("resnet20")
     path = tmp_path / "m.safetensors"
@@ -180,6 +182,7 @@ def test_save_into_a_missing_folder_is_one_weights_error_and_leaves_no_temp_file
 
 
 # --------------------------------------------------------------------------- what is saved describes the model
+@pytest.mark.slow
 def test_saved_options_read_the_class_and_channel_counts_from_the_modules(tmp_path):
     torch.manual_seed(0)
     model = resnet.create_model("resnet18").eval()
@@ -207,6 +210,7 @@ IMAGENET_RECORD = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], 
                    "crop_pct": 0.875, "interpolation": "bicubic", "crop_mode": "center"}
 
 
+@pytest.mark.slow
 def test_preprocess_record_is_saved_read_back_and_attached_as_pretrained_cfg(tmp_path):
     path = tmp_path / "m.safetensors"
     resnet.save_weights(resnet.create_model("resnet18"), path, preprocess=IMAGENET_RECORD)
@@ -263,6 +267,7 @@ def test_models_of_other_families_are_saved_with_their_own_options(tmp_path):
     assert json.loads(read_weights(tmp_path / "d.safetensors")[1][OPTIONS_KEY]) == model.options
 
 
+@pytest.mark.slow
 def test_headless_model_round_trips(tmp_path):
     """timm's num_classes=0: fc is an Identity, the net returns pooled features; the file says so."""
     torch.manual_seed(0)

@@ -163,6 +163,7 @@ def _overrides(draw):
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_overrides())
 def test_any_config_builds_a_valid_runcfg_or_raises_config_error(overrides):
@@ -182,6 +183,7 @@ _toml_lines = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_toml_lines, max_size=8))
 def test_any_recipe_file_through_the_cli_resolves_or_raises_config_error(tmp_path, lines):

@@ -71,6 +71,7 @@ def trained(tmp_path_factory):
     return root, base / "run"
 
 
+@pytest.mark.slow
 def test_grayscale_cmyk_rgba_palette_16bit_and_mixed_size_images_are_converted_and_trained_on(tmp_path, capsys):
     root = image_tree(tmp_path / "ds")
     rng = np.random.default_rng(7)
@@ -95,6 +96,7 @@ def test_grayscale_cmyk_rgba_palette_16bit_and_mixed_size_images_are_converted_a
     assert out.count("  1. ") == len(files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_unreadable_image_with_bad_images_fail_is_one_error_naming_the_file(trained, tmp_path, capsys, kind):
     root = image_tree(tmp_path / "ds")
@@ -108,6 +110,7 @@ def test_unreadable_image_with_bad_images_fail_is_one_error_naming_the_file(trai
     assert code == 2 and str(bad) in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_unreadable_images_with_bad_images_skip_train_evaluate_and_report_the_count(trained, tmp_path, capsys):
     root = image_tree(tmp_path / "ds")
     for i, kind in enumerate(BAD_KINDS):

@@ -161,6 +161,7 @@ _weights_bytes = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_weights_bytes)
 def test_random_bytes_as_weights_raise_weights_error_only(tmp_path, data):

@@ -65,6 +65,7 @@ def _half_written_then_disk_full(write):
     return torn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated tensors", "flipped byte", "missing tensors", "torn sidecar"])
 def test_damaged_newest_checkpoint_is_named_skipped_and_the_previous_one_resumes_identically(
     finished_run, tmp_path, capsys, caplog, damage
@@ -93,6 +94,7 @@ def test_damaged_newest_checkpoint_is_named_skipped_and_the_previous_one_resumes
     assert metric_rows(run) == metric_rows(finished_run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["tensors", "sidecar"])
 def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_names_the_folder(
     finished_run, tmp_path, capsys, monkeypatch, stage

@@ -30,6 +30,7 @@ def _all_finite(tensors: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cause", ["lr 1e6", "NaN batch at 7"])
 def test_nan_policy_stop_names_the_iteration_exits_2_and_keeps_the_last_good_checkpoint(
     tmp_path, capsys, monkeypatch, cause
@@ -55,6 +56,7 @@ def test_nan_policy_stop_names_the_iteration_exits_2_and_keeps_the_last_good_che
     assert not (run / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_nan_policy_skip_drops_the_poisoned_step_and_training_continues(tmp_path, capsys, monkeypatch, caplog):
     run = tmp_path / "run"
     poison_batch(monkeypatch, 7)

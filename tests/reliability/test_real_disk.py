@@ -43,6 +43,7 @@ def _remount_read_only(mount: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_training_is_one_error_and_the_run_resumes_elsewhere(small_fs, tmp_path, capsys):
     run = small_fs / "run"
     code, _, err = run_cli(["train", *TRAIN_ARGS, "--out", run], capsys)

@@ -54,6 +54,7 @@ def _copy(run: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [["--model", "resnet32"], ["--norm", "gn"], ["--lr", "0.5"], ["--batch-size", "16"],
                                   ["--seed", "3"]], ids=lambda f: f[0])
 def test_a_resume_that_would_change_what_the_run_is_refused_before_anything_is_written(finished, tmp_path, capsys,
@@ -78,6 +79,7 @@ def test_a_longer_run_on_resume_is_honoured_and_recorded_from_the_iteration_it_t
     assert json.loads((run / "final.json").read_text())["step"] == 14
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_trains_and_its_metrics_stay_single(tmp_path):
     run, log = tmp_path / "run", tmp_path / "first.log"
     first = start_resnet("train", *TRAIN_ARGS, "--iterations", "60", "--out", str(run), fault={"slow": 0.5}, log=log)
@@ -120,6 +122,7 @@ def test_default_run_folders_are_unique_and_existing_folders_are_not_overwritten
     assert (notes / "notes.txt").read_text() == "keep me" and sorted(p.name for p in notes.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["step", "position"])
 def test_an_edited_checkpoint_sidecar_is_refused_and_the_previous_checkpoint_resumes(finished, tmp_path, capsys,
                                                                                       caplog, edit):
@@ -141,6 +144,7 @@ def test_an_edited_checkpoint_sidecar_is_refused_and_the_previous_checkpoint_res
     assert "changed after it was written" in caplog.text and "resumed from iteration 10" in caplog.text
 
 
+@pytest.mark.slow
 def test_sighup_checkpoints_and_stops_like_sigterm(tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
     proc = start_resnet("train", *TRAIN_ARGS, "--out", str(run), fault={"slow": 0.3}, log=log)

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 from torchvision.io import write_png
 
+from resnet.classify import make_trainer, train
 from resnet.config import build_config, load_recipe, merge
 from resnet.data import load_digits_split
-from resnet.engine.trainer import Trainer, train
 from resnet.errors import ConfigError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_cpu_thread")]
@@ -70,14 +70,14 @@ def test_frozen_stages_keep_their_weights_and_statistics_and_a_slower_backbone_m
                                                                                            tmp_path):
     before = load_file(str(digits_run / "model.safetensors"))
     cfg = _parity_cfg(parity_folder, init_from=str(digits_run), freeze_stages=2)
-    trainer = Trainer(cfg, tmp_path / "frozen")
+    trainer = make_trainer(cfg, tmp_path / "frozen")
     trainer.run()
     after = trainer.model.state_dict()
     for key in ("conv1.weight", "layer1.0.conv1.weight", "layer2.2.bn2.running_mean", "layer2.2.conv2.weight"):
         assert torch.equal(after[key], before[key]), key
     assert not torch.equal(after["layer3.0.conv1.weight"], before["layer3.0.conv1.weight"])
 
-    slow = Trainer(_parity_cfg(parity_folder, init_from=str(digits_run), backbone_lr_mult=0.1), tmp_path / "slow")
+    slow = make_trainer(_parity_cfg(parity_folder, init_from=str(digits_run), backbone_lr_mult=0.1), tmp_path / "slow")
     scales = sorted({g.get("lr_scale", 1.0) for g in slow.optimizer.param_groups})
     assert scales == [0.1, 1.0]
     head = {id(p) for p in slow.model.fc.parameters()}
@@ -88,7 +88,7 @@ def test_frozen_stages_keep_their_weights_and_statistics_and_a_slower_backbone_m
 def test_a_finetuning_run_resumes_from_its_checkpoint(digits_run, parity_folder, tmp_path, sigterm_at):
     cfg = _parity_cfg(parity_folder, init_from=str(digits_run), freeze_bn=True)
     straight = train(cfg, tmp_path / "straight")
-    trainer = Trainer(cfg, tmp_path / "cut")
+    trainer = make_trainer(cfg, tmp_path / "cut")
     sigterm_at(trainer, 20)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 20}
     assert train(cfg, tmp_path / "cut", resume=True) == straight
@@ -96,6 +96,6 @@ def test_a_finetuning_run_resumes_from_its_checkpoint(digits_run, parity_folder,
 
 def test_freezing_more_stages_than_the_net_has_is_one_config_error(digits_run, parity_folder, tmp_path):
     with pytest.raises(ConfigError, match="3 stages"):
-        Trainer(_parity_cfg(parity_folder, init_from=str(digits_run), freeze_stages=4), tmp_path / "x")
+        make_trainer(_parity_cfg(parity_folder, init_from=str(digits_run), freeze_stages=4), tmp_path / "x")
     with pytest.raises(ConfigError, match="between 0 and 4"):
         _parity_cfg(parity_folder, freeze_stages=9)

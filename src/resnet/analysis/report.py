@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet.printable import printable_line
+
 Cell = str | int | float | None
 
 
@@ -115,8 +117,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>])")
 def md_text(value: str) -> str:
     """A value from the command line (a --data or --runs path) as Markdown shows it: control characters and
     newlines escaped, Markdown's punctuation backslashed, so it cannot add lines, links or HTML to the report."""
-    text = value if value.isprintable() else repr(value)[1:-1]
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(r"\\\1", printable_line(value))
 
 
 def render_markdown(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section], root: Path,

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from resnet.bench.workloads import BenchSpec, model_family, our_model
+from resnet.classify.task import ClassificationTask
 from resnet.config import OptimCfg, RunCfg, build_config, load_recipe, merge
 from resnet.engine.optim import build_optimizer
 from resnet.engine.step import build_step
@@ -72,7 +73,7 @@ def loss_curve(spec: BenchSpec, batches: list[tuple[Tensor, Tensor]], fast: bool
     model = our_model(run, num_classes=10)  # seeds before building: both sides start from the same weights
     fused = fast and spec.device.type == "cuda"
     step = build_step(model, build_optimizer(model, OptimCfg(lr=CHECK_LR), fused=fused), run, spec.device,
-                      cuda_graphs=run.cuda_graphs)
+                      task=ClassificationTask(), cuda_graphs=run.cuda_graphs)
     losses = [step((x, y), CHECK_LR)[0] for x, y in batches]
     return torch.stack(losses).float().cpu()
 
@@ -148,7 +149,7 @@ def same_error_range(ours: float, eager: float, num_test: int, num_classes: int)
 def short_run(spec: BenchSpec, iterations: int) -> dict[str, Any]:
     """The quick recipe trained end to end (data, evaluation) by the real trainer, with our switches and as the
     plain eager fp32 loop (TF32 off), from the same seed; a CIFAR model of the bench, else ResNet-20."""
-    from resnet.engine.trainer import Trainer  # the trainer pulls in the data stack: only when asked
+    from resnet.classify import make_trainer  # pulls in the data stack: only when asked
 
     model = spec.model if model_family(spec.model) == "cifar" else "resnet20"
     result: dict[str, Any] = {"model": model, "dataset": "digits", "iterations": iterations}
@@ -157,7 +158,7 @@ def short_run(spec: BenchSpec, iterations: int) -> dict[str, Any]:
         for name, fast in (("eager_fp32", False), ("ours", True)):
             start = time.perf_counter()
             with contextlib.nullcontext() if fast else true_fp32():
-                trainer = Trainer(_run_config(model, spec, iterations, fast), Path(tmp) / name)
+                trainer = make_trainer(_run_config(model, spec, iterations, fast), Path(tmp) / name)
                 errors[name] = float(trainer.run()["test_error"])
             seconds[name] = round(time.perf_counter() - start, 1)
     result.update(same_error_range(errors["ours"], errors["eager_fp32"], trainer.data.num_eval,

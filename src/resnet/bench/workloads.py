@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from resnet.classify.group import GroupStream, GroupTask
+from resnet.classify.task import ClassificationTask
 from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
 from resnet.engine.distributed import wrap_ddp
 from resnet.engine.graphs import capture_inference
-from resnet.engine.group import GroupStream, GroupTask
 from resnet.engine.optim import build_optimizer
 from resnet.engine.precision import autocast_for as step_autocast
 from resnet.engine.step import build_step
@@ -182,7 +183,7 @@ def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = No
     if ddp:
         net = wrap_ddp(model, spec.device, spec.bucket_cap_mb)
     graphs = spec.cuda_graphs if cuda_graphs is None else cuda_graphs
-    step = build_step(net, optimizer, spec, spec.device, cuda_graphs=graphs and not ddp)
+    step = build_step(net, optimizer, spec, spec.device, task=ClassificationTask(), cuda_graphs=graphs and not ddp)
     box: list[Tensor] = []
     if model_family(spec.model) == "cifar":
         images, labels, mean = synthetic_set(spec.dataset_size, spec.input_size, num_classes_for(spec))

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet.config import ModelCfg
+from resnet.config import DetectCfg, ModelCfg
 from resnet.detection.models import IMAGENET_MEAN, IMAGENET_STD
-from resnet.detection.options import DetectCfg
 from resnet.errors import ConfigError
 
 log = logging.getLogger("resnet.detection")

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from resnet.bench.timing import Measurement, environment, peak_memory_mib, reset_peak_memory, summarize, time_steps
+from resnet.config import DetectCfg
 from resnet.detection.models import IMAGENET_MEAN, IMAGENET_STD, build_detector
-from resnet.detection.options import DetectCfg
 from resnet.engine.distributed import resolve_device
 
 TORCHVISION_FPN = {"anchor_sizes": (32, 64, 128, 256, 512), "rpn_pre_nms_train": 2000, "rpn_post_nms_train": 2000,
@@ -56,12 +56,12 @@ def _reference(size: int) -> nn.Module:
 
 def detectors(backbone: str, size: int) -> list[tuple[str, str, Callable[[], nn.Module]]]:
     """(row name, what it is, builder) for our two designs and torchvision's reference."""
-    import resnet
+    from resnet.models.registry import create_model
 
     def ours(design: str) -> Callable[[], nn.Module]:
         anchors = TORCHVISION_FPN["anchor_sizes"][1:] if design == "c4" else TORCHVISION_FPN["anchor_sizes"]
         cfg = DetectCfg(design=design, min_size=size, max_size=size, **{**TORCHVISION_FPN, "anchor_sizes": anchors})
-        return lambda: build_detector(resnet.create_model(backbone, stride_in_1x1=False), 90, cfg)
+        return lambda: build_detector(create_model(backbone, stride_in_1x1=False), 90, cfg)
 
     return [
         ("ours-fpn", f"our {backbone} (v1.5) + FPN, frozen BN", ours("fpn")),

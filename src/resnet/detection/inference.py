@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from resnet.detection.options import DetectCfg, build_detect_cfg
+from resnet.config import DetectCfg, build_section
 from resnet.errors import WeightsError
 
 
@@ -66,7 +66,7 @@ def load_detector(target: str | os.PathLike[str], device: str | torch.device = "
         raise WeightsError(f"{path}: not a detector's weights (no detect.config metadata); pass the folder or "
                            "model.safetensors of a `resnet detect train` run")
     try:
-        cfg = build_detect_cfg(json.loads(metadata["detect.config"]))
+        cfg = build_section("detect", json.loads(metadata["detect.config"]))
         categories = json.loads(metadata["detect.categories"])
         options = json.loads(metadata[OPTIONS_KEY])
         net = create_model(options["backbone"], **options["backbone_options"])

@@ -31,7 +31,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from resnet.detection.options import DetectCfg
+from resnet.config import DetectCfg
 from resnet.errors import ConfigError, ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,10 +1,10 @@
 """What ``resnet detect`` does: set up and train a detection run, score a detector, draw its boxes, write scenes.
 
-A detection run folder is a classification run folder (config.toml, metrics.jsonl, curves.png, TensorBoard,
-checkpoints/, model.safetensors, final.json, all written by the engine) plus ``detect.toml``, the detection options,
-written here before training and read back by ``--resume``. When the backbone has no classification weights and
-the recipe names a ``pretrain`` recipe, that classification run is trained first into ``RUN/pretrain`` through the
-same engine (and resumed there if it was interrupted).
+A detection run folder is a run folder like any other (config.toml with its [detect] section, metrics.jsonl,
+curves.png, TensorBoard, checkpoints/, model.safetensors, final.json, all written by the engine); ``resnet detect
+train`` resolves its config and resumes it through the same command path as ``resnet train`` (``commands``). When
+the backbone has no classification weights and the recipe names a ``pretrain`` recipe, that classification run is
+trained first into ``RUN/pretrain`` through the same engine (and resumed there if it was interrupted).
 """
 
 from __future__ import annotations
@@ -13,64 +13,25 @@ import dataclasses
 import json
 import logging
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from resnet.config import RunCfg, build_config, from_dict, load_recipe, merge, to_dict
-from resnet.detection.options import (
-    DetectCfg,
-    build_detect_cfg,
-    detect_dict,
-    read_detect_cfg,
-    write_detect_cfg,
-)
-from resnet.errors import ConfigError
+from resnet.config import RunCfg, build_config, build_section, load_recipe, merge, section_values, to_dict
 from resnet.fsutil import write_atomic
 
 log = logging.getLogger("resnet.detection")
 PRETRAIN_DIR = "pretrain"
 
 
-def _saved_run_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.toml"
-    if not path.is_file():
-        raise ConfigError(f"--resume {folder}: no config.toml there; pass the folder of an earlier detection run")
-    try:
-        return to_dict(from_dict(tomllib.loads(path.read_text())))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged ({e}); restore it, or start a new run with --out") from None
-
-
-def resolve_config(recipe: str | None, resume: Path | None, flags: dict[str, dict[str, Any]],
-                   detect_flags: dict[str, Any]) -> tuple[RunCfg, DetectCfg]:
-    """Recipe < flags; with ``resume`` the run folder's config.toml and detect.toml replace the recipe."""
-    if resume is not None:
-        saved = _saved_run_config(resume)
-        name = saved.pop("recipe")
-        return (build_config(merge(saved, flags), recipe=name),
-                build_detect_cfg({**detect_dict(read_detect_cfg(resume)), **detect_flags}))
-    recipe = recipe or "detect-quick"
-    tables = load_recipe(recipe)
-    if "detect" not in tables:
-        raise ConfigError(f"recipe {recipe} has no [detect] table: it is not a detection recipe (classification "
-                          "recipes train with `resnet train`); choose detect-quick, detect-paper or a .toml with a "
-                          "[detect] table")
-    detect = tables.pop("detect")
-    for section, values in tables.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"recipe {recipe}: section [{section}] must be a table of key = value")
-    if not isinstance(detect, dict):
-        raise ConfigError(f"recipe {recipe}: section [detect] must be a table of key = value")
-    return build_config(merge(tables, flags), recipe=Path(recipe).stem), build_detect_cfg({**detect, **detect_flags})
-
-
-def pretrain_backbone(cfg: RunCfg, detect: DetectCfg, out: Path) -> tuple[DetectCfg, dict[str, Any] | None]:
+def pretrain_backbone(cfg: RunCfg, out: Path) -> tuple[RunCfg, dict[str, Any] | None]:
     """Without init weights and with a ``pretrain`` recipe: train the backbone as a classifier first, into
-    RUN/pretrain (a finished one is reused, an interrupted one resumed). Returns the options initialising from it,
+    RUN/pretrain (a finished one is reused, an interrupted one resumed). Returns the config initialising from it,
     and the classification run's result when it stopped on a signal (the caller stops too)."""
+    detect = cfg.detect
+    assert detect is not None, "a detection run's config has a [detect] section"
     if detect.init_from is not None or detect.pretrain is None:
-        return detect, None
+        return cfg, None
+    from resnet.classify import classification_task
     from resnet.engine.trainer import train
 
     folder = out / PRETRAIN_DIR
@@ -82,39 +43,36 @@ def pretrain_backbone(cfg: RunCfg, detect: DetectCfg, out: Path) -> tuple[Detect
         resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
         log.info("no classification weights for the backbone: training %s with the %s recipe first, into %s",
                  cfg.model.name, detect.pretrain, folder)
-        result = train(cls_cfg, folder, resume=resume)
+        result = train(cls_cfg, folder, resume=resume, task=classification_task(cls_cfg))
         if "stopped_by_signal" in result:
-            return detect, result
+            return cfg, result
         log.info("backbone pre-trained: test error %.2f%%", result.get("test_error", float("nan")))
-    return dataclasses.replace(detect, init_from=str(folder)), None
+    return dataclasses.replace(cfg, detect=dataclasses.replace(detect, init_from=str(folder))), None
 
 
-def write_run_files(out: Path, cfg: RunCfg, detect: DetectCfg) -> None:
-    """config.toml and detect.toml (rank 0), so that a run stopped even before its first checkpoint (while the
-    backbone pre-trains) is resumed with the settings it started with; the engine rewrites config.toml as trained."""
-    import tomli_w
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    write_detect_cfg(out, detect)
-    write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
-
-
-def train_detector(cfg: RunCfg, detect: DetectCfg, out: Path, resume: bool, explicit_model: bool,
+def train_detector(cfg: RunCfg, out: Path, resume: bool, explicit_model: bool,
                    on_ready: Any = None) -> dict[str, Any]:
-    """Pre-train if needed, fix the backbone and its input normalisation, write detect.toml, train."""
+    """Pre-train if needed, fix the backbone and its input normalisation, train through the engine.
+
+    A new run writes its config.toml first (rank 0), so that a run stopped while its backbone pre-trains resumes
+    with the settings it started with; a resume writes nothing here: the engine takes the lock and checks what the
+    resume changes before it writes config.toml.
+    """
     from resnet.detection.backbones import resolve_init
     from resnet.detection.task import DetectionTask
     from resnet.engine.trainer import train
 
-    if not resume:
-        write_run_files(out, cfg, detect)
-    detect, stopped = pretrain_backbone(cfg, detect, out)
+    if not resume and int(os.environ.get("RANK", "0")) == 0:
+        import tomli_w
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
+    cfg, stopped = pretrain_backbone(cfg, out)
     if stopped is not None:
         return stopped
-    model, detect = resolve_init(cfg.model, detect, explicit_model)
-    cfg = dataclasses.replace(cfg, model=model)
-    write_run_files(out, cfg, detect)
+    assert cfg.detect is not None
+    model, detect = resolve_init(cfg.model, cfg.detect, explicit_model)
+    cfg = dataclasses.replace(cfg, model=model, detect=detect)
     return train(cfg, out, resume=resume, task=DetectionTask(detect), on_ready=on_ready)
 
 
@@ -132,7 +90,7 @@ def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, d
 
     dev = resolve_device(device)
     model, cfg, categories = load_detector(target, dev)
-    cfg = build_detect_cfg({**detect_dict(cfg), **overrides})
+    cfg = build_section("detect", {**section_values(cfg), **overrides})
     source = open_test_source(cfg, categories)
     loader = DetectionEvalLoader(source, batch_size, dev, resize=Resize(cfg.min_size, cfg.max_size))
     with torch.inference_mode():
@@ -184,4 +142,4 @@ def make_scenes_dataset(out: Path, train: int, test: int, size: int, seed: int) 
 
 
 __all__ = ["PRETRAIN_DIR", "evaluate_detector", "make_scenes_dataset", "predict_files", "pretrain_backbone",
-           "resolve_config", "train_detector", "write_run_files"]
+           "train_detector"]

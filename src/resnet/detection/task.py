@@ -12,13 +12,13 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from resnet.config import RunCfg
-from resnet.detection.options import DetectCfg
+from resnet.config import DetectCfg, RunCfg
 from resnet.engine.distributed import DistInfo
 from resnet.errors import ConfigError
 
@@ -92,6 +92,7 @@ class DetectionTask:
     running = RUNNING
     monitor = MONITOR
     static_shapes = False  # images keep their own sizes: no CUDA-graph capture
+    source = None  # the backbone's weights are recorded in config.toml ([detect] init_from) and the log
 
     def __init__(self, detect: DetectCfg) -> None:
         self.detect = detect
@@ -147,12 +148,25 @@ class DetectionTask:
         return {MONITOR: 100.0 * (1.0 - scores["coco_map50"]), **{f"test_{k}": v for k, v in scores.items()}}
 
     def save_record(self, data: DetectionData) -> tuple[dict[str, str], dict[str, Tensor]]:
-        from resnet.detection.options import detect_dict
+        from resnet.config import section_values
 
         meta = {"task": self.name, "dataset": data.dataset, "classes": json.dumps(data.classes),
                 "detect.categories": json.dumps(data.categories),
-                "detect.config": json.dumps(detect_dict(self.detect), sort_keys=True)}
+                "detect.config": json.dumps(section_values(self.detect), sort_keys=True)}
         return meta, {}
+
+    # -- what the loop asks once -----------------------------------------------------------------------
+    def as_trained(self, cfg: RunCfg, model: nn.Module) -> RunCfg:
+        return cfg  # the backbone's layout was fixed before the run (backbones.resolve_init)
+
+    def lr_scales(self, cfg: RunCfg, model: nn.Module) -> None:
+        return None
+
+    def write_results(self, out: Path, cfg: RunCfg, model: nn.Module, final: dict[str, Any],
+                      history: list[dict[str, Any]], meta: dict[str, str], extra: dict[str, Tensor]) -> None:
+        from resnet.engine.rundir import write_results
+
+        write_results(out, model, final, history, meta, extra, label=cfg.model.name)
 
 
 __all__ = ["DEFAULT_SPLITS", "MONITOR", "RUNNING", "DetectionData", "DetectionTask", "first_images", "open_test_source",

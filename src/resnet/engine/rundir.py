@@ -7,14 +7,13 @@ import json
 import platform
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tomli_w
 import torch
 
-from resnet.config import to_dict
+from resnet.config import read_run_config, to_dict
 from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
 from resnet.errors import ConfigError, TrainingError
 from resnet.fsutil import temporary_name, write_atomic
@@ -128,11 +127,9 @@ NUMERICS: frozenset[str] = frozenset({
 def saved_config(out: Path) -> dict[str, Any]:
     """The run folder's config.toml as checked plain values; {} where there is none or it does not read (the CLI
     has already refused a damaged one; the API resumes what it was given)."""
-    from resnet.config import from_dict
-
     try:
-        return to_dict(from_dict(tomllib.loads((out / "config.toml").read_text())))
-    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        return read_run_config(out)
+    except (OSError, ConfigError):
         return {}
 
 

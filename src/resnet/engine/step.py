@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from resnet.engine.graphs import CAPTURE_MODE, unwrap_compiled
 from resnet.engine.precision import autocast_for, grad_scaler_for
-from resnet.engine.task import ClassificationTask
 
 log = logging.getLogger("resnet.engine")
 
@@ -147,7 +146,7 @@ class Step:
         switches: StepSwitches,
         device: torch.device,
         *,
-        task: StepLoss | None = None,
+        task: StepLoss,
         cuda_graphs: bool = False,
         tensor_lr: bool | None = None,
         skip_nonfinite: bool = False,
@@ -164,7 +163,7 @@ class Step:
             raise ValueError("a device-tensor lr needs fused SGD (build_optimizer(..., fused=True)); the foreach path "
                              "reads a tensor lr with a host sync")
         self.net, self.optimizer, self.device = net, optimizer, device
-        self.task = task if task is not None else ClassificationTask()
+        self.task = task
         self.precision, self.channels_last = switches.precision, switches.channels_last
         self.graphs, self.skip_nonfinite, self.warmup_steps = cuda_graphs, skip_nonfinite, warmup_steps
         self.lr = DeviceLR(optimizer, device) if tensor_lr else None
@@ -303,7 +302,7 @@ def build_step(
     switches: StepSwitches,
     device: torch.device,
     *,
-    task: StepLoss | None = None,
+    task: StepLoss,
     cuda_graphs: bool | None = None,
     skip_nonfinite: bool = False,
     scaler: torch.amp.GradScaler | None = None,
@@ -314,7 +313,7 @@ def build_step(
     ``cuda_graphs`` defaults to on for a single CUDA process and off otherwise (CPU, DDP). ``model`` may be already
     compiled or DDP-wrapped; it is compiled here when ``switches.compile`` asks and it is not yet. fp16 gets a
     ``GradScaler`` (:func:`grad_scaler_for`) unless one is passed; pass the trainer's to checkpoint it. ``task``
-    defaults to classification (cross-entropy; sums = wrong predictions).
+    supplies the loss (:class:`StepLoss`).
     """
     ddp = isinstance(unwrap_compiled(model), DistributedDataParallel)
     if cuda_graphs is None:

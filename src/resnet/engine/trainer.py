@@ -9,18 +9,17 @@ maybe evaluate, maybe checkpoint. What differs between tasks (loss, running figu
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from resnet.config import ModelCfg, RunCfg
+from resnet.config import RunCfg
 from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import (
     agree_on_checkpoint,
@@ -32,7 +31,6 @@ from resnet.engine.distributed import (
     shutdown,
     wrap_ddp,
 )
-from resnet.engine.group import GroupTask
 from resnet.engine.guards import NonFiniteGuard, StopNow, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import grad_scaler_for
@@ -48,14 +46,13 @@ from resnet.engine.rundir import (
     replicas_identical,
     resume_changes,
     saved_config,
-    write_results,
 )
 from resnet.engine.runlock import RunDirLock
 from resnet.engine.runlog import RunLog, truncate_metrics
 from resnet.engine.schedule import LRSchedule, resize_schedule
 from resnet.engine.schedule import warnings_for as schedule_warnings
 from resnet.engine.step import Step, build_step, optimizer_state_dict
-from resnet.engine.task import ClassificationTask, Task
+from resnet.engine.task import Task
 from resnet.engine.threads import run_threads
 from resnet.errors import ConfigError, TrainingError
 from resnet.models.weights import unwrap_model
@@ -98,9 +95,7 @@ class Trainer:
     (run folder, restore, the step); :meth:`run` trains to the end or to a signal; :meth:`finish` writes the results.
     """
 
-    def __init__(self, cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None) -> None:
-        if task is None:  # --seeds: the members as one grouped net
-            task = GroupTask(cfg.train.seeds) if cfg.train.seeds else ClassificationTask()
+    def __init__(self, cfg: RunCfg, out: Path, task: Task, resume: bool = False) -> None:
         self.task: Task = task
         self.dist, self.device = init_distributed(cfg.train.device)
         self.out, self.resume = out, resume
@@ -110,13 +105,15 @@ class Trainer:
                                   if resume else None)
             torch.set_num_threads(threads)
             cfg = replace(cfg, train=replace(cfg.train, threads=threads))
+        if resume and not self.dist.enabled:  # a refused resume is refused before data and model are built (under
+            resume_changes(out, cfg)          # torchrun setup() checks, with the ranks' agreement)
         torch.manual_seed(cfg.train.seed)
         self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
         self.model = self._build_model(cfg)
-        self.cfg = apply_recipe_rules(described(cfg, self.model), self.model)
+        self.cfg = apply_recipe_rules(task.as_trained(cfg, self.model), self.model)
         self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd,
-                                         scales=lr_scales(self.model, self.cfg))
+                                         scales=task.lr_scales(self.cfg, self.model))
         self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
         self.schedule = LRSchedule(self.cfg.optim, self.total)
         for warning in schedule_warnings(self.cfg.optim, self.total) if self.dist.is_main else ():
@@ -171,7 +168,7 @@ class Trainer:
             for warning in numerics_warnings(changes):
                 log.warning("%s", warning)
             prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume,
-                            init_from=getattr(self.task, "source", None))
+                            init_from=self.task.source)
             log.info("numerics: %s", describe_numerics(numerics(self.device)))
             ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
         barrier()
@@ -185,7 +182,7 @@ class Trainer:
                 log.info("DistributedDataParallel over %d processes, gradient buckets of %.1f MB",
                          self.dist.world_size, self.net.bucket_bytes_cap / 2**20)
         graphs = self.device.type == "cuda" and self.cfg.train.cuda_graphs and not self.dist.enabled \
-            and getattr(self.task, "static_shapes", True)
+            and self.task.static_shapes
         self.step_fn = build_step(self.net, self.optimizer, self.sw, self.device, task=self.task, cuda_graphs=graphs,
                                   skip_nonfinite=self.cfg.train.nan_policy == "skip", scaler=self.scaler)
         return self
@@ -384,24 +381,19 @@ class Trainer:
         if self.dist.is_main:
             meta, extra = self.task.save_record(self.data)
             meta["step"] = str(self.step)
-            if isinstance(self.task, GroupTask):  # one run folder per member; the group keeps its rows and final
-                self.task.write_members(self.out, self.cfg, unwrap_model(self.model), final, self.history, meta,
-                                        extra)
-                (self.out / "final.json").write_text(json.dumps(final, indent=1))
-            else:
-                write_results(self.out, self.model, final, self.history, meta, extra, label=self.cfg.model.name)
+            self.task.write_results(self.out, self.cfg, unwrap_model(self.model), final, self.history, meta, extra)
         return final
 
 
-def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None,
+def train(cfg: RunCfg, out: Path, task: Task, resume: bool = False,
           on_ready: Callable[[RunCfg], None] | None = None) -> dict[str, Any]:
-    """Train ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked).
+    """Train ``task`` with ``cfg`` into the run folder ``out`` (resuming its newest intact checkpoint if asked).
 
     ``on_ready`` gets the config as trained (recipe rules applied) once data, model and run folder are set up:
     the CLI prints it then, so bad input ends in its one error line alone.
     """
     with peer_loss_is_training_error():
-        trainer = Trainer(cfg, out, resume=resume, task=task)
+        trainer = Trainer(cfg, out, task, resume=resume)
         try:
             trainer.setup()
             if on_ready is not None:
@@ -412,28 +404,6 @@ def train(cfg: RunCfg, out: Path, resume: bool = False, task: Task | None = None
     if trainer.dist.enabled:  # after a clean end only: a lost peer's error is read while the group still exists
         shutdown()
     return result
-
-
-def described(cfg: RunCfg, model: nn.Module) -> RunCfg:
-    """A run started from weights trains the net the file holds (its layout, e.g. torchvision's v1.5): config.toml
-    says so, so the run can be repeated (and resumed) from its config."""
-    options = getattr(model, "options", None)
-    if not cfg.finetune.init_from or not isinstance(options, dict):
-        return cfg
-    names = {f.name for f in fields(ModelCfg)}
-    taken = {k: v for k, v in options.items() if k in names}
-    return replace(cfg, model=replace(cfg.model, name=getattr(model, "arch", cfg.model.name), **taken))
-
-
-def lr_scales(model: nn.Module, cfg: RunCfg) -> dict[int, float] | None:
-    """``finetune.backbone_lr_mult``: every parameter outside the head trains at that fraction of the rate."""
-    mult = cfg.finetune.backbone_lr_mult
-    if mult == 1.0:
-        return None
-    from resnet.transfer.finetune import head_parameters
-
-    head = {id(p) for p in head_parameters(model)}
-    return {id(p): mult for p in model.parameters() if id(p) not in head}
 
 
 __all__ = ["Switches", "Trainer", "apply_recipe_rules", "resolve_switches", "total_iterations", "train"]

@@ -165,7 +165,11 @@ def run_config(ctx: Context, model: dict[str, Any], seed: int) -> RunCfg:
         data["protocol"] = "center"  # 10-crop testing multiplies evaluation cost by 10
     over = {"model": dict(model), "data": data, "optim": optim, "train": train}
     try:
-        return build_config(merge(load_recipe(recipe), over), recipe=recipe)
+        from resnet.models.registry import check_model_cfg  # the registry knows the nets (it imports torch)
+
+        cfg = build_config(merge(load_recipe(recipe), over), recipe=recipe)
+        check_model_cfg(cfg.model)
+        return cfg
     except ConfigError as e:  # the registry's rule, said in the study's terms, before anything trains
         name, text = model.get("name"), str(e)
         if "unknown model" in text:

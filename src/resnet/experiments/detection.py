@@ -42,10 +42,9 @@ def plan(ctx: Context) -> list[RunSpec]:
     return [s for net in nets_for(ctx) for s in specs_for(ctx, net, pretty(net), {"name": net}, ctx.seed_count())]
 
 
-def _detect_config(ctx: Context, spec: RunSpec, init_from: Path) -> tuple[Any, Any]:
+def _detect_config(ctx: Context, spec: RunSpec, init_from: Path) -> Any:
     """The detect-quick recipe for ``spec``'s backbone, initialised from its classification run, at ctx's scale."""
     from resnet.config import to_dict
-    from resnet.detection.options import build_detect_cfg
 
     recipe = load_recipe("detect-quick")
     detect = dict(recipe.pop("detect"))
@@ -60,8 +59,7 @@ def _detect_config(ctx: Context, spec: RunSpec, init_from: Path) -> tuple[Any, A
     if scenes_train:
         detect.update(scenes_train=scenes_train, scenes_test=scenes_test)
     model = {k: v for k, v in to_dict(spec.cfg)["model"].items() if k != "num_classes"}
-    cfg = build_config(merge(recipe, {"model": model, "train": train}), recipe="detect-quick")
-    return cfg, build_detect_cfg(detect)
+    return build_config(merge(recipe, {"model": model, "train": train, "detect": detect}), recipe="detect-quick")
 
 
 def train_detectors(ctx: Context, specs: list[RunSpec], results: dict[str, RunResult]) -> dict[str, dict]:
@@ -79,11 +77,11 @@ def train_detectors(ctx: Context, specs: list[RunSpec], results: dict[str, RunRe
         if (folder / "final.json").is_file():
             out[spec.folder] = json.loads((folder / "final.json").read_text())
             continue
-        cfg, detect = _detect_config(ctx, spec, source.out)
+        cfg = _detect_config(ctx, spec, source.out)
         resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
         t0 = time.perf_counter()
         try:
-            result = train_detector(cfg, detect, folder, resume, explicit_model=True)
+            result = train_detector(cfg, folder, resume, explicit_model=True)
         except ResNetError as e:
             out[spec.folder] = {"error": str(e)}
             continue

@@ -87,7 +87,7 @@ def _record_wall(out: Path, seconds: float) -> None:
 
 def _train_here(spec: RunSpec, out: Path, resume: bool) -> str | None:
     """Train in this process; a ResNetError (e.g. a diverged run) is returned, not raised, so the study goes on."""
-    from resnet.engine.trainer import train
+    from resnet.classify import train
 
     t0 = time.perf_counter()
     try:

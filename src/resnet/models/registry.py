@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
-from resnet.errors import ModelError
+from resnet.errors import ConfigError, ModelError
 from resnet.models.features import ResNetFeatures
 from resnet.models.layers import INITS, NORMS
+
+if TYPE_CHECKING:
+    from resnet.config import ModelCfg
 
 STEMS: tuple[str, ...] = ("imagenet", "cifar")
 OPTION_NAMES: tuple[str, ...] = (
@@ -76,6 +79,15 @@ def validate_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         return resolve(options)
     with torch.device("meta"):
         return dict(builder(**options).options)
+
+
+def check_model_cfg(cfg: ModelCfg) -> None:
+    """A config's [model] section checked by :func:`validate_options`: one ConfigError line naming the bad option
+    and the valid ones (what a command says before anything is built)."""
+    try:
+        validate_options(cfg.name, cfg.options())
+    except ModelError as e:
+        raise ConfigError(f"model: {e}") from None
 
 
 def create_model(

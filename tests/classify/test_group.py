@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from resnet.classify import make_trainer, train
+from resnet.classify.group import member_folder
 from resnet.config import build_config, from_dict, to_dict
-from resnet.engine.group import member_folder
-from resnet.engine.trainer import Trainer, train
 from resnet.errors import ConfigError, ModelError
 from resnet.inference import evaluate_ensemble
 
@@ -42,6 +42,7 @@ def group_run(tmp_path_factory):
     return root, train(_cfg(seeds=SEEDS), root / "group")
 
 
+@pytest.mark.slow
 def test_each_member_folder_is_a_run_of_its_seed(group_run):
     root, final = group_run
     for seed in SEEDS:
@@ -72,6 +73,7 @@ def test_each_member_folder_is_a_run_of_its_seed(group_run):
 FLOAT32_STEPS_RTOL = 1e-4
 
 
+@pytest.mark.slow
 def test_members_train_as_the_separate_runs_of_their_seeds(tmp_path):
     short = {"iterations": 5, "eval_every": 1, "checkpoint_every": 0}
     train(_cfg(seeds=SEEDS, **short), tmp_path / "group")
@@ -93,9 +95,10 @@ def test_members_train_as_the_separate_runs_of_their_seeds(tmp_path):
     assert abs(a - b) > 1e-2
 
 
+@pytest.mark.slow
 def test_an_interrupted_group_resumes_to_the_uninterrupted_weights(group_run, tmp_path, sigterm_at):
     root, _ = group_run
-    trainer = Trainer(_cfg(seeds=SEEDS), tmp_path)
+    trainer = make_trainer(_cfg(seeds=SEEDS), tmp_path)
     trainer.setup()
     sigterm_at(trainer, 15)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 15}
@@ -114,7 +117,7 @@ def test_a_group_folder_resumed_as_a_single_run_is_refused_in_one_line(group_run
 
 
 def test_member_rows_keep_their_own_figures_and_drop_the_groups_means():
-    from resnet.engine.group import GroupTask
+    from resnet.classify.group import GroupTask
 
     row = {"step": 5, "lr": 0.1, "train_error": 3.0, "train_error_seed0": 2.0, "train_error_seed1": 4.0,
            "val_error": 7.0, "val_error_seed0": 6.0, "val_error_seed1": 8.0, "test_error": 5.0,
@@ -154,13 +157,14 @@ def test_seeds_are_checked_before_anything_trains(tmp_path):
         train(cfg, tmp_path / "b")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["center", "10crop", "multiscale"])
 def test_the_group_scores_each_member_as_it_scores_alone(protocol):
     import resnet
+    from resnet.classify.evaluate import evaluate
+    from resnet.classify.group import GroupTask
     from resnet.config import DataCfg
     from resnet.data import build_data
-    from resnet.engine.evaluate import evaluate
-    from resnet.engine.group import GroupTask
     from resnet.models.grouped import stack
 
     members = []

@@ -18,6 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from resnet.config.base import choice as _choice
+from resnet.config.base import option
+from resnet.config.base import positive as _positive
+from resnet.config.detect import DetectCfg
 from resnet.errors import ConfigError
 from resnet.printable import safe_name
 
@@ -35,30 +39,7 @@ SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest image decoded by default: a small file can declare gigapixels (a decompression bomb)."""
-FLOAT32_MAX = 3.4028234663852886e38
-"""Training computes in float32: a larger value (lr 1e308) overflows to inf there."""
 PAPER_MILESTONES = (32000, 48000)
-
-
-def option(default: Any, help: str) -> Any:
-    """A config field with its default and its help text (the one source of the CLI's flag help)."""
-    return field(default=default, metadata={"help": help})
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-
-
-def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
-    if isinstance(value, float) and value > FLOAT32_MAX:
-        raise ConfigError(f"{name}={value!r} overflows float32 (largest 3.4e38), which training computes in")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
 def _size(name: str, value: int) -> None:
@@ -87,13 +68,8 @@ class ModelCfg:
     def __post_init__(self) -> None:
         _positive("model.num_classes", self.num_classes)
         _positive("model.in_chans", self.in_chans)
-        from resnet.errors import ModelError
-        from resnet.models.registry import validate_options  # the one rule for model options (imports torch)
-
-        try:
-            validate_options(self.name, self.options())
-        except ModelError as e:
-            raise ConfigError(f"model: {e}") from None
+        # The name and options are the registry's to check (resnet.models.registry.check_model_cfg): it knows the
+        # nets; the commands call it as soon as a config is built, the engine when it builds the net.
 
     def options(self) -> dict[str, Any]:
         """Keyword options for ``create_model`` (only the ones set)."""
@@ -316,13 +292,20 @@ class RunCfg:
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    detect: DetectCfg | None = option(None, "The detector, its data and initialisation: a detection run only.")
     recipe: str = option("quick", "Name of the recipe these values started from.")
+
+    @property
+    def task(self) -> str:
+        """What the run trains: ``detect`` when it has a [detect] section, else ``classify``."""
+        return "classify" if self.detect is None else "detect"
 
 
 SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "train": TrainCfg,
-                             "finetune": FinetuneCfg}
+                             "finetune": FinetuneCfg, "detect": DetectCfg}
 """The config's sections, as recipe tables ``[model]`` ... and run-folder ``config.toml`` name them."""
-_SECTIONS = SECTIONS
+OPTIONAL_SECTIONS = ("detect",)
+"""Sections a run has only when its recipe (or a flag of its command) gives them: the task's own."""
 
 
 def field_help(section: str, name: str) -> str:
@@ -391,22 +374,33 @@ def _scalar(hint: Any, value: Any) -> Any:
     return value
 
 
+def build_section(section: str, values: dict[str, Any]) -> Any:
+    """One section (``ModelCfg``, ``DetectCfg`` ...) from ``{field: value}`` (TOML, JSON or flags), every value
+    coerced to its field's type and checked; an unknown key is a ConfigError naming the valid ones."""
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section [{section}] must be a table of key = value")
+    known = {f.name: f for f in fields(SECTIONS[section])}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown config key {section}.{key}; valid keys: {', '.join(sorted(known))}")
+    return SECTIONS[section](**{k: _coerce(section, known[k], v) for k, v in values.items()})
+
+
+def section_values(part: Any) -> dict[str, Any]:
+    """A section as plain values (None dropped, tuples as lists): what TOML and JSON hold of it."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(part).items() if v is not None}
+
+
 def build_config(overrides: dict[str, dict[str, Any]], recipe: str = "custom") -> RunCfg:
-    """Build a RunCfg from ``{section: {field: value}}``, rejecting unknown sections and keys."""
-    parts: dict[str, Any] = {}
-    for section, values in overrides.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"config section [{section}] must be a table of key = value")
-        known = {f.name: f for f in fields(SECTIONS[section])}
-        for key in values:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown config key {section}.{key}; valid keys: {', '.join(sorted(known))}"
-                )
-        parts[section] = {k: _coerce(section, known[k], v) for k, v in values.items()}
-    return RunCfg(**{s: cls(**parts.get(s, {})) for s, cls in SECTIONS.items()}, recipe=recipe)
+    """Build a RunCfg from ``{section: {field: value}}``, rejecting unknown sections and keys. An optional section
+    (``[detect]``) is there when ``overrides`` has it."""
+    parts = {section: build_section(section, values) for section, values in overrides.items()}
+    for section, cls in SECTIONS.items():
+        if section not in parts and section not in OPTIONAL_SECTIONS:
+            parts[section] = cls()
+    return RunCfg(**parts, recipe=recipe)
 
 
 def list_recipes() -> list[str]:
@@ -477,10 +471,7 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
     and the ``[finetune]`` section when the run starts from scratch. A left-out field reads back as its default.
     """
 
-    def clean(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v is not None}
-
-    out = {s: clean(dataclasses.asdict(getattr(cfg, s))) for s in SECTIONS}
+    out = {s: section_values(getattr(cfg, s)) for s in SECTIONS if getattr(cfg, s) is not None}
     if cfg.optim.milestones_frac is not None:
         del out["optim"]["milestones"]
     if cfg.data.dataset in TENSOR_DATASETS:
@@ -493,6 +484,29 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
     if cfg.finetune == FinetuneCfg():
         del out["finetune"]
     return {"recipe": cfg.recipe, **out}
+
+
+LEGACY_DETECT_FILE = "detect.toml"
+"""Where detection runs kept their [detect] section before it joined config.toml: still read, never written."""
+
+
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """A run folder's config.toml, checked, as nested plain values (recipe included); OSError when it is missing.
+
+    The one reader of a run's config, for every command that resumes, evaluates or reuses a run."""
+    path = folder / "config.toml"
+    table = _read_toml(path)
+    legacy = folder / LEGACY_DETECT_FILE
+    if "detect" not in table and legacy.is_file():
+        table["detect"] = _read_toml(legacy).get("detect", {})
+    return to_dict(from_dict(table))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{safe_name(path)} is damaged ({e}); restore it, or start a new run with --out") from None
 
 
 def from_dict(d: dict[str, Any]) -> RunCfg:

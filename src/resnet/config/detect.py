@@ -1,33 +1,20 @@
-"""The detection options a run's config.toml (:class:`resnet.config.RunCfg`) has no place for.
+"""``[detect]``: the optional config section of a detection run (``resnet detect train``).
 
-A detection recipe (``recipes/detect-*.toml``) holds the RunCfg sections (``[model]`` is the backbone, ``[optim]``,
-``[train]``) and a ``[detect]`` table read into :class:`DetectCfg`; a run folder keeps it as ``detect.toml``.
-Defaults are Faster R-CNN's (Ren et al. 2015) as the paper uses it (Sec. 4.3, Appendix A).
+A detection recipe (``recipes/detect-*.toml``) holds the usual sections (``[model]`` is the backbone, ``[optim]``,
+``[train]``) and this one; a run folder's config.toml keeps it like any other section. Defaults are Faster R-CNN's
+(Ren et al. 2015) as the paper uses it (Sec. 4.3, Appendix A).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
-import typing
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import tomli_w
-
+from resnet.config.base import option
 from resnet.errors import ConfigError
-from resnet.fsutil import write_atomic
 
 DESIGNS = ("c4", "fpn")
 DATASETS = ("scenes", "coco", "voc")
-DETECT_FILE = "detect.toml"
-
-
-def option(default: Any, help: str) -> Any:
-    """A field with its default and its help (the text of its command-line flag)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -114,78 +101,4 @@ class DetectCfg:
             raise ConfigError(f"detect.image_std={list(self.image_std)} must be positive")
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """A TOML or flag value as the field's type; one ConfigError line naming the field otherwise."""
-    hint = typing.get_type_hints(DetectCfg)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if type(None) in typing.get_args(hint):
-        if value is None or value in ("none", "None", ""):
-            return None
-        hint = args[0]
-    try:
-        if typing.get_origin(hint) is tuple:
-            item = typing.get_args(hint)[0]
-            parts = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(_scalar(item, p.strip() if isinstance(p, str) else p) for p in parts if str(p).strip())
-        return _scalar(hint, value)
-    except (TypeError, ValueError):
-        what = f"list of {typing.get_args(hint)[0].__name__}" if typing.get_origin(hint) is tuple else hint.__name__
-        raise ConfigError(f"detect.{f.name}={value!r} is not a valid {what}") from None
-
-
-def _scalar(hint: Any, value: Any) -> Any:
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).lower()
-        if text in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return text in ("true", "1", "yes", "on")
-        raise ValueError(value)
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if hint is int:
-        number = float(value)
-        if not number.is_integer():
-            raise ValueError(value)
-        return int(number)
-    if hint is float:
-        return float(value)
-    if hint is str and not isinstance(value, str):
-        raise ValueError(value)
-    return value
-
-
-def build_detect_cfg(values: dict[str, Any]) -> DetectCfg:
-    """A DetectCfg from ``{field: value}`` (TOML or flags), refusing unknown keys."""
-    known = {f.name: f for f in fields(DetectCfg)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key detect.{unknown[0]}; valid keys: {', '.join(sorted(known))}")
-    return DetectCfg(**{k: _coerce(known[k], v) for k, v in values.items()})
-
-
-def detect_dict(cfg: DetectCfg) -> dict[str, Any]:
-    """Plain values (tuples as lists, None dropped) for TOML and JSON."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items() if v is not None}
-
-
-def write_detect_cfg(folder: Path, cfg: DetectCfg) -> None:
-    """``detect.toml`` in the run folder, through a temporary file and a rename (a kill never tears it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / DETECT_FILE, tomli_w.dumps({"detect": detect_dict(cfg)}))
-
-
-def read_detect_cfg(folder: Path) -> DetectCfg:
-    """The DetectCfg a run folder was trained with."""
-    path = folder / DETECT_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder}: no {DETECT_FILE} there; pass the folder of a `resnet detect train` run")
-    try:
-        table = tomllib.loads(path.read_text()).get("detect", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged ({e}); restore it, or start a new run with --out") from None
-    return build_detect_cfg(table)
-
-
-__all__ = ["DATASETS", "DESIGNS", "DETECT_FILE", "DetectCfg", "build_detect_cfg", "detect_dict", "read_detect_cfg",
-           "write_detect_cfg"]
+__all__ = ["DATASETS", "DESIGNS", "DetectCfg"]

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from resnet.classify.task import ClassificationTask
 from resnet.config import RunCfg
 from resnet.engine.distributed import DistInfo
-from resnet.engine.task import ClassificationTask
 from resnet.errors import ConfigError
 
 
@@ -130,8 +130,8 @@ class GroupTask(ClassificationTask):
                  channels_last: bool) -> dict[str, float]:
         """Every member scored in one pass over the loader (each view through the group once); the row's
         ``test_*`` columns are the members' means, ``test_*_seedS`` each member's."""
+        from resnet.classify.evaluate import predict_scores
         from resnet.engine.distributed import all_reduce_sum
-        from resnet.engine.evaluate import predict_scores
 
         n = len(self.seeds)
         was_training = model.training
@@ -175,6 +175,15 @@ class GroupTask(ClassificationTask):
         mine = f"_seed{seed}"
         out.update({k[: -len(mine)]: v for k, v in row.items() if k.endswith(mine)})
         return out
+
+    def write_results(self, out: Path, cfg: RunCfg, model: nn.Module, final: dict[str, Any],
+                      history: list[dict[str, Any]], meta: dict[str, str], extra: dict[str, Tensor]) -> None:
+        """One run folder per member, as a separate run of its seed leaves it; the group keeps its rows and its
+        final.json (the members' figures side by side)."""
+        from resnet.fsutil import write_atomic
+
+        self.write_members(out, cfg, model, final, history, meta, extra)
+        write_atomic(out / "final.json", json.dumps(final, indent=1))
 
     def write_members(self, out: Path, cfg: RunCfg, model: nn.Module, final: dict[str, Any],
                       history: list[dict[str, Any]], meta: dict[str, str], extra: dict[str, Tensor]) -> list[Path]:
