@@ -205,3 +205,15 @@ def test_negative_boolean_fields_get_a_flag_and_its_opposite_not_a_double_negati
     assert config_overrides(p.parse_args(["--no-decay-norm-bias"])) == {"optim": {"no_decay_norm_bias": True}}
     assert config_overrides(p.parse_args(["--decay-norm-bias"])) == {"optim": {"no_decay_norm_bias": False}}
     assert config_overrides(p.parse_args([])) == {}
+
+
+def test_config_toml_leaves_out_what_does_nothing_in_the_run():
+    """The quick recipe on the digits: no test scales (centre protocol), no warm-up fields, no plateau patience."""
+    cfg = build_config(load_recipe("quick"), recipe="quick")
+    out = to_dict(cfg)
+    assert "scales" not in out["data"] and "plateau_patience" not in out["optim"]
+    assert not any(k.startswith("warmup") for k in out["optim"])
+    assert to_dict(from_dict(out)) == out
+    multiscale = to_dict(build_config({"data": {"protocol": "multiscale"}, "optim": {"schedule": "plateau",
+                                                                                       "warmup_lr": 0.01}}))
+    assert "scales" in multiscale["data"] and {"plateau_patience", "warmup_error"} <= multiscale["optim"].keys()

@@ -99,6 +99,10 @@ def train_command(args: argparse.Namespace, task: str) -> int:
             print(config_summary(trained, out), flush=True)
 
     resume = bool(args.resume)
+    if resume and is_main:  # a resume the run folder refuses is refused before data and model are built
+        from resnet.engine.rundir import resume_changes  # (the engine checks again, under the lock)
+
+        resume_changes(out, cfg)
     if task == "detect":  # torch and the data stack: not for --help or --print-config
         from resnet.detection.runs import train_detector
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet.errors import ConfigError, DataError, WeightsError
+from resnet.models.preprocess import Preprocess
 
 log = logging.getLogger("resnet.inference")
 
@@ -40,8 +41,8 @@ class InferenceInfo:
     std."""
     std: torch.Tensor | None = None
     """(C,1,1) divisor that goes with a per-channel mean; None: the mean is subtracted only (the paper)."""
-    record: dict[str, Any] = field(default_factory=dict)
-    """The file's record as ``resnet.data_config`` gives it (timm's ``pretrained_cfg`` fields), no mean image."""
+    preprocess: Preprocess | None = None
+    """The file's preprocessing record; None for an info made by hand (torchvision's crop, ``mean`` and ``std``)."""
 
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean, std) as subtracted and divided on the [0,1] scale: ours the mean image alone (Sec. 3.4),
@@ -53,31 +54,24 @@ class InferenceInfo:
         return self.mean.float(), None if self.std is None else self.std.float()
 
 
-def read_preprocessing(model: nn.Module, metadata: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+def read_preprocessing(model: nn.Module, metadata: Mapping[str, str]) -> tuple[Preprocess, list[str]]:
     """(preprocessing record, class names) of loaded weights: the one place that reads them.
 
-    The record is ``resnet.data_config(model)``: the file's own (``load_model`` attaches it as
-    ``pretrained_cfg``), or for files without one what ``resnet eval`` assumes (torchvision's normalization for
-    torchvision's weights). Classes without names are numbered.
+    The record is the file's own (``load_model`` attaches it as ``pretrained_cfg``), or for files without one what
+    ``resnet eval`` assumes (torchvision's normalization for torchvision's weights). Classes without names are
+    numbered.
     """
-    from resnet.transfer import data_config
+    from resnet.transfer.preprocess import preprocess_for
 
     num_classes = model.fc.out_features
     classes = json.loads(metadata["classes"]) if "classes" in metadata else [str(i) for i in range(num_classes)]
-    return data_config(model), classes
+    return preprocess_for(model), classes
 
 
-def _info(path: Path, model: nn.Module, arch: str | None, record: Mapping[str, Any],
-          classes: list[str]) -> InferenceInfo:
-    in_chans, height = int(record["input_size"][0]), int(record["input_size"][1])
-    if record["mean"] == "per_pixel":
-        mean, std = record["mean_image"].float(), None
-    else:
-        mean = torch.tensor(record["mean"], dtype=torch.float32).view(-1, 1, 1)
-        std = None if record.get("std") is None else torch.tensor(record["std"], dtype=torch.float32).view(-1, 1, 1)
-    plain = {k: v for k, v in record.items() if k != "mean_image"}
-    return InferenceInfo(str(path), getattr(model, "arch", None) or arch or "?", height, in_chans, classes, mean, std,
-                         plain)
+def _info(path: Path, model: nn.Module, arch: str | None, record: Preprocess, classes: list[str]) -> InferenceInfo:
+    mean, std = record.normalization()
+    return InferenceInfo(str(path), getattr(model, "arch", None) or arch or "?", record.input_size[1],
+                         record.input_size[0], classes, mean, std, record)
 
 
 def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
@@ -90,12 +84,13 @@ def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
     mean, std = info.normalization()
     per_channel = mean.numel() == info.in_chans
     small = info.input_size <= SMALL_INPUT
+    pre = info.preprocess
     return {"arch": info.arch, "input_size": [info.in_chans, info.input_size, info.input_size],
             "mean": mean.flatten().tolist() if per_channel else mean.tolist(),
             "std": None if std is None else std.flatten().tolist(),
-            "crop_pct": info.record.get("crop_pct", 1.0 if small else 224 / 256),
-            "crop_mode": info.record.get("crop_mode", "squash" if small else "center"),
-            "interpolation": info.record.get("interpolation", "bilinear"), "classes": list(info.classes)}
+            "crop_pct": pre.crop_pct if pre else 1.0 if small else 224 / 256,
+            "crop_mode": pre.crop_mode if pre else "squash" if small else "center",
+            "interpolation": pre.interpolation if pre else "bilinear", "classes": list(info.classes)}
 
 
 def _resolve_path(target: str) -> Path:

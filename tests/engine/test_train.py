@@ -202,3 +202,15 @@ def test_a_second_interrupt_during_an_evaluation_stops_at_once_and_the_resume_ru
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(monkeypatch):
+    from resnet.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})  # e.g. an AMD EPYC (Zen 2/3)
+    assert "without bf16 instructions" in precision.cpu_precision_warning("bf16")
+    assert precision.cpu_precision_warning("fp32") is None
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert precision.cpu_precision_warning("bf16") is None
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"asimd", "bf16"})  # not x86: its flags are not read here
+    assert precision.cpu_precision_warning("bf16") is None

@@ -135,3 +135,11 @@ def test_a_configs_model_section_is_checked_by_the_registry_in_one_config_error_
     with pytest.raises(ConfigError, match=r"model: resnet20: invalid shortcut='D'; valid values: 'A', 'B', 'C'"):
         check_model_cfg(cfg.model)
     check_model_cfg(build_config({"model": {"name": "resnet56", "shortcut": "B"}}).model)
+
+
+def test_timms_pretrained_argument_says_how_weights_are_loaded_here():
+    from resnet.errors import ModelError
+    from resnet.models.registry import create_model
+
+    with pytest.raises(ModelError, match=r"pretrained=\.\.\.\): weights are not downloaded by name.*import_weights"):
+        create_model("resnet50", pretrained=True)

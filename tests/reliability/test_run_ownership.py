@@ -191,3 +191,52 @@ def test_a_killed_study_takes_its_training_children_with_it(tmp_path):
     finally:
         for pid in _runner_children(out):
             os.kill(pid, signal.SIGKILL)
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    """Every file of a run folder but the lock's own, with its bytes."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+def test_a_finished_run_without_an_intact_checkpoint_is_not_retrained_over_its_results(finished, tmp_path, capsys):
+    import shutil
+
+    run = _copy(finished, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints")
+    before = _files(run)
+    code, _, err = run_cli(["train", "--resume", run, "--iterations", "14"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "holds results (model.safetensors, final.json) but no intact checkpoint" in line, err
+    assert "another --out" in line
+    assert _files(run) == before  # nothing written: not even config.toml's new length
+
+
+def test_a_member_of_a_seeds_group_is_resumed_through_its_group(tmp_path, capsys):
+    group = tmp_path / "g"
+    args = ["--seeds", "0,1", "--iterations", "2", "--eval-every", "2", "--batch-size", "8", "--digits-size", "8",
+            "--device", "cpu", "--workers", "0", "--out", group]
+    assert run_cli(["train", *args], capsys)[0] == 0
+    member = group / "seed0"
+    before = _files(member)
+    code, _, err = run_cli(["train", "--resume", member], capsys)
+    assert code == 2 and f"is member seed 0 of the group {group}" in one_line_error(err), err
+    assert f"resnet train --resume {group}" in err and _files(member) == before
+
+
+def test_a_resume_refused_for_an_unwritable_checkpoint_folder_leaves_config_toml_as_it_was(finished, tmp_path,
+                                                                                            capsys, monkeypatch):
+    import errno
+
+    from resnet.engine import checkpoint
+
+    run = _copy(finished, tmp_path / "run")
+    before = _files(run)
+
+    def read_only(folder):
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(checkpoint, "check_writable", read_only)
+    code, _, err = run_cli(["train", "--resume", run, "--iterations", "30"], capsys)
+    assert code == 2 and "Read-only file system" in err
+    assert _files(run) == before  # config.toml still says the run's own length: a plain resume is unchanged

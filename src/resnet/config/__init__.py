@@ -468,7 +468,9 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
 
     Only what applies is written: with ``milestones_frac`` set, the unused absolute ``milestones`` are left out;
     the ImageNet-only data fields are left out for the 32x32 tensor datasets (digits, CIFAR), where they do nothing;
-    and the ``[finetune]`` section when the run starts from scratch. A left-out field reads back as its default.
+    the test ``scales`` unless the protocol is multi-scale; the warm-up's threshold and cap without a warm-up; the
+    plateau patience without a plateau schedule; and the ``[finetune]`` section when the run starts from scratch.
+    A left-out field reads back as its default.
     """
 
     out = {s: section_values(getattr(cfg, s)) for s in SECTIONS if getattr(cfg, s) is not None}
@@ -481,6 +483,13 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
         out["data"].pop("digits_size", None)
     if not cfg.train.seeds:
         out["train"].pop("seeds", None)
+    if cfg.data.protocol != "multiscale":  # the test scales of multi-scale testing only
+        out["data"].pop("scales", None)
+    if cfg.optim.warmup_lr is None:  # Sec. 4.2's warm-up is off: its threshold and cap do nothing
+        out["optim"].pop("warmup_error", None)
+        out["optim"].pop("warmup_max_iters", None)
+    if cfg.optim.schedule != "plateau":
+        out["optim"].pop("plateau_patience", None)
     if cfg.finetune == FinetuneCfg():
         del out["finetune"]
     return {"recipe": cfg.recipe, **out}

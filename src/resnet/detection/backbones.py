@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -46,16 +45,14 @@ def load_classifier(init_from: str, arch: str | None = None) -> nn.Module:
 
 
 def normalization(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel on [0, 1] pixels, as the net was trained; ImageNet's when it does not say."""
-    record: Any = getattr(net, "pretrained_cfg", None)
-    if not isinstance(record, dict):
-        return IMAGENET_MEAN, IMAGENET_STD
-    mean = record.get("mean")
-    if mean == "per_pixel":
-        image = record.get("mean_image")
-        mean = tuple(float(v) for v in image.float().mean(dim=(1, 2))) if torch.is_tensor(image) else IMAGENET_MEAN
-    std = record.get("std") or (1.0, 1.0, 1.0)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    """(mean, std) per channel on [0, 1] pixels, as the net was trained (a per-pixel mean image averaged per
+    channel, a mean without std divided by 1); ImageNet's when it does not say."""
+    from resnet.transfer.preprocess import preprocess_for
+
+    mean, std = preprocess_for(net).normalization()
+    channels = mean.float().mean(dim=(1, 2)) if mean.shape[-1] > 1 else mean.flatten()
+    stds = std.flatten() if std is not None else torch.ones_like(channels)
+    return tuple(float(v) for v in channels), tuple(float(v) for v in stds)
 
 
 def model_cfg_of(net: nn.Module, given: ModelCfg) -> ModelCfg:

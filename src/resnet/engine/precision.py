@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""x86 instructions that compute in bf16 (Cooper Lake's AVX-512 BF16, Sapphire Rapids' AMX); without them oneDNN
+emulates bf16 through fp32 conversions, many times slower than fp32 itself."""
 
 
 def autocast_for(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
@@ -23,4 +28,27 @@ def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
-__all__ = ["autocast_for", "grad_scaler_for"]
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_precision_warning(precision: str) -> str | None:
+    """One line when bf16 is asked for on an x86 CPU without bf16 instructions (None elsewhere: other
+    architectures' flags do not say)."""
+    flags = cpu_flags()
+    if precision != "bf16" or not flags or "avx2" not in flags and "avx" not in flags:
+        return None
+    if any(f in flags for f in BF16_CPU_FLAGS):
+        return None
+    return ("--precision bf16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): "
+            "oneDNN emulates it, many times slower than fp32; use --precision fp32 (the CPU default)")
+
+
+__all__ = ["autocast_for", "cpu_precision_warning", "grad_scaler_for"]

@@ -173,6 +173,28 @@ def resume_changes(out: Path, cfg: RunCfg) -> dict[str, list[Any]]:
     return changes
 
 
+def fresh_start_refusal(out: Path) -> str | None:
+    """Why a resume that found no intact checkpoint in ``out`` must not start the run over, or None.
+
+    Starting from iteration 0 is what a resume does for a run killed before its first checkpoint; in a folder that
+    holds results (a finished run whose checkpoints were removed or damaged) or a member of a ``--seeds`` group
+    (its checkpoints are the group's), it would train over weights that exist nowhere else.
+    """
+    try:
+        record = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    if isinstance(record, dict) and record.get("group"):
+        return (f"{out} is member seed {record.get('member')} of the group {record['group']}, whose checkpoints "
+                f"hold it: resume the group (resnet train --resume {record['group']})")
+    results = [name for name in ("model.safetensors", "final.json") if (out / name).exists()]
+    if results:
+        return (f"{out} holds results ({', '.join(results)}) but no intact checkpoint to continue from (see the "
+                "warnings above): a resume would train it again from iteration 0 over them; restore its "
+                "checkpoints/ or start a new run with another --out")
+    return None
+
+
 def record_changes(out: Path, step: int, changes: dict[str, list[Any]]) -> None:
     """Append what a resume changed, and from which iteration, to changes.jsonl (config.toml holds the new values)."""
     if changes:

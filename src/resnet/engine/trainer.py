@@ -33,12 +33,13 @@ from resnet.engine.distributed import (
 )
 from resnet.engine.guards import NonFiniteGuard, StopNow, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
-from resnet.engine.precision import grad_scaler_for
+from resnet.engine.precision import cpu_precision_warning, grad_scaler_for
 from resnet.engine.probe import Reading
 from resnet.engine.progress import REPORT_EVERY, Progress
 from resnet.engine.rules import apply_recipe_rules
 from resnet.engine.rundir import (
     describe_numerics,
+    fresh_start_refusal,
     numerics,
     numerics_warnings,
     prepare_run_dir,
@@ -100,13 +101,13 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.train.device)
         self.out, self.resume = out, resume
         self.sw = resolve_switches(cfg, self.device)
+        if self.device.type == "cpu" and self.dist.is_main and (warning := cpu_precision_warning(self.sw.precision)):
+            log.warning("%s", warning)
         if self.device.type == "cpu":  # part of the run's arithmetic: chosen once, recorded, kept on resume
             threads = run_threads(cfg.train.threads, saved_config(out).get("train", {}).get("threads")
                                   if resume else None)
             torch.set_num_threads(threads)
             cfg = replace(cfg, train=replace(cfg.train, threads=threads))
-        if resume and not self.dist.enabled:  # a refused resume is refused before data and model are built (under
-            resume_changes(out, cfg)          # torchrun setup() checks, with the ranks' agreement)
         torch.manual_seed(cfg.train.seed)
         self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
@@ -164,13 +165,15 @@ class Trainer:
         state = agree_on_checkpoint(ckpt.latest_checkpoint(self.out / "checkpoints")) if self.resume else None
         if state is not None:
             changes.update(self._keep_schedule(int(state.step), int(state.extra.get("total", self.total))))
-        if self.dist.is_main:
+        elif self.resume and (refusal := fresh_start_refusal(self.out)):
+            raise ConfigError(refusal)  # every rank holds rank 0's (missing) checkpoint: all refuse together
+        if self.dist.is_main:  # accepted: from here on the folder is written (nothing before)
+            ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
             for warning in numerics_warnings(changes):
                 log.warning("%s", warning)
             prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume,
                             init_from=self.task.source)
             log.info("numerics: %s", describe_numerics(numerics(self.device)))
-            ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
         barrier()
         if self.resume:
             self.restore(state)

@@ -99,6 +99,10 @@ def create_model(
     ``out_indices`` (0 = stem, 1.. = layer1..; default every stage) and it has ``feature_info``
     (see ``resnet.models.features``). Raises ModelError, listing the valid names, for an unknown name.
     """
+    if "pretrained" in options:  # timm's argument: say where weights come from here instead of "unknown option"
+        raise ModelError(f"create_model({name!r}, pretrained=...): weights are not downloaded by name here; load a "
+                         "file: resnet.import_weights(path) (a torchvision or timm .pth, an akamaster .th, our "
+                         ".safetensors) or resnet.load_model(path), or fine-tune with resnet train --init-from PATH")
     model = _builder(name)(**options)
     if features_only:
         return ResNetFeatures(model, out_indices)

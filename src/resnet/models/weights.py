@@ -29,16 +29,8 @@ from torch import Tensor, nn
 from resnet.errors import ModelError, WeightsError
 from resnet.fsutil import write_atomic
 from resnet.models.blocks import Bottleneck
-from resnet.models.metadata import (
-    ARCH_KEY,
-    EXTRA_PREFIX,
-    OPTIONS_KEY,
-    PREPROCESS_KEY,
-    Header,
-    check_metadata,
-    check_preprocess,
-    default_preprocess,
-)
+from resnet.models.metadata import ARCH_KEY, EXTRA_PREFIX, OPTIONS_KEY, Header, check_metadata
+from resnet.models.preprocess import MEAN_TENSOR, PREPROCESS_KEY, Preprocess
 from resnet.models.registry import create_model, list_models
 
 __all__ = ["ARCH_KEY", "EXTRA_PREFIX", "OPTIONS_KEY", "PREPROCESS_KEY", "TORCHVISION_ARCHS", "from_torchvision",
@@ -128,18 +120,15 @@ def _options_as_built(model: nn.Module, arch: str, options: dict[str, Any]) -> d
     return reference.options if isinstance(getattr(reference, "options", None), dict) else options
 
 
-def _preprocess_record(model: nn.Module, options: Mapping[str, Any], preprocess: Mapping[str, Any] | None,
-                       metadata: Mapping[str, str], extra: dict[str, Tensor]) -> dict[str, Any]:
+def _preprocess_for(model: nn.Module, options: Mapping[str, Any], preprocess: Mapping[str, Any] | None,
+                    metadata: Mapping[str, str], extra: Mapping[str, Tensor], path: object) -> Preprocess:
     """The caller's record, else the one the model came with (``pretrained_cfg``), else what eval assumes."""
     cfg = getattr(model, "pretrained_cfg", None)
-    record = dict(preprocess if preprocess is not None else cfg if isinstance(cfg, Mapping) else {})
-    mean_image = record.pop("mean_image", None)
-    if not record:
-        size = metadata.get("input_size", "")
-        record = default_preprocess(options, "input_mean" in extra, int(size) if size.isdigit() else None)
-    if record.get("mean") == "per_pixel" and "input_mean" not in extra and isinstance(mean_image, Tensor):
-        extra["input_mean"] = mean_image
-    return record
+    given = preprocess if preprocess is not None else cfg if isinstance(cfg, Mapping) and cfg else None
+    if given is not None:
+        return Preprocess.from_record(given, path, mean_image=extra.get(MEAN_TENSOR))
+    size = metadata.get("input_size", "")
+    return Preprocess.assumed(options, MEAN_TENSOR in extra, int(size) if size.isdigit() else None)
 
 
 def save_weights(
@@ -165,9 +154,12 @@ def save_weights(
         if not isinstance(value, Tensor):
             raise WeightsError(f"extra[{key!r}] must be a tensor, got {type(value).__name__}")
     extras = {k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()}
-    record = _preprocess_record(model, options, preprocess, metadata or {}, extras)
-    meta = {"format": "pt", ARCH_KEY: arch, OPTIONS_KEY: json.dumps(options, sort_keys=True),
-            PREPROCESS_KEY: json.dumps(record, sort_keys=True)}
+    meta = {"format": "pt", ARCH_KEY: arch, OPTIONS_KEY: json.dumps(options, sort_keys=True)}
+    try:
+        _preprocess_for(model, options, preprocess, metadata or {}, extras, path).write(meta, extras)
+    except WeightsError as e:
+        raise WeightsError(f"cannot save {e}; pass save_weights metadata and a preprocess record that match the "
+                           "model") from None
     for key, value in (metadata or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise WeightsError(f"metadata must map str to str; got {key!r}: {type(value).__name__}")
@@ -258,20 +250,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, st
     return metadata
 
 
-def preprocess_of(metadata: Mapping[str, str], options: Mapping[str, Any], extra: Mapping[str, Tensor],
-                  path: object = "weights") -> dict[str, Any]:
-    """The file's preprocessing record (or, for files written before it, the one ``resnet eval`` assumes), with
-    the per-pixel mean image as ``mean_image`` when the record's mean is ``"per_pixel"``."""
-    if PREPROCESS_KEY in metadata:
-        record = check_preprocess(path, json.loads(metadata[PREPROCESS_KEY]), options.get("in_chans"))
-    else:
-        size = metadata.get("input_size", "")
-        record = default_preprocess(options, "input_mean" in extra, int(size) if size.isdigit() else None)
-    if record["mean"] == "per_pixel":
-        record["mean_image"] = extra["input_mean"].float()
-    return record
-
-
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model a ``save_weights`` file describes and load it strictly; returned in eval mode, with the
     file's preprocessing record as ``model.pretrained_cfg`` (see ``resnet.data_config``).
@@ -295,7 +273,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     state, metadata, extra = read_weights(path)
     check_finite(state, str(path))
     model.load_state_dict(state, strict=True)
-    model.pretrained_cfg = preprocess_of(metadata, model.options, extra, path)
+    model.pretrained_cfg = Preprocess.read(metadata, model.options, extra, path).pretrained_cfg()
     return model.to(device).eval()
 
 

@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from resnet.engine.checkpoint import file_sha256
@@ -104,23 +103,22 @@ class Pretrained:
 
     def __init__(self, source: str, arch: str, in_chans: int) -> None:
         from resnet.transfer.importer import import_model
-        from resnet.transfer.preprocess import data_config
+        from resnet.transfer.preprocess import preprocess_for
 
         self.path = weights_path(source)
         self.model, self.format = import_model(self.path, None, in_chans=in_chans)  # the file's own architecture
         if self.model.arch != arch:
             log.info("the weights in %s are a %s: training that (not %s)", self.path, self.model.arch, arch)
-        self.preprocess = data_config(self.model)
+        self.preprocess = preprocess_for(self.model)
         self.record = {"path": str(self.path), "sha256": file_sha256(self.path), "format": self.format}
         log.info("starting from %s (%s)", self.path, self.format)
 
     def data_options(self) -> dict[str, Any]:
         """``build_data`` arguments that normalise the images as the source's were."""
-        pre = self.preprocess
-        if pre.get("mean") == "per_pixel" and isinstance(pre.get("mean_image"), torch.Tensor):
-            return {"mean": pre["mean_image"].float()}
-        mean = torch.tensor(pre["mean"], dtype=torch.float32).view(-1, 1, 1)
-        return {"mean": mean, "normalize_std": pre.get("std") is not None}
+        mean, std = self.preprocess.normalization()
+        if self.preprocess.per_pixel:
+            return {"mean": mean}
+        return {"mean": mean, "normalize_std": std is not None}
 
     def net_for(self, num_classes: int) -> nn.Module:
         """The imported net with a classifier for ``num_classes`` (re-initialised if the width differs)."""

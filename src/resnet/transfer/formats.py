@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from resnet.errors import WeightsError
-from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY, imagenet_preprocess
+from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY
+from resnet.models.preprocess import Preprocess
 from resnet.models.weights import (
     TORCHVISION_ARCHS,
     is_torch_file,
-    preprocess_of,
     read_torch_file,
     read_weights,
     unwrap_state_dict,
@@ -59,7 +59,7 @@ class Plan:
     arch: str | None
     options: dict[str, Any]
     state: dict[str, Tensor]
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     num_classes: int | None
     in_chans: int | None
 
@@ -87,7 +87,7 @@ def _ours(source: Source, state: dict[str, Tensor]) -> Plan | None:
     if ARCH_KEY not in source.metadata:
         return None
     options = json.loads(source.metadata.get(OPTIONS_KEY, "{}"))  # checked when the file was read
-    record = preprocess_of(source.metadata, options, source.extra, source.name)
+    record = Preprocess.read(source.metadata, options, source.extra, source.name)
     layout = {k: v for k, v in options.items() if k not in _TRAINING_ONLY}
     return Plan(OURS, source.metadata[ARCH_KEY], layout, state, record, options.get("num_classes"),
                 options.get("in_chans"))
@@ -102,7 +102,7 @@ def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
     options = {"shortcut": "B" if uses_projections(state) else "A", "norm": "bn", "stem": "cifar"}
     chans = _size(state, "conv1.weight", 1) or 3
     # its trainer.py normalizes CIFAR-10 with ImageNet's per-channel mean and std, on the 32x32 images as they are
-    record = {**imagenet_preprocess(chans, 32, crop_pct=1.0), "crop_mode": "squash"}
+    record = replace(Preprocess.imagenet(chans, 32, crop_pct=1.0), crop_mode="squash")
     return Plan(AKAMASTER, arch, options, convert_akamaster(state), record, _size(state, "linear.weight", 0), chans)
 
 
@@ -113,7 +113,7 @@ def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
     arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
     options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
     chans = _size(state, "conv1.weight", 1) or 3
-    return Plan(TORCHVISION, arch, options, state, imagenet_preprocess(chans), _size(state, "fc.weight", 0), chans)
+    return Plan(TORCHVISION, arch, options, state, Preprocess.imagenet(chans), _size(state, "fc.weight", 0), chans)
 
 
 FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _torchvision)

@@ -44,21 +44,6 @@ def _adapt_input(state: dict[str, Tensor], in_chans: int, label: str) -> None:
     log.info("%s: first conv adapted from %d to %d input channels", label, have, in_chans)
 
 
-def _adapt_preprocess(record: dict[str, Any], in_chans: int) -> dict[str, Any]:
-    """The record for an adapted first conv: per-channel values (or the mean image) averaged onto every channel."""
-    record = dict(record)
-    if record["input_size"][0] == in_chans:
-        return record
-    record["input_size"] = [in_chans, *record["input_size"][1:]]
-    for key in ("mean", "std"):
-        if isinstance(record.get(key), list):
-            record[key] = [sum(record[key]) / len(record[key])] * in_chans
-    image = record.get("mean_image")
-    if isinstance(image, Tensor):
-        record["mean_image"] = image.mean(dim=0, keepdim=True).expand(in_chans, *image.shape[1:]).clone()
-    return record
-
-
 def _check_counts(options: dict[str, Any], label: str) -> None:
     for key, low, high in (("num_classes", 0, MAX_CLASSES), ("in_chans", 1, MAX_IN_CHANS)):
         value = options.get(key)
@@ -92,7 +77,7 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
         log.info("%s: classifier re-initialised for %d classes (the file's has %d)", label, num_classes,
                  model.num_classes)
         model.reset_classifier(num_classes)
-    model.pretrained_cfg = _adapt_preprocess(plan.preprocess, model.options["in_chans"])
+    model.pretrained_cfg = plan.preprocess.for_channels(model.options["in_chans"]).pretrained_cfg()
     return model.eval(), plan.fmt
 
 

@@ -27,39 +27,41 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from resnet.errors import WeightsError
-from resnet.models.metadata import MEAN_KEY, OPTIONS_KEY, check_preprocess, default_preprocess
-from resnet.models.weights import check_finite, inspect_weights, preprocess_of, unwrap_model
+from resnet.models.metadata import MEAN_KEY, OPTIONS_KEY
+from resnet.models.preprocess import MEAN_TENSOR, Preprocess
+from resnet.models.weights import check_finite, inspect_weights, unwrap_model
 
 
-def _file_config(path: Path) -> dict[str, Any]:
+def _file_preprocess(path: Path) -> Preprocess:
     metadata, header = inspect_weights(path)
     extra: dict[str, Tensor] = {}
     if MEAN_KEY in header:  # just this tensor, not the weights
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                extra["input_mean"] = f.get_tensor(MEAN_KEY)
+                extra[MEAN_TENSOR] = f.get_tensor(MEAN_KEY)
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise WeightsError(f"{path}: cannot read {MEAN_KEY} (truncated or corrupt): {e}") from None
-        check_finite({MEAN_KEY: extra["input_mean"]}, str(path))
-    return preprocess_of(metadata, json.loads(metadata.get(OPTIONS_KEY, "{}")), extra, path)
+        check_finite({MEAN_KEY: extra[MEAN_TENSOR]}, str(path))
+    return Preprocess.read(metadata, json.loads(metadata.get(OPTIONS_KEY, "{}")), extra, path)
+
+
+def preprocess_for(model_or_path: nn.Module | str | os.PathLike[str]) -> Preprocess:
+    """The :class:`Preprocess` of a weights file, or of a model (its ``pretrained_cfg``; a net built from scratch
+    gets what ``resnet eval`` would assume)."""
+    if not isinstance(model_or_path, nn.Module):
+        return _file_preprocess(Path(model_or_path))
+    model = unwrap_model(model_or_path)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, Mapping) and cfg:
+        return Preprocess.from_record(cfg, "model.pretrained_cfg")
+    return Preprocess.assumed(getattr(model, "options", {}), per_pixel=False)
 
 
 def data_config(model_or_path: nn.Module | str | os.PathLike[str]) -> dict[str, Any]:
     """``input_size`` (C, H, W), ``interpolation``, ``mean`` (values or ``"per_pixel"``), ``std`` (values or None),
     ``crop_pct``, ``crop_mode``, and ``mean_image`` (C, H, W) for a per-pixel mean: for a weights file, or for a
     model (its ``pretrained_cfg``; a net built from scratch gets what ``resnet eval`` would assume)."""
-    if isinstance(model_or_path, nn.Module):
-        model = unwrap_model(model_or_path)
-        cfg = getattr(model, "pretrained_cfg", None)
-        options = getattr(model, "options", {})
-        record = dict(cfg) if isinstance(cfg, Mapping) else default_preprocess(options, per_pixel=False)
-    else:
-        record = _file_config(Path(model_or_path))
-    out = {**record, "input_size": tuple(record["input_size"])}
-    for key in ("mean", "std"):
-        if isinstance(out.get(key), list):
-            out[key] = tuple(out[key])
-    return out
+    return preprocess_for(model_or_path).config()
 
 
 class SubtractMeanImage(nn.Module):
@@ -78,21 +80,19 @@ class SubtractMeanImage(nn.Module):
 def transforms_for(config: Mapping[str, Any]) -> v2.Compose:
     """torchvision.transforms.v2 pipeline for a ``data_config``: PIL image or uint8 (C, H, W) tensor in, float
     (C, H, W) normalized as the weights were trained out."""
-    record = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k != "mean_image"}
-    record = check_preprocess("data config", record, None)
-    _, height, width = record["input_size"]
-    mode = v2.InterpolationMode(record["interpolation"])
-    if record["crop_mode"] == "squash":
+    record = Preprocess.from_record(config)
+    _, height, width = record.input_size
+    mode = v2.InterpolationMode(record.interpolation)
+    if record.crop_mode == "squash":
         steps: list[Any] = [v2.Resize((height, width), interpolation=mode, antialias=True)]
     else:
-        shorter = math.floor(min(height, width) / record["crop_pct"])
+        shorter = math.floor(min(height, width) / record.crop_pct)
         steps = [v2.Resize(shorter, interpolation=mode, antialias=True), v2.CenterCrop((height, width))]
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if record["mean"] == "per_pixel":
-        if not isinstance(config.get("mean_image"), Tensor):
+    if record.per_pixel:
+        if record.mean_image is None:
             raise WeightsError("data config: mean is \"per_pixel\" but it has no mean_image tensor")
-        steps.append(SubtractMeanImage(config["mean_image"]))
+        steps.append(SubtractMeanImage(record.mean_image))
     else:
-        std = record["std"] or [1.0] * len(record["mean"])
-        steps.append(v2.Normalize(record["mean"], std))
+        steps.append(v2.Normalize(list(record.mean), list(record.std or [1.0] * len(record.mean))))
     return v2.Compose(steps)
