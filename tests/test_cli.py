@@ -165,3 +165,16 @@ def test_error_lines_escape_control_characters_from_file_names(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "\x1b" not in err and len([ln for ln in err.splitlines() if ln]) == 1
     assert "\\x1b[2Jname\\nforged" in err
+
+
+def test_train_help_shows_the_quick_recipes_values_and_lists_every_recipe(capsys, monkeypatch):
+    from resnet.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps at the terminal's width: one line per flag here
+    from resnet.config import list_recipes
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 600, the quick recipe's; built-in 64000)" in text
+    assert all(name in text for name in list_recipes(task="classify")) and "detect-quick" not in text

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from resnet.config import OPTIONAL_SECTIONS, SECTIONS, field_help
+from resnet.config import OPTIONAL_SECTIONS, SECTIONS, field_help, load_recipe
 
 CLASSIFY_SECTIONS = tuple(s for s in SECTIONS if s not in OPTIONAL_SECTIONS)
 
@@ -34,29 +34,38 @@ def _metavar(f: dataclasses.Field) -> str:
     return _METAVARS.get(base, "VALUE")
 
 
-def _default_text(f: dataclasses.Field) -> str:
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return "unset" if value is None else str(value)
+
+
+def _default_text(f: dataclasses.Field, recipe: tuple[str, dict[str, Any]] | None, section: str) -> str:
+    """The value the command uses without the flag: its recipe's (when the recipe sets it), else the built-in."""
+    if recipe is not None:
+        name, values = recipe
+        if f.name in values.get(section, {}):
+            built_in = "" if f.default is dataclasses.MISSING else f"; built-in {_shown(f.default)}"
+            return f" (default: {_shown(values[section][f.name])}, the {name} recipe's{built_in})"
     if f.default is dataclasses.MISSING:
         return ""
-    value = f.default
-    if isinstance(value, tuple):
-        shown = ",".join(map(str, value)) or "none"
-    else:
-        shown = "unset" if value is None else str(value)
-    return f" (built-in default: {shown})"
+    return f" (default: {_shown(f.default)})"
 
 
 def add_config_flags(p: argparse.ArgumentParser, sections: Sequence[str] = tuple(CLASSIFY_SECTIONS),
-                     only: Collection[str] | None = None) -> None:
+                     only: Collection[str] | None = None, recipe: str | None = None) -> None:
     """One flag per config field of ``sections`` (``only`` those fields, when given), its help the field's own
-    (``config.field_help``); values are checked by the config. The built-in defaults are shown; a recipe overrides
-    some of them (``--print-config`` shows the values a run would use)."""
+    (``config.field_help``); values are checked by the config. Each help ends with the value used without the flag:
+    ``recipe``'s (the command's default recipe) where it sets one, else the built-in (``--print-config`` shows the
+    values a run would use)."""
+    defaults = (recipe, load_recipe(recipe)) if recipe else None
     for section in sections:
         group = p.add_argument_group(f"[{section}] options")
         for f in dataclasses.fields(SECTIONS[section]):
             if only is not None and f.name not in only:
                 continue
             dest = f"cfg__{section}__{f.name}"
-            help_ = (field_help(section, f.name) + _default_text(f)).replace("%", "%%")
+            help_ = (field_help(section, f.name) + _default_text(f, defaults, section)).replace("%", "%%")
             flag = flag_name(section, f.name)
             if f.type in ("bool", "bool | None") and f.name.startswith("no_"):  # not --no-no-decay-norm-bias
                 group.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_)

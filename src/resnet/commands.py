@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
-from resnet.config import SECTIONS, RunCfg, build_config, load_recipe, merge, read_run_config, to_dict
+from resnet.config import SECTIONS, RunCfg, build_config, list_recipes, load_recipe, merge, read_run_config, to_dict
 from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
@@ -20,12 +20,13 @@ from resnet.transfer.cli import register_import
 def register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network with a recipe (the main job)",
                        description="Train with a recipe; every recipe field can be overridden by its flag.")
-    p.add_argument("--recipe", default=None, help="recipe name (quick, paper-cifar, paper-imagenet) or a .toml path")
+    p.add_argument("--recipe", default=None, help=f"a shipped recipe ({', '.join(list_recipes(task='classify'))}) or "
+                                                  "a .toml path (default quick)")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     p.add_argument("--print-config", action="store_true",
                    help="print the config this command would train with (recipe and flags applied) as TOML, and exit")
-    add_config_flags(p)
+    add_config_flags(p, recipe="quick")
     p.set_defaults(handler=cmd_train)
 
 
@@ -79,6 +80,11 @@ def train_command(args: argparse.Namespace, task: str) -> int:
     cfg = resolve_train_config(args, task)
     if args.print_config:
         import tomli_w
+
+        if task == "classify":  # what will train: the net an --init-from file holds, in its layout
+            from resnet.classify import as_trained
+
+            cfg = as_trained(cfg)
 
         print(tomli_w.dumps(to_dict(cfg)), end="")
         return 0

@@ -96,6 +96,11 @@ def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
 def _resolve_path(target: str) -> Path:
     p = Path(target)
     if p.is_dir():
+        members = sorted(m.parent.name for m in p.glob("seed*/model.safetensors"))
+        if members and not (p / "model.safetensors").is_file():  # a --seeds group: its nets are its members'
+            names = " ".join(str(Path(target) / m) for m in members)
+            raise WeightsError(f"{target} is a group of {len(members)} nets trained with --seeds: name its members "
+                               f"({names}); several names score each and their ensemble")
         p = p / "model.safetensors"
         if not p.is_file():
             raise WeightsError(f"{target} has no model.safetensors (the run did not finish?); "

@@ -152,7 +152,7 @@ def test_detect_train_prints_its_config_and_shows_defaults_in_help(capsys):
     assert code == 0 and saved["recipe"] == "detect-quick" and saved["detect"]["design"] == "fpn"
     with pytest.raises(SystemExit):
         main(["detect", "train", "--help"])
-    assert "(built-in default: c4)" in capsys.readouterr().out
+    assert "(default: c4, the detect-quick recipe's; built-in c4)" in capsys.readouterr().out
 
 
 def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):

@@ -222,6 +222,10 @@ def test_a_member_of_a_seeds_group_is_resumed_through_its_group(tmp_path, capsys
     code, _, err = run_cli(["train", "--resume", member], capsys)
     assert code == 2 and f"is member seed 0 of the group {group}" in one_line_error(err), err
     assert f"resnet train --resume {group}" in err and _files(member) == before
+    code, _, err = run_cli(["eval", group], capsys)  # the group's nets are its members'
+    assert code == 2 and f"is a group of 2 nets trained with --seeds: name its members ({group / 'seed0'} " in err
+    code, out, _ = run_cli(["eval", group / "seed0", group / "seed1"], capsys)
+    assert code == 0 and "ensemble of 2" in out
 
 
 def test_a_resume_refused_for_an_unwritable_checkpoint_folder_leaves_config_toml_as_it_was(finished, tmp_path,

@@ -99,3 +99,19 @@ def test_freezing_more_stages_than_the_net_has_is_one_config_error(digits_run, p
         make_trainer(_parity_cfg(parity_folder, init_from=str(digits_run), freeze_stages=4), tmp_path / "x")
     with pytest.raises(ConfigError, match="between 0 and 4"):
         _parity_cfg(parity_folder, freeze_stages=9)
+
+
+def test_print_config_with_init_from_shows_the_net_the_weights_hold(tmp_path, capsys, monkeypatch):
+    """A torchvision ResNet-18 file: the run trains resnet18 in torchvision's v1.5 layout, not the recipe's net."""
+    import torchvision
+
+    from resnet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    capsys.readouterr()
+    assert main(["train", "--recipe", "finetune", "--init-from", str(tmp_path / "r18.pth"), "--data",
+                 str(tmp_path), "--print-config"]) == 0
+    saved = tomllib.loads(capsys.readouterr().out)
+    assert saved["model"]["name"] == "resnet18" and saved["model"]["stride_in_1x1"] is False
+    assert saved["optim"]["schedule"] == "cosine" and "milestones" not in saved["optim"]

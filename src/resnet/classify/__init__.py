@@ -28,6 +28,18 @@ def classification_task(cfg: RunCfg) -> Task:
     return GroupTask(cfg.train.seeds) if cfg.train.seeds else ClassificationTask()
 
 
+def as_trained(cfg: RunCfg) -> RunCfg:
+    """The config a run of ``cfg`` will train and record: starting from weights (``--init-from``), the net those
+    weights hold, in their layout (what ``--print-config`` shows)."""
+    if not cfg.finetune.init_from:
+        return cfg
+    from resnet.classify.task import ClassificationTask
+    from resnet.transfer.finetune import Pretrained
+
+    source = Pretrained(cfg.finetune.init_from, cfg.model.name, cfg.model.in_chans)
+    return ClassificationTask().as_trained(cfg, source.model)
+
+
 def make_trainer(cfg: RunCfg, out: Path, resume: bool = False) -> Trainer:
     """The engine's :class:`~resnet.engine.trainer.Trainer` for a classification run (``setup()``, ``run()``)."""
     from resnet.engine.trainer import Trainer
@@ -44,4 +56,4 @@ def train(cfg: RunCfg, out: Path, resume: bool = False,
     return engine_train(cfg, out, resume=resume, task=classification_task(cfg), on_ready=on_ready)
 
 
-__all__ = ["classification_task", "make_trainer", "train"]
+__all__ = ["as_trained", "classification_task", "make_trainer", "train"]

@@ -403,10 +403,15 @@ def build_config(overrides: dict[str, dict[str, Any]], recipe: str = "custom") -
     return RunCfg(**parts, recipe=recipe)
 
 
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped in the package."""
+def list_recipes(task: str | None = None) -> list[str]:
+    """Names of the recipes shipped in the package; ``task="classify"`` or ``"detect"``: that task's only (a
+    detection recipe has a [detect] table)."""
     files = resources.files("resnet.recipes").iterdir()
-    return sorted(p.name[: -len(".toml")] for p in files if p.name.endswith(".toml"))
+    names = sorted(p.name[: -len(".toml")] for p in files if p.name.endswith(".toml"))
+    if task is None:
+        return names
+    return [n for n in names if ("[detect]" in resources.files("resnet.recipes").joinpath(f"{n}.toml").read_text())
+            == (task == "detect")]
 
 
 def _recipe_bytes(name_or_path: str) -> bytes:
@@ -469,7 +474,8 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
     Only what applies is written: with ``milestones_frac`` set, the unused absolute ``milestones`` are left out;
     the ImageNet-only data fields are left out for the 32x32 tensor datasets (digits, CIFAR), where they do nothing;
     the test ``scales`` unless the protocol is multi-scale; the warm-up's threshold and cap without a warm-up; the
-    plateau patience without a plateau schedule; and the ``[finetune]`` section when the run starts from scratch.
+    plateau patience without a plateau schedule; milestones and gamma for a cosine or constant schedule; and the
+    ``[finetune]`` section when the run starts from scratch.
     A left-out field reads back as its default.
     """
 
@@ -490,6 +496,9 @@ def to_dict(cfg: RunCfg) -> dict[str, Any]:
         out["optim"].pop("warmup_max_iters", None)
     if cfg.optim.schedule != "plateau":
         out["optim"].pop("plateau_patience", None)
+    if cfg.optim.schedule not in ("step", "plateau"):  # cosine and constant have no milestones and no gamma
+        for key in ("milestones", "milestones_frac", "gamma"):
+            out["optim"].pop(key, None)
     if cfg.finetune == FinetuneCfg():
         del out["finetune"]
     return {"recipe": cfg.recipe, **out}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int, timestamp
+from resnet.config import list_recipes
 
 EXAMPLES = """examples:
   resnet detect train                                    the detect-quick recipe: ResNet-20 on the embedded scenes
@@ -39,12 +40,13 @@ def register_detect(sub: argparse._SubParsersAction, train: Any) -> None:
     actions.required = True
 
     t = _parser(actions, "train", "train a detector with a recipe (default detect-quick)", train)
-    t.add_argument("--recipe", default=None, help="detect-quick, detect-paper or a .toml path")
+    t.add_argument("--recipe", default=None, help=f"a shipped recipe ({', '.join(list_recipes(task='detect'))}) or a "
+                                                  ".toml path (default detect-quick)")
     t.add_argument("--out", default=None, help="run folder (default runs/detect-<backbone>-<time>)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     t.add_argument("--print-config", action="store_true",
                    help="print the config this command would train with (recipe and flags applied) as TOML, and exit")
-    add_config_flags(t, sections=("model", "optim", "train", "detect"))
+    add_config_flags(t, sections=("model", "optim", "train", "detect"), recipe="detect-quick")
     add_config_flags(t, sections=("data",), only=("workers", "bad_images"))  # [detect] says which images
 
     e = _parser(actions, "eval", "COCO mAP and VOC07 mAP of a detector on a test split", cmd_eval)
