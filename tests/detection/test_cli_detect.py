@@ -78,10 +78,11 @@ def test_predict_draws_boxes_into_pngs_and_writes_their_detections(trained_run, 
                         tmp_path / "drawn", "--min-score", "0", "--device", "cpu"], capsys)
     assert code == 0
     drawn = decode_png(torch.frombuffer(bytearray((tmp_path / "drawn" / "scene.png").read_bytes()), dtype=torch.uint8))
-    assert drawn.shape == image.shape
+    k = 384 // 96  # a small image is drawn enlarged by a whole factor, so its labels can be read
+    assert drawn.shape == (3, 80 * k, 96 * k)
     found = json.loads((tmp_path / "drawn" / "detections.json").read_text())
     assert found[0]["file"].endswith("scene.png") and found[0]["detections"]  # score threshold 0: boxes come out
-    assert not torch.equal(drawn, image)
+    assert not torch.equal(drawn, image.repeat_interleave(k, 1).repeat_interleave(k, 2))
     for det in found[0]["detections"]:
         x0, y0, x1, y1 = det["box_xyxy"]
         assert 0 <= x0 <= x1 <= 96 and 0 <= y0 <= y1 <= 80 and det["label"] in [str(d) for d in range(10)]
@@ -153,6 +154,26 @@ def test_detect_train_prints_its_config_and_shows_defaults_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["detect", "train", "--help"])
     assert "(default: c4, the detect-quick recipe's; built-in c4)" in capsys.readouterr().out
+
+
+def test_predict_never_overwrites_its_inputs_and_keeps_same_named_images_apart(trained_run, tmp_path, capsys):
+    from torchvision.io import write_png
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_png(torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8), str(tmp_path / folder / "scene.png"))
+    image = tmp_path / "a" / "scene.png"
+    before = image.read_bytes()
+    code, _, err = run(["detect", "predict", image.with_suffix(".png"), "--weights", trained_run, "--out",
+                        tmp_path / "a", "--device", "cpu"], capsys)
+    assert code == 2 and "would overwrite the input image" in err and image.read_bytes() == before
+    code, out, _ = run(["detect", "predict", image, tmp_path / "b" / "scene.png", "--weights", trained_run, "--out",
+                        tmp_path / "drawn", "--min-score", "1.0", "--device", "cpu"], capsys)
+    assert code == 0 and (tmp_path / "drawn" / "scene.png").is_file() and (tmp_path / "drawn" / "scene-2.png").is_file()
+    assert "0 object(s) (no box scored --min-score 1.0; the best scored" in out or "proposed no box" in out
+    code, _, err = run(["detect", "predict", image, "--weights", trained_run, "--out", tmp_path / "drawn",
+                        "--device", "cpu"], capsys)
+    assert code == 2 and "detections.json already exists" in err
 
 
 def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):

@@ -94,7 +94,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out = out_dir(args, f"detect-predict-{timestamp()}")
     for item in predict_files(args.weights, args.images, out, args.min_score, args.device):
-        print(f"{item['file']}: {len(item['detections'])} object(s) -> {item['drawn']}")
+        best = item["best_score"]
+        none = "" if item["detections"] else (
+            f" (no box scored --min-score {args.min_score}; the best scored {best:.3f}: lower --min-score to see it)"
+            if best is not None else " (the detector proposed no box)")
+        print(f"{item['file']}: {len(item['detections'])} object(s){none} -> {item['drawn']}")
         for det in item["detections"]:
             print(f"  {det['label']:<12} {det['score']:.3f}  {det['box_xyxy']}")
     print(f"detections: {out / 'detections.json'}")

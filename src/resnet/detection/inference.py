@@ -80,12 +80,21 @@ def load_detector(target: str | os.PathLike[str], device: str | torch.device = "
     return model.to(device).eval(), cfg, categories
 
 
+DRAWN_MIN_SIDE = 384
+"""Drawings of smaller images are enlarged (by a whole factor, nearest neighbour) so their labels can be read."""
+
+
 def draw_detections(image: Tensor, detection: dict[str, Any], names: list[str], min_score: float) -> Tensor:
-    """uint8 (3, H, W) with each box over ``min_score`` drawn and labelled ``name score``."""
+    """uint8 (3, H, W) with each box over ``min_score`` drawn and labelled ``name score``; an image whose longer
+    side is under :data:`DRAWN_MIN_SIDE` is drawn enlarged k times (its boxes with it)."""
     from torchvision.utils import draw_bounding_boxes
 
     keep = detection["scores"] >= min_score
     boxes = detection["boxes"][keep]
+    k = max(1, DRAWN_MIN_SIDE // max(image.shape[-2:]))
+    if k > 1:
+        image = image.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+        boxes = boxes * k
     labels = [f"{names[int(c) - 1]} {float(s):.2f}" for c, s in
               zip(detection["labels"][keep], detection["scores"][keep], strict=True)]
     return draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2)

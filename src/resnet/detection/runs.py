@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.config import RunCfg, build_config, build_section, load_recipe, merge, section_values, to_dict
+from resnet.errors import ConfigError
 from resnet.fsutil import write_atomic
 
 log = logging.getLogger("resnet.detection")
@@ -112,24 +113,51 @@ def predict_files(weights: str, images: list[str], out: Path, min_score: float, 
     from resnet.detection.inference import draw_detections, load_detector
     from resnet.engine.distributed import resolve_device
 
+    drawn = _drawing_names(images, out)
     dev = resolve_device(device)
     model, _, categories = load_detector(weights, dev)
     names = [str(c["name"]) for c in categories]
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in images:
+    for path, target in zip(images, drawn, strict=True):
         image = decode_image_file(path)
         with torch.inference_mode():
             found = {k: v.cpu() for k, v in model([image.to(dev).float().div(255)])[0].items()}
         keep = found["scores"] >= min_score
-        drawn = out / f"{Path(path).stem}.png"
-        write_png(draw_detections(image, found, names, min_score), str(drawn))
-        results.append({"file": str(path), "drawn": str(drawn), "detections": [
+        write_atomic(target, lambda tmp, found=found, image=image: write_png(
+            draw_detections(image, found, names, min_score), str(tmp)))
+        results.append({"file": str(path), "drawn": str(target),
+                        "best_score": round(float(found["scores"].max()), 4) if len(found["scores"]) else None,
+                        "detections": [
             {"label": names[int(c) - 1], "category_id": categories[int(c) - 1]["id"], "score": round(float(s), 4),
              "box_xyxy": [round(float(v), 2) for v in b]}
             for b, s, c in zip(found["boxes"][keep], found["scores"][keep], found["labels"][keep], strict=True)]})
-    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    write_atomic(out / "detections.json", json.dumps(results, indent=1))
     return results
+
+
+def _drawing_names(images: list[str], out: Path) -> list[Path]:
+    """OUT/<stem>.png per image, made unique (two inputs named alike get -2, -3 ...); refused in one line when a
+    drawing or detections.json would land on an input image or on a file that is not a drawing of this command."""
+    inputs = {Path(p).resolve() for p in images}
+    taken: set[Path] = set()
+    drawn = []
+    for path in images:
+        stem, n = Path(path).stem, 1
+        target = out / f"{stem}.png"
+        while target in taken:
+            n += 1
+            target = out / f"{stem}-{n}.png"
+        taken.add(target)
+        drawn.append(target)
+    for target in [*drawn, out / "detections.json"]:
+        if target.resolve() in inputs:
+            raise ConfigError(f"--out {out} would overwrite the input image {target}; pass another --out folder")
+    listing = out / "detections.json"
+    if listing.exists():
+        raise ConfigError(f"{listing} already exists (an earlier prediction, or a file of yours); pass another --out "
+                          "folder (the default is a new runs/detect-predict-<time>)")
+    return drawn
 
 
 def make_scenes_dataset(out: Path, train: int, test: int, size: int, seed: int) -> list[Path]:
