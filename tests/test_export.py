@@ -115,18 +115,16 @@ def test_dynamic_image_sides_start_one_above_the_nets_total_stride():
     assert min_side(resnet.create_model("resnet18").eval(), 3, 64) == 33  # stride 32
 
 
-def test_export_of_weights_that_do_not_name_their_architecture_takes_arch(tmp_path, capsys):
+def test_export_reads_weights_that_do_not_name_their_architecture_as_import_does(tmp_path, capsys):
+    """torchvision's tensors in a .safetensors: the depth and layout come from the tensors, no --arch needed."""
     import torchvision
     from safetensors.torch import save_file
 
     path = tmp_path / "tv.safetensors"  # torchvision's tensors, no resnet metadata
     save_file(torchvision.models.resnet18(num_classes=10).state_dict(), str(path))
-    assert main(["export", "--weights", str(path), "--format", "torchscript"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "--arch" in err and "\n" not in err
     out = tmp_path / "tv.pt"
-    assert main(["export", "--weights", str(path), "--arch", "resnet18", "--format", "torchscript",
-                 "--input-size", "64", "--out", str(out)]) == 0
+    assert main(["export", "--weights", str(path), "--format", "torchscript", "--input-size", "64",
+                 "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["checked_sizes"] == [64, 96]
 
 

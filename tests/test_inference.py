@@ -263,3 +263,20 @@ def test_multiscale_eval_of_a_cifar_style_net_says_it_is_not_expected_to_hold_up
     for quiet in (["--protocol", "center"], ["--protocol", "multiscale", "--scales", "224"]):
         assert main([*base, *quiet]) == 0
         assert "warning" not in capsys.readouterr().out
+
+
+def test_eval_predict_and_export_read_a_torchvision_file_as_import_does(tmp_path):
+    """No --arch: the depth and layout come from the tensors (v1.5), the preprocessing is ImageNet's."""
+    import torchvision
+
+    from resnet.inference import load_for_inference
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18().eval()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model, info = load_for_inference(str(tmp_path / "r18.pth"))
+    assert model.arch == "resnet18" and model.options["stride_in_1x1"] is False
+    assert info.input_size == 224 and info.preprocess.mean == (0.485, 0.456, 0.406)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)

@@ -160,8 +160,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
                    help="run folder (uses its model.safetensors, and its dataset unless --dataset/--data say "
                         "otherwise) or a .safetensors/.pth weights file (default dataset: digits); several make an "
                         "ensemble (softmax scores averaged, the paper's Table 5)")
-    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
-                                                "(torchvision's)")
+    p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
+                                                "registered net (torchvision's and timm's are recognised)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test (default) or the validation images a run held out (--val-split)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)")
@@ -201,8 +201,8 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, action="append",
                    help="a .safetensors written by resnet, or a run folder; repeat it for an ensemble (softmax "
                         "scores averaged)")
-    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
-                                                "(torchvision's)")
+    p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
+                                                "registered net (torchvision's and timm's are recognised)")
     p.add_argument("--top", type=positive_int, default=5, help="classes printed per image (default 5)")
     p.add_argument("--bad-images", choices=("fail", "skip"), default="fail",
                    help="an unreadable image: stop (fail, default) or warn and go on (skip)")
@@ -265,8 +265,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export weights to ONNX (checked with ONNX Runtime), TorchScript or "
                                       "torch.export (.pt2), any batch and image size, preprocessing included")
     p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
-    p.add_argument("--arch", default=None, help="architecture, needed only for weights that do not name theirs "
-                                                "(torchvision's)")
+    p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
+                                                "registered net (torchvision's and timm's are recognised)")
     p.add_argument("--format", choices=("onnx", "torchscript", "pt2"), default="onnx")
     p.add_argument("--out", default=None, help="output file (default beside the weights)")
     p.add_argument("--input-size", type=positive_int, default=None, help="image side (default: the net's own)")

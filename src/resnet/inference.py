@@ -114,20 +114,16 @@ def load_for_inference(target: str, arch: str | None = None,
                        device: torch.device | str = "cpu") -> tuple[nn.Module, InferenceInfo]:
     """A run folder or weights file -> (model in eval mode, preprocessing info).
 
-    Files that do not name their architecture (torchvision's .pth, or their tensors saved as .safetensors) need
-    ``arch``; files written by resnet name their own.
+    Files written by resnet name their own net; others (torchvision's and timm's .pth or .safetensors, akamaster's
+    .th) are read as ``resnet import`` reads them: the depth from the tensors, the layout the file was trained with,
+    ImageNet's preprocessing; ``arch`` only where the depth matches no registered net.
     """
-    from resnet.models.weights import ARCH_KEY, from_torchvision, inspect_weights, load_model
+    from resnet.models.weights import ARCH_KEY, inspect_weights, load_model
+    from resnet.transfer import import_weights
 
     path = _resolve_path(target)
-    metadata = {} if path.suffix.lower() in (".pth", ".pt") else inspect_weights(path)[0]
-    if ARCH_KEY in metadata:
-        model = load_model(str(path))
-    elif not arch:
-        raise ConfigError(f"{path} does not name its architecture (a torchvision state dict?): pass --arch "
-                          "(e.g. resnet50)")
-    else:
-        model = from_torchvision(str(path), arch)
+    metadata = inspect_weights(path)[0] if path.suffix.lower() == ".safetensors" else {}
+    model = load_model(str(path)) if ARCH_KEY in metadata else import_weights(str(path), arch)
     record, classes = read_preprocessing(model, metadata)
     return model.to(device).eval(), _info(path, model, arch, record, classes)
 
