@@ -214,3 +214,25 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(monkeypatch):
     assert precision.cpu_precision_warning("bf16") is None
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"asimd", "bf16"})  # not x86: its flags are not read here
     assert precision.cpu_precision_warning("bf16") is None
+
+
+@pytest.mark.slow
+def test_keep_best_keeps_the_lowest_error_evaluation_and_a_resume_keeps_it(tmp_path, run_cfg, sigterm_at):
+    from resnet.classify import make_trainer
+    from resnet.models.weights import load_model
+
+    cfg = run_cfg(keep_best=True, eval_every=6)
+    train(cfg, tmp_path / "full")
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    best_row = min(rows, key=lambda r: r["test_error"])  # the first of equal errors: a later tie does not replace it
+    best = json.loads((tmp_path / "full" / "best.json").read_text())
+    assert best == {"step": best_row["step"], "test_error": best_row["test_error"]}
+    assert load_model(tmp_path / "full" / "best.safetensors").arch == "resnet20"
+    trainer = make_trainer(cfg, tmp_path / "cut")
+    sigterm_at(trainer, 15)
+    trainer.run()
+    train(cfg, tmp_path / "cut", resume=True)
+    assert json.loads((tmp_path / "cut" / "best.json").read_text()) == best
+    a = load_file(str(tmp_path / "full" / "best.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "best.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -43,6 +43,9 @@ def refuse_shared(cfg: RunCfg) -> None:
     if cfg.optim.schedule == "plateau" or cfg.optim.warmup_lr is not None:
         raise ConfigError("--seeds shares one learning rate, but a plateau schedule or --warmup-lr follows each "
                           "run's own error: use --schedule step (or cosine), or train the seeds as separate runs")
+    if cfg.train.keep_best:
+        raise ConfigError("--seeds has no one best evaluation (each member has its own): drop --keep-best, or train "
+                          "the seeds as separate runs")
     if cfg.train.precision == "fp16":
         raise ConfigError("--seeds shares one fp16 loss scale, so one member's overflow would skip every member's "
                           "step: use --precision bf16 or fp32")

@@ -237,6 +237,9 @@ class TrainCfg:
     )
     nan_policy: str = option("stop", "On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip the step.")
     keep_checkpoints: int = option(2, "How many resumable checkpoints to keep (the newest).")
+    keep_best: bool = option(False, "Also keep the weights of the evaluation with the lowest monitored error (the "
+                                    "task's: test_error on the eval split for classification) as best.safetensors, "
+                                    "its step and figure in best.json; model.safetensors stays the last weights.")
     threads: int | None = option(None, "CPU threads for torch's operators; None = the cores other processes leave "
                                        "free (read from the CPU's counters when the run starts).")
 

@@ -109,7 +109,8 @@ def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device
 # one mid-run would make config.toml describe a run that never happened.
 RESUMABLE: frozenset[tuple[str, str]] = frozenset({
     ("train", "iterations"), ("train", "epochs"), ("train", "eval_every"), ("train", "checkpoint_every"),
-    ("train", "keep_checkpoints"), ("train", "device"), ("train", "precision"), ("train", "channels_last"),
+    ("train", "keep_checkpoints"), ("train", "keep_best"), ("train", "device"), ("train", "precision"),
+    ("train", "channels_last"),
     ("train", "compile"), ("train", "cuda_graphs"), ("train", "cudnn_benchmark"), ("train", "bucket_cap_mb"),
     ("train", "nan_policy"), ("train", "sync_bn"), ("train", "threads"),
     ("data", "data"), ("data", "download"), ("data", "workers"), ("data", "bad_images"), ("data", "max_pixels"),
@@ -216,6 +217,13 @@ def replicas_identical(model: torch.nn.Module) -> bool:
     dist.broadcast(reference, src=0)
     mismatches = torch.tensor([0 if torch.equal(flat, reference) else 1], device=flat.device)
     return int(all_reduce_sum(mismatches).item()) == 0
+
+
+def write_best(out: Path, model: torch.nn.Module, step: int, figures: dict[str, float], meta: dict[str, str],
+               extra: dict[str, torch.Tensor]) -> None:
+    """best.safetensors (the weights of the best evaluation so far, with the task's record) and best.json."""
+    save_weights(model, out / "best.safetensors", metadata={**meta, "step": str(step)}, extra=extra)
+    write_atomic(out / "best.json", json.dumps({"step": step, **figures}, indent=1))
 
 
 def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], history: list[dict[str, Any]],

@@ -47,6 +47,7 @@ from resnet.engine.rundir import (
     replicas_identical,
     resume_changes,
     saved_config,
+    write_best,
 )
 from resnet.engine.runlock import RunDirLock
 from resnet.engine.runlog import RunLog, truncate_metrics
@@ -123,6 +124,7 @@ class Trainer:
         self.signals = StopSignals(self.dist.enabled)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.best: float | None = None  # --keep-best: the lowest monitored error so far
         # Loss sum, the task's running sums and images since the last evaluation, summed on the device and
         # checkpointed, so a resumed run logs the same rows as an uninterrupted one.
         self.window = torch.zeros(2 + len(self.task.running), dtype=torch.float64, device=self.device)
@@ -219,6 +221,7 @@ class Trainer:
         self.step = state.step
         self.pending_eval = bool(state.extra.get("evaluation_pending", False))
         self.history = [r for r in state.extra.get("history", []) if r["step"] <= self.step]
+        self.best = state.extra.get("best")
         if self.dist.is_main:
             truncate_metrics(self.out / "metrics.jsonl", self.step)
             log.info("resumed from iteration %d", self.step)
@@ -331,9 +334,21 @@ class Trainer:
                **result, "eval_split": "val" if self.data.test is not None else "test"}
         self.history.append(row)
         runlog.record(row)
+        self._keep_best(result)
         self.window.zero_()
         self.save_checkpoint()
         return row
+
+    def _keep_best(self, result: dict[str, Any]) -> None:
+        """--keep-best: the weights of the evaluation with the lowest monitored error so far (checkpointed, so a
+        resumed run keeps the same best)."""
+        error = float(result[self.task.monitor])
+        if not self.cfg.train.keep_best or (self.best is not None and error >= self.best):
+            return
+        self.best = error
+        if self.dist.is_main:
+            meta, extra = self.task.save_record(self.data)
+            write_best(self.out, unwrap_model(self.model), self.step, {self.task.monitor: error}, meta, extra)
 
     def save_checkpoint(self) -> None:
         self.guard.check()
@@ -343,7 +358,7 @@ class Trainer:
             barrier()
             return
         extra = {"schedule": self.schedule.state_dict(), "data": self.data.train.state_dict(),
-                 "history": self.history, "total": self.total, "window": window.tolist(),
+                 "history": self.history, "total": self.total, "window": window.tolist(), "best": self.best,
                  "evaluation_pending": self.pending_eval}
         if self.scaler is not None:
             extra["grad_scaler"] = self.scaler.state_dict()  # plain floats and ints: JSON-able
