@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from resnet.errors import ConfigError, ResNetError
+from resnet.fsutil import check_writable, write_atomic
 
 log = logging.getLogger("resnet.export")
 
@@ -180,7 +182,25 @@ def export_model(weights: str, fmt: str, out: str | None = None, input_size: int
     dest = Path(out) if out else src.with_name(src.stem + SUFFIXES[fmt])
     if dest.is_dir():
         raise ConfigError(f"--out {dest} is a folder; pass a file name, e.g. {dest / src.stem}{SUFFIXES[fmt]}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    report = EXPORTERS[fmt](model, dest, size, info.in_chans, preprocess_record(info))
+    if dest.exists() and not dest.is_file():  # /dev/null, /dev/full, a FIFO: never replaced by a file
+        raise ConfigError(f"--out {dest} is not a regular file; pass a file name, e.g. {src.stem}{SUFFIXES[fmt]}")
+    check_writable(dest.parent)
+    _check_room(model, dest.parent)
+    report: dict[str, Any] = {}
+    # The exporter writes, reloads and checks the temporary file; only a checked program is renamed into place.
+    write_atomic(dest, lambda tmp: report.update(EXPORTERS[fmt](model, tmp, size, info.in_chans,
+                                                                preprocess_record(info))))
+    report["path"] = str(dest)
     log.info("exported %s to %s", info.path, dest)
     return report
+
+
+def _check_room(model: nn.Module, folder: Path) -> None:
+    """Refuse before writing when the folder cannot hold the program: torch's C++ writers abort the process on a
+    full disk (no Python error to turn into a line, and a partial file left behind)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = int(weights * 1.1) + 2**20  # the tensors, the graph and the record around them
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ResNetError(f"{folder} has {free / 2**20:.1f} MB free, the exported program needs about "
+                          f"{need / 2**20:.1f} MB; free some space or pass --out on another disk")

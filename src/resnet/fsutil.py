@@ -59,3 +59,18 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[Pat
         finally:
             os.close(folder)
     return target
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it, or fail with an OSError naming the folder (a read-only mount, a full
+    disk): a run learns this before it trains, an export before it builds its program (torch's C++ writers fail
+    with a RuntimeError, or abort)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".probe-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"0")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(folder)) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

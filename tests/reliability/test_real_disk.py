@@ -83,3 +83,31 @@ def _read_only_resume(fs: Path, capsys) -> None:
     assert code == 2
     line = one_line_error(err)
     assert str(run) in line and "read-only" in line.lower()
+
+
+def test_an_export_that_cannot_fit_is_one_error_and_leaves_no_file(small_fs, tmp_path, capsys):
+    """torch's C++ writers abort the process on a full disk: the room is checked before anything is written."""
+    import resnet
+
+    weights = tmp_path / "r56.safetensors"  # 3.4 MB of weights for a 3 MB disk
+    resnet.save_weights(resnet.create_model("resnet56"), weights)
+    for fmt in ("torchscript", "pt2"):
+        code, _, err = run_cli(["export", "--weights", weights, "--format", fmt, "--out", small_fs / f"m.{fmt}"],
+                               capsys)
+        assert code == 2 and "MB free, the exported program needs about" in one_line_error(err), err
+    assert list(small_fs.iterdir()) == []
+
+
+def test_an_export_to_a_device_or_a_read_only_folder_is_one_error(small_fs, tmp_path, capsys):
+    import resnet
+
+    weights = tmp_path / "r20.safetensors"
+    resnet.save_weights(resnet.create_model("resnet20"), weights)
+    for device in ("/dev/null", "/dev/full"):
+        code, _, err = run_cli(["export", "--weights", weights, "--format", "torchscript", "--out", device], capsys)
+        assert code == 2 and f"--out {device} is not a regular file" in one_line_error(err), err
+    _remount_read_only(small_fs)
+    code, _, err = run_cli(["export", "--weights", weights, "--format", "torchscript", "--out", small_fs / "m.pt"],
+                           capsys)
+    assert code == 2 and "Read-only file system" in one_line_error(err) and str(small_fs) in err, err
+    assert list(small_fs.iterdir()) == []

@@ -232,7 +232,7 @@ def test_a_resume_refused_for_an_unwritable_checkpoint_folder_leaves_config_toml
                                                                                             capsys, monkeypatch):
     import errno
 
-    from resnet.engine import checkpoint
+    from resnet.engine import trainer
 
     run = _copy(finished, tmp_path / "run")
     before = _files(run)
@@ -240,7 +240,7 @@ def test_a_resume_refused_for_an_unwritable_checkpoint_folder_leaves_config_toml
     def read_only(folder):
         raise OSError(errno.EROFS, "Read-only file system", str(folder))
 
-    monkeypatch.setattr(checkpoint, "check_writable", read_only)
+    monkeypatch.setattr(trainer, "check_writable", read_only)
     code, _, err = run_cli(["train", "--resume", run, "--iterations", "30"], capsys)
     assert code == 2 and "Read-only file system" in err
     assert _files(run) == before  # config.toml still says the run's own length: a plain resume is unchanged

@@ -137,20 +137,6 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     return json_path
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and a file in it, or fail with an OSError naming the folder (a read-only mount, a full
-    disk): a run learns this before it trains, not at its first checkpoint."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".probe-{os.getpid()}.tmp"
-    try:
-        probe.write_bytes(b"0")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), str(folder)) from None
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-
-
 def list_checkpoints(folder: Path) -> list[Path]:
     """Sidecars in the folder, newest first."""
     if not folder.is_dir():

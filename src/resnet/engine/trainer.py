@@ -57,6 +57,7 @@ from resnet.engine.step import Step, build_step, optimizer_state_dict
 from resnet.engine.task import Task
 from resnet.engine.threads import run_threads
 from resnet.errors import ConfigError, TrainingError
+from resnet.fsutil import check_writable
 from resnet.models.weights import unwrap_model
 
 log = logging.getLogger("resnet.engine")
@@ -170,7 +171,7 @@ class Trainer:
         elif self.resume and (refusal := fresh_start_refusal(self.out)):
             raise ConfigError(refusal)  # every rank holds rank 0's (missing) checkpoint: all refuse together
         if self.dist.is_main:  # accepted: from here on the folder is written (nothing before)
-            ckpt.check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
+            check_writable(self.out / "checkpoints")  # before any iteration is spent, not at the first save
             for warning in numerics_warnings(changes):
                 log.warning("%s", warning)
             prepare_run_dir(self.out, self.cfg, self.dist, self.device, self.resume,
