@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,3 +76,11 @@ def check_writable(folder: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
+
+
+def os_error_from(error: Exception, path: str | os.PathLike[str]) -> OSError:
+    """A failed write that a library reports in its own error type (safetensors: "No space left on device (os error
+    28)") as the OSError it is, with its errno when the message carries one, naming ``path``."""
+    match = re.search(r"os error (\d+)", str(error))
+    code = int(match.group(1)) if match else errno.EIO
+    return OSError(code, os.strerror(code) if match else str(error), str(path))

@@ -111,3 +111,14 @@ def test_an_export_to_a_device_or_a_read_only_folder_is_one_error(small_fs, tmp_
                            capsys)
     assert code == 2 and "Read-only file system" in one_line_error(err) and str(small_fs) in err, err
     assert list(small_fs.iterdir()) == []
+
+
+def test_an_import_onto_a_full_disk_is_one_error_and_leaves_no_file(small_fs, tmp_path, capsys):
+    import torch
+    import torchvision
+
+    source = tmp_path / "r18.pth"  # 45 MB of weights for a 3 MB disk
+    torch.save(torchvision.models.resnet18().state_dict(), source)
+    code, _, err = run_cli(["import", source, "--out", small_fs / "r18.safetensors"], capsys)
+    assert code == 2 and "No space left on device" in one_line_error(err) and "Traceback" not in err, err
+    assert list(small_fs.iterdir()) == []

@@ -9,11 +9,9 @@ sidecar (a changed ``step`` would silently skip iterations) is refused the same 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from resnet.errors import WeightsError
-from resnet.fsutil import write_atomic
+from resnet.fsutil import os_error_from, write_atomic
 
 log = logging.getLogger("resnet.engine")
 _NAME = re.compile(r"^ckpt-(\d{8})\.json$")
@@ -51,20 +49,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _os_error(e: SafetensorError, path: Path) -> OSError:
-    """safetensors reports a failed write (a full disk, a read-only folder) as its own error type: give it back as
-    the OSError it is, with its errno when the message carries one ("No space left on device (os error 28)")."""
-    match = re.search(r"os error (\d+)", str(e))
-    code = int(match.group(1)) if match else errno.EIO
-    return OSError(code, os.strerror(code) if match else str(e), str(path))
-
-
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file``, failing with an OSError naming ``path``."""
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as e:
-        raise _os_error(e, path) from None
+        raise os_error_from(e, path) from None
 
 
 def _checksum(body: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
-from resnet.fsutil import write_atomic
+from resnet.fsutil import os_error_from, write_atomic
 from resnet.models.blocks import Bottleneck
 from resnet.models.metadata import ARCH_KEY, EXTRA_PREFIX, OPTIONS_KEY, Header, check_metadata
 from resnet.models.preprocess import MEAN_TENSOR, PREPROCESS_KEY, Preprocess
@@ -176,7 +176,16 @@ def save_weights(
                            "model") from None
     if not target.parent.is_dir():
         raise WeightsError(f"cannot write {target}: folder {target.parent} does not exist")
-    write_atomic(target, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    write_atomic(target, lambda tmp: _save_file(tensors, tmp, meta))
+
+
+def _save_file(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' writer, its failed writes (a full disk) as the OSError they are: one error line, not a
+    traceback."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        raise os_error_from(e, path) from None
 
 
 def _first_line(err: BaseException) -> str:
