@@ -28,6 +28,10 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, run_c
     assert resumed["test_error"] == full["test_error"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [12, 24]
+    # every progress report's training figures (the curves' training line), the same as the uninterrupted run's
+    reports = (tmp_path / "full" / "train.jsonl").read_text()
+    assert (tmp_path / "cut" / "train.jsonl").read_text() == reports
+    assert [json.loads(line)["step"] for line in reports.splitlines()] == [10, 12, 20, 24]
 
 
 @pytest.mark.slow

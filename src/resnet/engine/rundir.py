@@ -15,6 +15,7 @@ import torch
 
 from resnet.config import read_run_config, to_dict
 from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
+from resnet.engine.runlog import TRAIN_FILE, read_metrics
 from resnet.errors import ConfigError, TrainingError
 from resnet.fsutil import temporary_name, write_atomic
 from resnet.models.weights import save_weights
@@ -236,7 +237,7 @@ def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], hist
     target = out / "model.safetensors"
     try:
         save_weights(model, target, metadata=meta, extra=extra)
-        plot_curves(history, out / "curves.png", label=label)
+        plot_curves(history, out / "curves.png", label=label, train_rows=read_metrics(out / TRAIN_FILE))
         (out / "final.json").write_text(json.dumps(final, indent=1))
     except (OSError, SafetensorError) as e:  # a full disk: the last checkpoint holds everything: finish it later
         with contextlib.suppress(OSError):

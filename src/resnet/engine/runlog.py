@@ -20,6 +20,11 @@ def json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
+TRAIN_FILE = "train.jsonl"
+"""One row per progress report (every 10 iterations): the training figures the curves draw between evaluations."""
+TIMING = ("img_s",)
+
+
 class RunLog:
     """One JSON object per evaluation in ``metrics.jsonl``, mirrored to TensorBoard; tqdm on stderr."""
 
@@ -50,6 +55,9 @@ class RunLog:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(f"train/{key}", value, step)
+        figures = {k: v for k, v in values.items() if k not in TIMING}  # what the run computed, not how fast
+        with open(self.out / TRAIN_FILE, "a") as f:
+            f.write(json.dumps(json_row({"step": step, **figures})) + "\n")
         now = time.perf_counter()
         if self.bar.disable and now - self._last_t >= PLAIN_EVERY_S:
             self._last_t = now
@@ -106,7 +114,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint being resumed (they will be logged again)."""
-    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    if path.is_file():
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """On resume, drop rows logged after the checkpoint being resumed (they will be logged again): in
+    ``metrics.jsonl`` (``path``) and in the per-report ``train.jsonl`` beside it."""
+    for file in (path, path.with_name(TRAIN_FILE)):
+        rows = [r for r in read_metrics(file) if r.get("step", 0) <= step]
+        if file.is_file():
+            file.write_text("".join(json.dumps(r) + "\n" for r in rows))
