@@ -195,3 +195,13 @@ def test_bench_detect_times_ours_beside_torchvision(tmp_path, capsys):
     record = json.loads((tmp_path / "b.json").read_text())
     assert record["results"]["torchvision"]["train"]["img_s"] > 0
     assert os.fspath(Path(tmp_path / "b.json")) in out
+
+
+def test_a_short_detection_trial_can_pretrain_its_backbone_briefly(tmp_path, capsys):
+    tiny = [a for a in TINY if a not in ("--pretrain", "none")]
+    code, _, err = run(["detect", "train", *tiny, "--pretrain", "quick", "--pretrain-iterations", "2", "--iterations",
+                        "2", "--eval-every", "2", "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "pretrain" / "final.json").read_text())["step"] == 2
+    saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["detect"]
+    assert saved["pretrain_iterations"] == 2 and saved["init_from"] == str(tmp_path / "run" / "pretrain")

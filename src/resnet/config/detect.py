@@ -37,6 +37,8 @@ class DetectCfg:
                                          "torchvision/timm .pth.")
     pretrain: str | None = option(None, "Without init_from: train the backbone first with this classification recipe "
                                         "(into RUN/pretrain).")
+    pretrain_iterations: int | None = option(None, "Iterations of that pre-training; None = the pretrain recipe's "
+                                                   "own (a short detection trial can pre-train briefly too).")
     freeze_stages: int = option(1, "Keep the stem and the first K stages fixed (1: conv1 and conv2_x, as Faster "
                                    "R-CNN); -1 trains all.")
     frozen_bn: bool = option(True, "Replace BatchNorm by torchvision's FrozenBatchNorm2d: statistics and affine fixed "
@@ -77,6 +79,8 @@ class DetectCfg:
                      "representation_size", "detections_per_image"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detect.{name}={getattr(self, name)} must be >= 1")
+        if self.pretrain_iterations is not None and self.pretrain_iterations < 1:
+            raise ConfigError(f"detect.pretrain_iterations={self.pretrain_iterations} must be >= 1")
         if self.roi_size is not None and self.roi_size < 1:
             raise ConfigError(f"detect.roi_size={self.roi_size} must be >= 1")
         if self.max_size < self.min_size:

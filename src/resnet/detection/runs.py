@@ -39,7 +39,10 @@ def pretrain_backbone(cfg: RunCfg, out: Path) -> tuple[RunCfg, dict[str, Any] | 
     if not (folder / "model.safetensors").is_file():
         model = {k: v for k, v in to_dict(cfg)["model"].items() if k != "num_classes"}
         recipe = load_recipe(detect.pretrain)
-        overrides = {"model": model, "train": {"device": cfg.train.device, "seed": cfg.train.seed}}
+        schedule = {"device": cfg.train.device, "seed": cfg.train.seed}
+        if detect.pretrain_iterations is not None:
+            schedule["iterations"] = detect.pretrain_iterations
+        overrides = {"model": model, "train": schedule}
         cls_cfg = build_config(merge(recipe, overrides), recipe=Path(detect.pretrain).stem)
         resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
         log.info("no classification weights for the backbone: training %s with the %s recipe first, into %s",
