@@ -95,6 +95,8 @@ def draw_detections(image: Tensor, detection: dict[str, Any], names: list[str], 
     if k > 1:
         image = image.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
         boxes = boxes * k
+    if not len(boxes):  # nothing to draw: the picture as it is (torchvision would warn, once per image)
+        return image
     labels = [f"{names[int(c) - 1]} {float(s):.2f}" for c, s in
               zip(detection["labels"][keep], detection["scores"][keep], strict=True)]
     return draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2)
