@@ -123,6 +123,7 @@ def test_a_detection_resume_that_would_change_the_run_is_refused_before_anything
     assert files() == before
 
 
+@pytest.mark.slow
 def test_a_detection_run_folder_from_before_the_detect_section_still_resumes(trained_run, tmp_path, capsys):
     """Detection runs kept [detect] in detect.toml beside a config.toml without it: read, never written again."""
     import tomli_w
@@ -197,6 +198,7 @@ def test_bench_detect_times_ours_beside_torchvision(tmp_path, capsys):
     assert os.fspath(Path(tmp_path / "b.json")) in out
 
 
+@pytest.mark.slow
 def test_a_short_detection_trial_can_pretrain_its_backbone_briefly(tmp_path, capsys):
     tiny = [a for a in TINY if a not in ("--pretrain", "none")]
     code, _, err = run(["detect", "train", *tiny, "--pretrain", "quick", "--pretrain-iterations", "2", "--iterations",

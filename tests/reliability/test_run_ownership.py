@@ -199,6 +199,7 @@ def _files(run: Path) -> dict[str, bytes]:
             and p.name != ".lock"}
 
 
+@pytest.mark.slow
 def test_a_finished_run_without_an_intact_checkpoint_is_not_retrained_over_its_results(finished, tmp_path, capsys):
     import shutil
 
@@ -212,6 +213,7 @@ def test_a_finished_run_without_an_intact_checkpoint_is_not_retrained_over_its_r
     assert _files(run) == before  # nothing written: not even config.toml's new length
 
 
+@pytest.mark.slow
 def test_a_member_of_a_seeds_group_is_resumed_through_its_group(tmp_path, capsys):
     group = tmp_path / "g"
     args = ["--seeds", "0,1", "--iterations", "2", "--eval-every", "2", "--batch-size", "8", "--digits-size", "8",
@@ -228,6 +230,7 @@ def test_a_member_of_a_seeds_group_is_resumed_through_its_group(tmp_path, capsys
     assert code == 0 and "ensemble of 2" in out
 
 
+@pytest.mark.slow
 def test_a_resume_refused_for_an_unwritable_checkpoint_folder_leaves_config_toml_as_it_was(finished, tmp_path,
                                                                                             capsys, monkeypatch):
     import errno
