@@ -222,3 +222,23 @@ def test_num_classes_zero_imports_a_headless_backbone(tv_resnet50):
     with torch.no_grad():
         pooled = torch.flatten(tv_resnet50.avgpool(torch.nn.Sequential(*list(tv_resnet50.children())[:-2])(x)), 1)
         torch.testing.assert_close(ours(x), pooled, rtol=1e-5, atol=1e-5)
+
+
+def test_a_timm_config_json_beside_the_weights_gives_their_preprocessing(tmp_path):
+    """timm's Hugging Face layout: model.safetensors + config.json whose pretrained_cfg says bicubic, crop 0.95."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "resnet50.a1_in1k"
+    folder.mkdir()
+    save_file(torchvision.models.resnet18().state_dict(), str(folder / "model.safetensors"))
+    cfg = {"architecture": "resnet18", "pretrained_cfg": {
+        "tag": "a1_in1k", "input_size": [3, 224, 224], "test_input_size": [3, 288, 288], "interpolation": "bicubic",
+        "crop_pct": 0.95, "crop_mode": "center", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    data = resnet.data_config(resnet.import_weights(folder / "model.safetensors"))
+    assert data["interpolation"] == "bicubic" and data["crop_pct"] == 0.95
+    (folder / "config.json").write_text(json.dumps({"pretrained_cfg": {**cfg["pretrained_cfg"], "crop_pct": 7}}))
+    with pytest.raises(resnet.WeightsError, match="config.json: metadata 'resnet.preprocess.crop_pct'"):
+        resnet.import_weights(folder / "model.safetensors")
+    (folder / "config.json").unlink()  # without it: what torchvision's weights were trained with
+    assert resnet.data_config(resnet.import_weights(folder / "model.safetensors"))["interpolation"] == "bilinear"

@@ -113,7 +113,32 @@ def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
     arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
     options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
     chans = _size(state, "conv1.weight", 1) or 3
-    return Plan(TORCHVISION, arch, options, state, Preprocess.imagenet(chans), _size(state, "fc.weight", 0), chans)
+    return Plan(TORCHVISION, arch, options, state, _timm_preprocess(source, chans) or Preprocess.imagenet(chans),
+                _size(state, "fc.weight", 0), chans)
+
+
+TIMM_CONFIG = "config.json"
+"""What timm's Hugging Face repositories hold beside ``model.safetensors``: its ``pretrained_cfg`` is how the weights
+were trained to see images (some bicubic, crop 0.95, other mean/std), which the tensors alone cannot say."""
+
+
+def _timm_preprocess(source: Source, in_chans: int) -> Preprocess | None:
+    """The ``pretrained_cfg`` of a timm ``config.json`` beside the weights file, checked as any record is; None when
+    there is none (torchvision's preprocessing is assumed then)."""
+    if source.name == "state dict":
+        return None
+    path = Path(source.name).with_name(TIMM_CONFIG)
+    if not path.is_file() or path.stat().st_size > 2**20:  # a timm config is a few kB; anything larger is not one
+        return None
+    try:
+        cfg = json.loads(path.read_text()).get("pretrained_cfg")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    record = {k: cfg.get(k) for k in ("input_size", "mean", "std", "crop_pct", "interpolation")}
+    record["crop_mode"] = cfg.get("crop_mode", "center")
+    return Preprocess.from_record(record, path, in_chans)
 
 
 FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _torchvision)
