@@ -178,3 +178,15 @@ def test_train_help_shows_the_quick_recipes_values_and_lists_every_recipe(capsys
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 600, the quick recipe's; built-in 64000)" in text
     assert all(name in text for name in list_recipes(task="classify")) and "detect-quick" not in text
+
+
+def test_a_run_folder_name_with_escape_codes_is_printed_escaped(tmp_path, capsys, monkeypatch):
+    from resnet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = "run\x1b[2J\nforged line"
+    assert main(["train", "--iterations", "2", "--eval-every", "2", "--batch-size", "8", "--digits-size", "8",
+                 "--device", "cpu", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "run folder: run\\x1b[2J\\nforged line" in printed
+    assert not any(line.startswith("forged") for line in printed.splitlines())

@@ -13,6 +13,7 @@ from resnet.config import SECTIONS, RunCfg, build_config, list_recipes, load_rec
 from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
+from resnet.printable import printable_line
 from resnet.transfer.cli import register_import
 
 
@@ -121,11 +122,11 @@ def train_command(args: argparse.Namespace, task: str) -> int:
     if "stopped_by_signal" in result:
         if is_main:
             print(f"stopped by signal {result['stopped_by_signal']} at iteration {result['step']}; checkpoint "
-                  f"written. Resume with: {COMMAND[task]} --resume {out}", flush=True)
+                  f"written. Resume with: {COMMAND[task]} --resume {printable_line(str(out))}", flush=True)
         return 128 + int(result["stopped_by_signal"])
     if is_main:
         print("final:", json.dumps(result), flush=True)
-        print(f"run folder: {out}")
+        print(f"run folder: {printable_line(str(out))}")
     return 0
 
 
@@ -137,7 +138,7 @@ def config_summary(cfg: RunCfg, out: Path) -> str:
              else ", ".join(map(str, o.milestones)))
     schedule = o.schedule if o.schedule != "step" else f"lr x{o.gamma} at {steps}"
     threads = f", {t.threads} threads" if t.threads is not None else ""
-    lines = [f"config: recipe {cfg.recipe}; full config in {out / 'config.toml'}",
+    lines = [f"config: recipe {printable_line(cfg.recipe)}; full config in {printable_line(str(out / 'config.toml'))}",
              f"  model   {m.name} (shortcut {m.shortcut or 'default'}, norm {m.norm}, init {m.init})"]
     if cfg.detect is None:
         lines.append(f"  data    {d.dataset}{f' from {d.data}' if d.data else ''}, val_split {d.val_split}")
@@ -215,9 +216,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch,
                                        bad_images=args.bad_images):
-        print(path)
+        print(printable_line(str(path)))
         for rank, (label, prob) in enumerate(ranked, 1):
-            print(f"  {rank}. {label:<20} {prob:.4f}")
+            print(f"  {rank}. {printable_line(str(label)):<20} {prob:.4f}")
     return 0
 
 

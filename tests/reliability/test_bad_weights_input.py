@@ -295,3 +295,23 @@ def test_pytorch_checkpoint_given_as_weights_file_says_how_to_convert_it(tmp_pat
     for argv in (["predict", image, "--weights", path], ["eval", path, "--dataset", "digits"]):
         code, _, err = run_cli([*argv, "--device", "cpu"], capsys)  # read as `resnet import` reads files
         assert code == 2 and f"{path}: not a format resnet import knows" in one_line_error(err)
+
+
+def test_class_names_and_file_names_with_escape_codes_are_printed_escaped(tmp_path, capsys, image):
+    """A hostile file's class names (or an image's name) could clear the screen or forge a line of output."""
+    import shutil
+
+    names = [f"class {i}" for i in range(10)]
+    names[0] = "\x1b[2J\nforged: 100% sure"
+    weights = tmp_path / "w.safetensors"
+    torch.manual_seed(0)
+    model = resnet.create_model("resnet20")
+    torch.nn.init.zeros_(model.fc.weight)
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.arange(10.0, 0.0, -1.0))  # class 0 ranks first
+    resnet.save_weights(model, weights, metadata={"classes": json.dumps(names), "input_size": "32"})
+    odd = tmp_path / "x\x1b[31m.png"
+    shutil.copy(image, odd)
+    code, out, _ = run_cli(["predict", odd, "--weights", weights, "--device", "cpu"], capsys)
+    assert code == 0 and "\x1b" not in out and "\\x1b[2J\\nforged: 100% sure" in out
+    assert not any(line.startswith("forged") for line in out.splitlines())

@@ -12,6 +12,7 @@ from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int, timestamp
 from resnet.config import list_recipes
+from resnet.printable import printable_line
 
 EXAMPLES = """examples:
   resnet detect train                                    the detect-quick recipe: ResNet-20 on the embedded scenes
@@ -98,9 +99,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         none = "" if item["detections"] else (
             f" (no box scored --min-score {args.min_score}; the best scored {best:.3f}: lower --min-score to see it)"
             if best is not None else " (the detector proposed no box)")
-        print(f"{item['file']}: {len(item['detections'])} object(s){none} -> {item['drawn']}")
+        print(f"{printable_line(item['file'])}: {len(item['detections'])} object(s){none} -> "
+              f"{printable_line(item['drawn'])}")
         for det in item["detections"]:
-            print(f"  {det['label']:<12} {det['score']:.3f}  {det['box_xyxy']}")
+            print(f"  {printable_line(det['label']):<12} {det['score']:.3f}  {det['box_xyxy']}")
     print(f"detections: {out / 'detections.json'}")
     return 0
 
