@@ -67,10 +67,9 @@ def train_detector(cfg: RunCfg, out: Path, resume: bool, explicit_model: bool,
     from resnet.engine.trainer import train
 
     if not resume and int(os.environ.get("RANK", "0")) == 0:
-        import tomli_w
+        from resnet.engine.rundir import write_config
 
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
+        write_config(out, cfg)
     cfg, stopped = pretrain_backbone(cfg, out)
     if stopped is not None:
         return stopped

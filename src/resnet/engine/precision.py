@@ -28,15 +28,21 @@ def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
+def cpuinfo(*keys: str) -> str | None:
+    """The first /proc/cpuinfo value under one of ``keys`` ("flags", "model name"); None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return set(line.split(":", 1)[1].split())
+            name, _, value = line.partition(":")
+            if name.strip() in keys:
+                return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo does not say: not Linux)."""
+    return set((cpuinfo("flags", "Features") or "").split())
 
 
 def cpu_precision_warning(precision: str) -> str | None:
@@ -51,4 +57,4 @@ def cpu_precision_warning(precision: str) -> str | None:
             "oneDNN emulates it, many times slower than fp32; use --precision fp32 (the CPU default)")
 
 
-__all__ = ["autocast_for", "cpu_precision_warning", "grad_scaler_for"]
+__all__ = ["autocast_for", "cpu_flags", "cpu_precision_warning", "cpuinfo", "grad_scaler_for"]

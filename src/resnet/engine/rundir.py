@@ -15,6 +15,7 @@ import torch
 
 from resnet.config import read_run_config, to_dict
 from resnet.engine.distributed import all_reduce_sum, broadcast_buffers
+from resnet.engine.precision import cpuinfo
 from resnet.engine.runlog import TRAIN_FILE, read_metrics
 from resnet.errors import ConfigError, TrainingError
 from resnet.fsutil import temporary_name, write_atomic
@@ -57,15 +58,6 @@ def hardware(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (oneDNN picks its kernels by CPU: the same run on another CPU rounds differently)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def numerics(device: torch.device) -> dict[str, Any]:
     """What decides a run's arithmetic besides its config (PyTorch's "Reproducibility" notes): where it runs, the
     thread count on CPU, the library versions and the kernels they pick, the deterministic flags. Repeating a figure
@@ -79,8 +71,9 @@ def numerics(device: torch.device) -> dict[str, Any]:
         info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), cudnn_benchmark=torch.backends.cudnn.benchmark)
     else:
-        info.update(cpu=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                    threads=torch.get_num_threads(), onednn=onednn.group(1) if onednn else "none")
+        info.update(cpu=cpuinfo("model name") or platform.processor() or platform.machine(),
+                    cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+                    onednn=onednn.group(1) if onednn else "none")
     return info
 
 
@@ -92,11 +85,16 @@ def describe_numerics(info: dict[str, Any]) -> str:
     return f"{info['device']}: {where}, torch {info['torch']}, {flags}"
 
 
+def write_config(out: Path, cfg: RunCfg) -> None:
+    """The run folder's config.toml (enough to repeat the run), written atomically: the one writer of it."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
+
+
 def prepare_run_dir(out: Path, cfg: RunCfg, dist: DistInfo, device: torch.device, resume: bool,
                     init_from: dict[str, str] | None = None) -> None:
     """Write config.toml (enough to repeat the run) and run.json (code version, hardware, command)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.toml", tomli_w.dumps(to_dict(cfg)))
+    write_config(out, cfg)
     meta = {"code": code_version(), "hardware": hardware(device), "world_size": dist.world_size,
             "numerics": numerics(device), "command": sys.argv, "python": platform.python_version()}
     if init_from:  # the weights the run started from: the file and its SHA-256
@@ -238,7 +236,7 @@ def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], hist
     try:
         save_weights(model, target, metadata=meta, extra=extra)
         plot_curves(history, out / "curves.png", label=label, train_rows=read_metrics(out / TRAIN_FILE))
-        (out / "final.json").write_text(json.dumps(final, indent=1))
+        write_atomic(out / "final.json", json.dumps(final, indent=1))
     except (OSError, SafetensorError) as e:  # a full disk: the last checkpoint holds everything: finish it later
         with contextlib.suppress(OSError):
             temporary_name(target).unlink()

@@ -208,12 +208,7 @@ def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
 
 def _child_main(argv: Sequence[str]) -> int:
     """Child process: read the config JSON on stdin, train into OUT, record the wall time."""
-    import torch
-
-    die_with_parent()
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
+    die_with_parent()  # threads: the trainer's default reads the OMP_NUM_THREADS the pool set (_child_env)
     out, resume = Path(argv[0]), "--resume" in argv[1:]
     cfg = from_dict(json.loads(sys.stdin.read()))
     spec = RunSpec(out.name, out.name, cfg.train.seed, cfg)
