@@ -70,6 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if debug or not _out_of_memory(e):
+            raise
+        print(f"error: out of memory: {printable_line(_first_line(e))}; lower --batch-size, the input size or "
+              "--threads, or run where more memory is free (nothing already saved was changed)", file=sys.stderr)
+        return 2
+
+
+_OOM = ("can't allocate memory", "out of memory", "not enough memory", "std::bad_alloc")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or any(s in str(err).lower() for s in _OOM)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    why = next((line for line in lines if any(s in line.lower() for s in _OOM)), lines[0] if lines else "")
+    return why.split("DefaultCPUAllocator: ")[-1] or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 
 from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
-from resnet.config import SECTIONS, RunCfg, build_config, list_recipes, load_recipe, merge, read_run_config, to_dict
+from resnet.config import (
+    DEFAULT_MAX_PIXELS,
+    SECTIONS,
+    RunCfg,
+    build_config,
+    list_recipes,
+    load_recipe,
+    merge,
+    read_run_config,
+    to_dict,
+)
 from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
@@ -78,10 +88,10 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
 def train_command(args: argparse.Namespace, task: str) -> int:
     """The one train command: resolve the config, choose the run folder, train (the engine takes the lock, checks
     what a resume changes, then writes), print the result."""
-    cfg = resolve_train_config(args, task)
     if args.print_config:
         import tomli_w
 
+        cfg = resolve_train_config(args, task)
         if task == "classify":  # what will train: the net an --init-from file holds, in its layout
             from resnet.classify import as_trained
 
@@ -89,27 +99,21 @@ def train_command(args: argparse.Namespace, task: str) -> int:
 
         print(tomli_w.dumps(to_dict(cfg)), end="")
         return 0
-    prefix = "detect-" if task == "detect" else ""
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank runs this; rank 0 owns the folder
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
-    if args.resume:
-        out = Path(args.resume)
-    elif args.out or torchrun:
-        out = out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if is_main:
-            check_new_run_dir(out)  # never over another run, never over unrelated files
-    else:  # runs/<model>-<time>, made unique (two runs started in one second never share a folder)
-        out = unique_run_dir(out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if torchrun:  # what the run is, is rank 0's to read and check; its refusal ends every rank at once
+        from resnet.engine.distributed import decided_by_rank0, join
+
+        join()
+        cfg, out = decided_by_rank0(lambda: _run_and_folder(args, task, torchrun, is_main))
+    else:
+        cfg, out = _run_and_folder(args, task, torchrun, is_main)
 
     def announce(trained: RunCfg) -> None:  # the config as trained (ResNet-110's warm-up rule applied)
         if is_main:
             print(config_summary(trained, out), flush=True)
 
     resume = bool(args.resume)
-    if resume and is_main:  # a resume the run folder refuses is refused before data and model are built
-        from resnet.engine.rundir import resume_changes  # (the engine checks again, under the lock)
-
-        resume_changes(out, cfg)
     if task == "detect":  # torch and the data stack: not for --help or --print-config
         from resnet.detection.runs import train_detector
 
@@ -128,6 +132,26 @@ def train_command(args: argparse.Namespace, task: str) -> int:
         print("final:", json.dumps(result), flush=True)
         print(f"run folder: {printable_line(str(out))}")
     return 0
+
+
+def _run_and_folder(args: argparse.Namespace, task: str, torchrun: bool, is_main: bool) -> tuple[RunCfg, Path]:
+    """The config and the run folder, checked: a new run's folder is free, a resume's changes are allowed (refused
+    before data and model are built; the engine checks again, under the lock)."""
+    cfg = resolve_train_config(args, task)
+    prefix = "detect-" if task == "detect" else ""
+    if args.resume:
+        out = Path(args.resume)
+        if is_main:
+            from resnet.engine.rundir import resume_changes
+
+            resume_changes(out, cfg)
+    elif args.out or torchrun:
+        out = out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if is_main:
+            check_new_run_dir(out)  # never over another run, never over unrelated files
+    else:  # runs/<model>-<time>, made unique (two runs started in one second never share a folder)
+        out = unique_run_dir(out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    return cfg, out
 
 
 def config_summary(cfg: RunCfg, out: Path) -> str:
@@ -208,14 +232,16 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bad-images", choices=("fail", "skip"), default="fail",
                    help="an unreadable image: stop (fail, default) or warn and go on (skip)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_config_flags(p, sections=("data",), only=("max_pixels",))
     p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnet.inference import predict_images
 
+    max_pixels = config_overrides(args).get("data", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
     for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch,
-                                       bad_images=args.bad_images):
+                                       bad_images=args.bad_images, max_pixels=max_pixels):
         print(printable_line(str(path)))
         for rank, (label, prob) in enumerate(ranked, 1):
             print(f"  {rank}. {printable_line(str(label)):<20} {prob:.4f}")

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,21 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[Pat
         finally:
             os.close(folder)
     return target
+
+
+def input_file_problem(path: str | os.PathLike[str], what: str) -> str | None:
+    """Why ``path`` cannot be read as ``what`` (a file to read whole), or None: missing, a folder, or not a regular
+    file (a FIFO would block the reader, /dev/zero never ends)."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        return f"{what} {p} {'not found' if e.errno == errno.ENOENT else f'cannot be read ({e.strerror})'}"
+    if stat.S_ISDIR(mode):
+        return f"{what} {p} is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return f"{what} {p} is not a regular file (a device, FIFO or socket); pass the file itself"
+    return None
 
 
 def check_writable(folder: Path) -> None:

@@ -18,8 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.errors import ConfigError, DataError, WeightsError
+from resnet.fsutil import input_file_problem
 from resnet.models.preprocess import Preprocess
+from resnet.printable import safe_name
 
 log = logging.getLogger("resnet.inference")
 
@@ -105,8 +108,8 @@ def _resolve_path(target: str) -> Path:
         if not p.is_file():
             raise WeightsError(f"{target} has no model.safetensors (the run did not finish?); "
                                "pass a weights file, or resume the run with resnet train --resume")
-    elif not p.is_file():
-        raise WeightsError(f"weights file {target} does not exist")
+    elif problem := input_file_problem(p, "weights file"):
+        raise WeightsError(problem)
     return p
 
 
@@ -230,14 +233,14 @@ def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     return normalize(pixels, mean, std=std)
 
 
-def _read_image(path: str, bad_images: str) -> torch.Tensor | None:
+def _read_image(path: str, bad_images: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor | None:
     """The decoded image, or None (after a warning line) when it cannot be read and ``bad_images`` is skip."""
     from resnet.data.imagefolder import decode_image_file
 
     try:
         if not Path(path).is_file():
             raise DataError(f"image {path} does not exist")
-        return decode_image_file(path)
+        return decode_image_file(path, max_pixels)
     except DataError as e:
         if bad_images != "skip":
             raise DataError(f"{e}; fix or remove it, or pass --bad-images skip to go on without it") from None
@@ -250,7 +253,8 @@ Prediction = tuple[str, list[tuple[str, float]]]
 
 @torch.no_grad()
 def predict_images(weights: str | Sequence[str], images: Sequence[str], top: int = 5, device: str = "auto",
-                   arch: str | None = None, bad_images: str = "fail") -> list[Prediction]:
+                   arch: str | None = None, bad_images: str = "fail",
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Prediction]:
     """Top-``top`` (label, probability) for each readable image; several ``weights`` predict as an ensemble
     (softmax scores averaged over the members). ``bad_images``: fail (default) or skip unreadable files."""
     from resnet.engine.distributed import resolve_device
@@ -264,17 +268,32 @@ def predict_images(weights: str | Sequence[str], images: Sequence[str], top: int
     models = [prepare_inference(m, fold_bn=len(images) >= 100) if dev.type == "cpu" else m for m, _ in members]
     out = []
     for path in images:
-        image = _read_image(path, bad_images)
+        image = _read_image(path, bad_images, max_pixels)
         if image is None:
             continue
         x = preprocess(image, info).unsqueeze(0).to(dev)
-        probs = torch.stack([F.softmax(model(x).float(), dim=1)[0] for model in models]).mean(0).cpu()
+        scores = [F.softmax(model(x).float(), dim=1)[0] for model in models]
+        for (model, member), score in zip(members, scores, strict=True):
+            check_scores(score, model, member.path, safe_name(path))
+        probs = torch.stack(scores).mean(0).cpu()
         values, idx = probs.topk(min(top, probs.numel()))
         out.append((path, [(info.classes[i] if i < len(info.classes) else str(i), v.item())
                            for v, i in zip(values, idx.tolist(), strict=True)]))
     if not out:
         raise DataError(f"none of the {len(images)} images could be read (see the warnings above)")
     return out
+
+
+def check_scores(scores: torch.Tensor, model: nn.Module, path: object, what: str) -> None:
+    """Finite weights can still overflow float32 on the way (``fc.weight = 3e38``): NaN scores would rank as
+    anything, so they are one error naming the file and its largest weight, never a printed ``nan``."""
+    if bool(torch.isfinite(scores).all()):
+        return
+    name, value = max(((k, float(v.detach().abs().max())) for k, v in model.state_dict().items()
+                       if v.is_floating_point() and v.numel()), key=lambda kv: kv[1], default=("", 0.0))
+    raise WeightsError(f"{path}: the net's scores for {what} are NaN/Inf: its weights overflow float32 arithmetic "
+                       f"(largest magnitude {value:.3g} in {name}); the file is damaged or the run that wrote it "
+                       "diverged: use an earlier checkpoint's weights")
 
 
 def multiscale_warning(infos: Sequence[InferenceInfo], protocol: str, scales: Sequence[int]) -> str | None:
@@ -377,6 +396,8 @@ def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split:
     for x, y in bundle.eval:
         y = y.to(dev)
         probs = [predict_scores(model, x, dev, channels_last=cpu) for model in models]
+        for (model, member), score in zip(members, probs, strict=True):
+            check_scores(score, model, member.path, f"a batch of the {split} split")
         probs.append(torch.stack(probs).mean(0))
         for row, p in enumerate(probs):
             sums[row] += _wrong(p, y).cpu()

@@ -142,7 +142,7 @@ def test_what_a_group_cannot_do_per_member_is_refused(tmp_path, over, message):
 
 
 def test_seeds_are_checked_before_anything_trains(tmp_path):
-    with pytest.raises(ConfigError, match="two or more different seeds"):
+    with pytest.raises(ConfigError, match="give 2 to 64 different seeds"):
         train(_cfg(seeds=(3, 3)), tmp_path / "a")
     with pytest.raises(ModelError, match="GroupNorm cannot be grouped"):
         train(build_config({"model": {"name": "resnet20", "norm": "gn"}, "train": {"seeds": [0, 1], "iterations": 2,

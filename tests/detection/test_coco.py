@@ -65,11 +65,12 @@ def test_another_split_must_use_the_training_categories(coco_dir: Path) -> None:
     ("payload", "message"),
     [
         ({"images": [], "annotations": []}, "not a COCO instances file"),
-        ({"images": [{"id": 1}], "annotations": [], "categories": []}, r"'images' lacks \['width'"),
+        ({"images": [{"id": 1}], "annotations": [], "categories": []}, r"images\[0\] lacks \['width'"),
         ({"images": [{"id": 1, "width": 4, "height": 4, "file_name": "x.png"}], "categories": [],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1]}]}, r"category ids \[5\]"),
         ({"images": [{"id": 1, "width": 4, "height": 4, "file_name": "x.png"}], "categories": [{"id": 5, "name": "a"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1]}]}, "not 4 numbers"),
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1]}]},
+         r"annotations\[0\] 'bbox' must be 4 finite numbers"),
     ],
 )  # fmt: skip
 def test_malformed_instances_files_are_one_error_naming_the_file(tmp_path: Path, payload: dict, message: str) -> None:

@@ -64,7 +64,7 @@ EXTERNAL = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/pas
         ("<html><body/></html>", "root element is <html>"),
         ("<annotation><object><name>dog</name></object></annotation>", "lacks <name> or <bndbox>"),
         ("<annotation><object><name>dog</name><bndbox><xmin>one</xmin></bndbox></object></annotation>",
-         "<xmin> is 'one', not a number"),
+         "<xmin> is 'one', not a pixel coordinate"),
     ],
 )  # fmt: skip
 def test_unsafe_or_foreign_xml_is_one_error_naming_the_file(voc_dir: Path, text: str, message: str) -> None:

@@ -116,7 +116,7 @@ def test_another_class_count_reinitialises_the_classifier_and_says_so(tv_resnet5
 
 @pytest.mark.parametrize("options", [{"num_classes": 10**9}, {"in_chans": 0}, {"num_classes": 2.5}])
 def test_absurd_class_or_channel_counts_are_refused_before_building(tv_resnet50, options):
-    with pytest.raises(WeightsError, match=f"{next(iter(options))}=.* is not an integer in"):
+    with pytest.raises(WeightsError, match=f"{next(iter(options))}=.* must be an integer in"):
         resnet.import_weights(tv_resnet50.state_dict(), **options)
 
 

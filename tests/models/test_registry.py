@@ -42,8 +42,8 @@ def test_unknown_model_name_lists_valid_names():
         ("stem", "tiny", "'imagenet', 'cifar'"),
         ("stride_in_1x1", "yes", "True, False"),
         ("zero_init_residual", 1, "True, False"),
-        ("num_classes", -1, "integer >= 0"),  # 0 is timm's headless net
-        ("in_chans", 2.5, "integer >= 1"),
+        ("num_classes", -1, "integer in [0, 100000]"),  # 0 is timm's headless net
+        ("in_chans", 2.5, "integer in [1, 1024]"),
     ],
 )
 def test_bad_option_value_raises_model_error_listing_valid_values(option, value, listed):

@@ -72,7 +72,7 @@ def test_validate_options_resolves_exactly_what_the_model_records():
     ("plain20", {"shortcut": "B"}, r"plain20: invalid shortcut='B'; valid values: 'none'"),
     ("resnet20", {"width": 2}, r"resnet20: unknown option\(s\) 'width'"),
     ("resnet19", {}, r"unknown model 'resnet19'; valid names: .*resnet18"),
-    ("resnet20", {"num_classes": -1}, r"num_classes=-1; valid values: an integer >= 0"),
+    ("resnet20", {"num_classes": -1}, r"num_classes=-1; valid values: an integer in \[0, 100000\]"),
 ])
 def test_validate_options_fails_as_create_model_fails(name, options, message):
     with pytest.raises(ModelError, match=message):

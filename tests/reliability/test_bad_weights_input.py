@@ -229,7 +229,7 @@ def _options(**changes) -> str:
 _nan_conv = torch.full((16, 16, 3, 3), float("nan"))
 _BAD_METADATA = {
     "num_classes absurd": ({"resnet.options": _options(num_classes=10**13)}, {}, r"'resnet\.options\.num_classes' "
-                                                                               r"must be an integer in \[0, 1000000\]"),
+                                                                               r"must be an integer in \[0, 100000\]"),
     "num_classes not an int": ({"resnet.options": _options(num_classes="ten")}, {}, r"resnet\.options\.num_classes"),
     "options broken JSON": ({"resnet.options": '{"num_classes": 10'}, {}, r"'resnet\.options' is not valid JSON"),
     "input_size not a number": ({"input_size": "abc"}, {}, r"'input_size' must be an integer in \[8, 4096\]"),
@@ -289,7 +289,9 @@ def test_pytorch_checkpoint_given_as_weights_file_says_how_to_convert_it(tmp_pat
     path = tmp_path / "resnet20.th"  # akamaster's suffix: neither .pth nor .safetensors
     torch.save({"state_dict": resnet.create_model("resnet20").state_dict()}, path,
                _use_new_zipfile_serialization=fmt == "zip")
-    want = f"{path} is a PyTorch checkpoint, not a resnet weights file; convert it with `resnet import {path} --arch"
+    out = tmp_path / "resnet20-imported.safetensors"  # never the input's own path
+    want = (f"{path} is a pickle (a torch.save checkpoint?), not a safetensors file; convert it with "
+            f"`resnet import {path} --out {out}`")
     with pytest.raises(WeightsError, match=re.escape(want)):
         resnet.load_model(path)
     for argv in (["predict", image, "--weights", path], ["eval", path, "--dataset", "digits"]):

@@ -23,6 +23,7 @@ from resnet.config.base import option
 from resnet.config.base import positive as _positive
 from resnet.config.detect import DetectCfg
 from resnet.errors import ConfigError
+from resnet.limits import MAX_SEEDS
 from resnet.printable import safe_name
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
@@ -254,10 +255,11 @@ class TrainCfg:
         _positive("train.bucket_cap_mb", self.bucket_cap_mb)
         if not 0 <= self.seed < 2**63:  # torch.manual_seed's range
             raise ConfigError(f"train.seed={self.seed} must be in [0, 2**63)")
-        if self.seeds and (len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)
+        if self.seeds and (not 2 <= len(self.seeds) <= MAX_SEEDS or len(set(self.seeds)) != len(self.seeds)
                            or not all(0 <= k < 2**63 for k in self.seeds)):
-            raise ConfigError(f"train.seeds={list(self.seeds)}: give two or more different seeds in [0, 2**63), "
-                              "or none for one run")
+            raise ConfigError(f"train.seeds={list(self.seeds)[:8]}{'...' if len(self.seeds) > 8 else ''} "
+                              f"({len(self.seeds)} seeds): give 2 to {MAX_SEEDS} different seeds in [0, 2**63) (one "
+                              "grouped net holds them all; more seeds are more runs), or none for one run")
         _choice("train.device", self.device, DEVICES)
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.nan_policy", self.nan_policy, NAN_POLICIES)

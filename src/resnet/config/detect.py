@@ -12,6 +12,14 @@ from dataclasses import dataclass
 
 from resnet.config.base import option
 from resnet.errors import ConfigError
+from resnet.limits import MAX_SIDE, check_count
+
+SIDES = ("scene_size", "min_size", "max_size")
+WIDTHS, MAX_WIDTH = ("fpn_channels", "representation_size"), 16_384
+COUNTS = ("rpn_batch_size", "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test", "rpn_post_nms_test",
+          "box_batch_size", "detections_per_image")
+MAX_COUNT = 100_000
+SCENES, MAX_SCENES = ("scenes_train", "scenes_test"), 10_000_000
 
 DESIGNS = ("c4", "fpn")
 DATASETS = ("scenes", "coco", "voc")
@@ -73,12 +81,9 @@ class DetectCfg:
             raise ConfigError(f"detect.design={self.design!r} is not valid; choose one of: {', '.join(DESIGNS)}")
         if self.dataset not in DATASETS:
             raise ConfigError(f"detect.dataset={self.dataset!r} is not valid; choose one of: {', '.join(DATASETS)}")
-        for name in ("scenes_train", "scenes_test", "scene_size", "min_size", "max_size", "rpn_batch_size",
-                     "rpn_pre_nms_train", "rpn_post_nms_train",
-                     "rpn_pre_nms_test", "rpn_post_nms_test", "box_batch_size", "fpn_channels",
-                     "representation_size", "detections_per_image"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"detect.{name}={getattr(self, name)} must be >= 1")
+        for names, high in (SIDES, MAX_SIDE), (WIDTHS, MAX_WIDTH), (COUNTS, MAX_COUNT), (SCENES, MAX_SCENES):
+            for name in names:  # the upper limits: a config or a weights file's metadata allocates from these
+                check_count(f"detect.{name}", getattr(self, name), 1, high, ConfigError)
         if self.pretrain_iterations is not None and self.pretrain_iterations < 1:
             raise ConfigError(f"detect.pretrain_iterations={self.pretrain_iterations} must be >= 1")
         if self.roi_size is not None and self.roi_size < 1:

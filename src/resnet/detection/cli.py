@@ -48,13 +48,14 @@ def register_detect(sub: argparse._SubParsersAction, train: Any) -> None:
     t.add_argument("--print-config", action="store_true",
                    help="print the config this command would train with (recipe and flags applied) as TOML, and exit")
     add_config_flags(t, sections=("model", "optim", "train", "detect"), recipe="detect-quick")
-    add_config_flags(t, sections=("data",), only=("workers", "bad_images"))  # [detect] says which images
+    add_config_flags(t, sections=("data",), only=("workers", "bad_images", "max_pixels"))  # [detect]: which images
 
     e = _parser(actions, "eval", "COCO mAP and VOC07 mAP of a detector on a test split", cmd_eval)
     e.add_argument("target", help="a detection run folder or its model.safetensors")
     e.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     add_config_flags(e, sections=("detect",), only=_DATA_FIELDS)
+    add_config_flags(e, sections=("data",), only=("max_pixels",))
 
     r = _parser(actions, "predict", "draw a detector's boxes on images", cmd_predict)
     r.add_argument("images", nargs="+", help="image files")
@@ -63,6 +64,7 @@ def register_detect(sub: argparse._SubParsersAction, train: Any) -> None:
                                                "(default runs/detect-predict-<time>)")
     r.add_argument("--min-score", type=float, default=0.5, help="boxes scoring at least this are kept (0.5)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_config_flags(r, sections=("data",), only=("max_pixels",))
 
     m = _parser(actions, "make-scenes", "write the embedded digit scenes as a COCO dataset", cmd_make_scenes)
     m.add_argument("out", help="folder to write (train/, test/, instances_train.json, instances_test.json)")
@@ -80,8 +82,9 @@ _TABLE = (("coco_map", "mAP@[.5:.95]"), ("coco_map50", "mAP@.5"), ("coco_map75",
 def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.detection.runs import evaluate_detector
 
-    overrides = config_overrides(args).get("detect", {})
-    scores, written, count = evaluate_detector(args.target, overrides, args.batch_size, args.device)
+    flags = config_overrides(args)
+    scores, written, count = evaluate_detector(args.target, flags.get("detect", {}), args.batch_size, args.device,
+                                               max_pixels=_max_pixels(flags))
     print(f"{'metric':<26}value")
     for key, label in _TABLE:
         value = scores.get(key, float("nan"))
@@ -94,7 +97,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from resnet.detection.runs import predict_files
 
     out = out_dir(args, f"detect-predict-{timestamp()}")
-    for item in predict_files(args.weights, args.images, out, args.min_score, args.device):
+    for item in predict_files(args.weights, args.images, out, args.min_score, args.device,
+                              max_pixels=_max_pixels(config_overrides(args))):
         best = item["best_score"]
         none = "" if item["detections"] else (
             f" (no box scored --min-score {args.min_score}; the best scored {best:.3f}: lower --min-score to see it)"
@@ -105,6 +109,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"  {printable_line(det['label']):<12} {det['score']:.3f}  {det['box_xyxy']}")
     print(f"detections: {out / 'detections.json'}")
     return 0
+
+
+def _max_pixels(flags: dict[str, Any]) -> int | None:
+    from resnet.config import DEFAULT_MAX_PIXELS
+
+    return flags.get("data", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
 
 
 def cmd_make_scenes(args: argparse.Namespace) -> int:

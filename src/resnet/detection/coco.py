@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from resnet.detection.data import (
 )
 from resnet.errors import DataError
 from resnet.fsutil import write_atomic
+from resnet.limits import MAX_BOXES_PER_IMAGE, MAX_IMAGE_SIDE
 
 
 @contextlib.contextmanager
@@ -79,16 +82,62 @@ def image_root(ann: Path, split: str, first_file: str | None) -> Path:
     return folders[0] if folders else ann.parent
 
 
+def _integer(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _box(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(_finite(v) for v in value)
+
+
+
+# what each COCO entry's fields must be, as pycocotools and the loader use them: (field, test, what it must be)
+FIELDS: dict[str, tuple[tuple[str, Any, str], ...]] = {
+    "images": (("id", _integer, "an integer"),
+               ("width", lambda v: _integer(v) and 1 <= v <= MAX_IMAGE_SIDE, f"an integer in [1, {MAX_IMAGE_SIDE}]"),
+               ("height", lambda v: _integer(v) and 1 <= v <= MAX_IMAGE_SIDE, f"an integer in [1, {MAX_IMAGE_SIDE}]"),
+               ("file_name", lambda v: isinstance(v, str) and v != "", "a file name")),
+    "categories": (("id", _integer, "an integer"), ("name", lambda v: isinstance(v, str), "a string")),
+    "annotations": (("image_id", _integer, "an integer"), ("category_id", _integer, "an integer"),
+                    ("bbox", _box, "4 finite numbers [x, y, width, height]"),
+                    ("area", lambda v: v is None or _finite(v), "a finite number"),
+                    ("iscrowd", lambda v: v is None or v in (0, 1), "0 or 1")),
+}  # fmt: skip
+REQUIRED = {"images": ("id", "width", "height", "file_name"), "categories": ("id", "name"),
+            "annotations": ("image_id", "category_id", "bbox")}
+
+
 def _check_shape(data: Any, ann: Path) -> None:
+    """Every entry's fields of the types pycocotools and the loader use, ids unique, boxes per image capped: one
+    DataError naming the entry, before anything is indexed or allocated from the file."""
     keys = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
         raise DataError(f"{ann}: not a COCO instances file; {NOT_A_DATASET}")
-    for what, need in (("images", ("id", "width", "height", "file_name")), ("categories", ("id", "name")),
-                       ("annotations", ("image_id", "category_id", "bbox"))):  # fmt: skip
-        for entry in data[what]:
-            missing = [k for k in need if not isinstance(entry, dict) or k not in entry]
+    for what, fields in FIELDS.items():
+        for i, entry in enumerate(data[what]):
+            missing = [k for k in REQUIRED[what] if not isinstance(entry, dict) or k not in entry]
             if missing:
-                raise DataError(f"{ann}: an entry of '{what}' lacks {missing}; COCO {what} need {list(need)}")
+                raise DataError(f"{ann}: {what}[{i}] lacks {missing}; COCO {what} need {list(REQUIRED[what])}")
+            for name, test, must in fields:
+                if not test(entry.get(name)):
+                    raise DataError(f"{ann}: {what}[{i}] {name!r} must be {must}, got {entry[name]!r:.60}; "
+                                    "fix the entry or regenerate the file")
+    for what in ("images", "categories"):
+        ids = [entry["id"] for entry in data[what]]
+        if len(set(ids)) != len(ids):
+            twice = next(k for k, n in Counter(ids).items() if n > 1)
+            raise DataError(f"{ann}: two {what} entries share the id {twice!r} (pycocotools would keep only the last); "
+                            "give each its own id")
+    per_image = Counter(a["image_id"] for a in data["annotations"])
+    crowded = [(k, n) for k, n in per_image.items() if n > MAX_BOXES_PER_IMAGE]
+    if crowded:
+        image, n = crowded[0]
+        raise DataError(f"{ann}: image {image!r} has {n} annotations, more than {MAX_BOXES_PER_IMAGE} (training "
+                        "compares every box with every anchor); split the image or filter its annotations")
 
 
 def read_coco(

@@ -92,6 +92,12 @@ class DetectionStats:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """One line: what was kept and what cleaning changed or left out."""
+        return (f"{self.images} images, {self.boxes} boxes to train on; {self.clipped} clipped to their image, "
+                f"{self.dropped} dropped (empty, outside the image or not finite), {self.negatives} images without "
+                f"a box, {self.crowd} crowd, {self.difficult} difficult, {self.missing} missing files left out")
+
 
 @dataclass
 class DetectionSource:
@@ -178,6 +184,8 @@ def load_json(path: Path) -> Any:
             return json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not JSON ({type(e).__name__}: {e}); {NOT_A_DATASET}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a dataset; {NOT_A_DATASET}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 

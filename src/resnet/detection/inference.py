@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from resnet.config import DetectCfg, build_section
 from resnet.errors import WeightsError
+from resnet.fsutil import input_file_problem
+from resnet.limits import MAX_CLASSES, check_count
 
 
 @torch.no_grad()
@@ -48,8 +50,8 @@ def weights_file(target: str | os.PathLike[str]) -> Path:
         if not path.is_file():
             raise WeightsError(f"{target}: no model.safetensors there (the run has not finished; "
                                f"`resnet detect train --resume {target}` finishes it)")
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    if problem := input_file_problem(path, "weights file"):
+        raise WeightsError(problem)
     return path
 
 
@@ -58,7 +60,7 @@ def load_detector(target: str | os.PathLike[str], device: str | torch.device = "
     """(the detector in eval mode, its config, its categories) from a detection run folder or its weights file."""
     from resnet.detection.models import build_detector
     from resnet.models.registry import create_model
-    from resnet.models.weights import OPTIONS_KEY, read_weights
+    from resnet.models.weights import OPTIONS_KEY, build_checked, describe, read_weights
 
     path = weights_file(target)
     state, metadata, _ = read_weights(path)
@@ -69,14 +71,16 @@ def load_detector(target: str | os.PathLike[str], device: str | torch.device = "
         cfg = build_section("detect", json.loads(metadata["detect.config"]))
         categories = json.loads(metadata["detect.categories"])
         options = json.loads(metadata[OPTIONS_KEY])
-        net = create_model(options["backbone"], **options["backbone_options"])
-    except (KeyError, TypeError, ValueError) as e:
+        check_count(f"{path}: metadata detect.categories length", len(categories), 1, MAX_CLASSES, WeightsError)
+
+        def build() -> nn.Module:
+            return build_detector(create_model(options["backbone"], **options["backbone_options"]), len(categories),
+                                  cfg)
+
+        model = build_checked(build, describe(state), f"{path} (the detector its metadata describes)")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise WeightsError(f"{path}: its detector metadata is damaged ({type(e).__name__}: {e})") from None
-    model = build_detector(net, len(categories), cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"{path} does not fit the detector its metadata describes: missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}")
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), cfg, categories
 
 

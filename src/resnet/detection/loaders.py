@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.data.imagefolder import BadSample, split_bad, try_decode
 from resnet.data.streams import LoaderTrainStream
 from resnet.data.transforms import make_generator, upload
@@ -47,9 +48,11 @@ class DetectionSet(Dataset):
     seeded by (seed, epoch, index)); an unreadable image comes back as a :class:`BadSample`."""
 
     def __init__(
-        self, records: Sequence[Record], resize: Resize | None, train: bool, flip: bool = True, seed: int = 0
+        self, records: Sequence[Record], resize: Resize | None, train: bool, flip: bool = True, seed: int = 0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.records, self.resize, self.train, self.flip, self.seed = list(records), resize, train, flip, seed
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -57,7 +60,7 @@ class DetectionSet(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> Item | BadSample:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         rec = self.records[index]
-        image = rec.image if rec.image is not None else try_decode(str(rec.file))
+        image = rec.image if rec.image is not None else try_decode(str(rec.file), max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
         if tuple(image.shape[-2:]) != (rec.height, rec.width):
@@ -100,12 +103,13 @@ class DetectionTrainStream(LoaderTrainStream):
         resize: Resize | None = None,
         flip: bool = True,
         workers: int = 0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if not len(source):
             raise ConfigError(f"{source.name}: split {source.split!r} has no images to train on")
         super().__init__(len(source), batch_size, device, seed, rank, world_size, source.bad)
         self.source = source
-        self.dataset = DetectionSet(source.records, resize, train=True, flip=flip, seed=seed)
+        self.dataset = DetectionSet(source.records, resize, train=True, flip=flip, seed=seed, max_pixels=max_pixels)
         self._start_loader(self.dataset, workers, collate_detection)
 
     def _produce(self, epoch: int, position: int) -> Batch | None:
@@ -127,12 +131,13 @@ class DetectionEvalLoader:
         world_size: int = 1,
         resize: Resize | None = None,
         workers: int = 0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.source, self.device, self.bad = source, device, source.bad
         shard = source.records[rank::world_size]
         self.num_samples, self.batch_size = len(shard), max(1, batch_size // world_size)
         self.loader = DataLoader(
-            DetectionSet(shard, resize, train=False),
+            DetectionSet(shard, resize, train=False, max_pixels=max_pixels),
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=workers,

@@ -16,7 +16,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resnet.config import RunCfg, build_config, build_section, load_recipe, merge, section_values, to_dict
+from resnet.config import (
+    DEFAULT_MAX_PIXELS,
+    RunCfg,
+    build_config,
+    build_section,
+    load_recipe,
+    merge,
+    section_values,
+    to_dict,
+)
 from resnet.errors import ConfigError
 from resnet.fsutil import write_atomic
 
@@ -79,8 +88,8 @@ def train_detector(cfg: RunCfg, out: Path, resume: bool, explicit_model: bool,
     return train(cfg, out, resume=resume, task=DetectionTask(detect), on_ready=on_ready)
 
 
-def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, device: str
-                      ) -> tuple[dict[str, float], Path, int]:
+def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, device: str,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[dict[str, float], Path, int]:
     """(COCO and VOC07 figures, the COCO results JSON written beside the weights, images scored)."""
     import torch
 
@@ -95,7 +104,8 @@ def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, d
     model, cfg, categories = load_detector(target, dev)
     cfg = build_section("detect", {**section_values(cfg), **overrides})
     source = open_test_source(cfg, categories)
-    loader = DetectionEvalLoader(source, batch_size, dev, resize=Resize(cfg.min_size, cfg.max_size))
+    loader = DetectionEvalLoader(source, batch_size, dev, resize=Resize(cfg.min_size, cfg.max_size),
+                                 max_pixels=max_pixels)
     with torch.inference_mode():
         detections = run_detector(model, loader, dev)
     scores = evaluate_detections(source.records, categories, detections)
@@ -105,8 +115,8 @@ def evaluate_detector(target: str, overrides: dict[str, Any], batch_size: int, d
     return scores, out, len(detections)
 
 
-def predict_files(weights: str, images: list[str], out: Path, min_score: float, device: str
-                  ) -> list[dict[str, Any]]:
+def predict_files(weights: str, images: list[str], out: Path, min_score: float, device: str,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Detect objects in each image file; write IMAGE.png with the boxes drawn and detections.json into ``out``."""
     import torch
     from torchvision.io import write_png
@@ -122,7 +132,7 @@ def predict_files(weights: str, images: list[str], out: Path, min_score: float, 
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, target in zip(images, drawn, strict=True):
-        image = decode_image_file(path)
+        image = decode_image_file(path, max_pixels)
         with torch.inference_mode():
             found = {k: v.cpu() for k, v in model([image.to(dev).float().div(255)])[0].items()}
         keep = found["scores"] >= min_score

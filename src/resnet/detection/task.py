@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from resnet.config import DetectCfg, RunCfg
 from resnet.engine.distributed import DistInfo
-from resnet.errors import ConfigError
+from resnet.errors import ConfigError, DataError
+from resnet.printable import safe_name
 
 log = logging.getLogger("resnet.detection")
 RUNNING = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -98,6 +99,8 @@ class DetectionTask:
         self.detect = detect
         self.init_note = ""
         """How the backbone was initialised (for the log and the reply), set by build_model."""
+        self.cleaning: dict[str, dict[str, int]] = {}
+        """What cleaning did to each split (:class:`resnet.detection.data.DetectionStats`), set by build_data."""
 
     # -- data and model ---------------------------------------------------------------------------------
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> DetectionData:
@@ -106,12 +109,21 @@ class DetectionTask:
 
         train = open_train_source(self.detect, cfg.data.bad_images)
         test = open_test_source(self.detect, train.categories, cfg.data.bad_images)
+        self.cleaning = {"train": train.stats.as_dict(), "test": test.stats.as_dict()}
+        for split in (train, test):  # said, and kept in final.json: what the data became before training
+            level = logging.WARNING if split.stats.dropped else logging.INFO
+            log.log(level, "%s split of %s: %s", split.split, safe_name(split.name), split.stats.describe())
+        if train.stats.boxes == 0:
+            raise DataError(f"{safe_name(train.name)} ({train.split} split): no box left to train on "
+                            f"({train.stats.describe()}); check the annotations' coordinates (COCO: [x, y, width, "
+                            "height] in pixels; VOC: 1-based pixel corners)")
         resize = Resize(self.detect.min_size, self.detect.max_size)
         stream = DetectionTrainStream(train, cfg.train.batch_size, device, cfg.train.seed, dist.rank,
                                       dist.world_size, resize=resize, flip=self.detect.flip,
-                                      workers=cfg.data.workers)
+                                      workers=cfg.data.workers, max_pixels=cfg.data.max_pixels)
         loader = DetectionEvalLoader(test, max(cfg.train.batch_size, dist.world_size), device, dist.rank,
-                                     dist.world_size, resize=resize, workers=cfg.data.workers)
+                                     dist.world_size, resize=resize, workers=cfg.data.workers,
+                                     max_pixels=cfg.data.max_pixels)
         return DetectionData(train=stream, eval=loader, test=None, num_train=len(train), bad_images=train.bad,
                              categories=list(train.categories), test_source=test, dataset=self.detect.dataset)
 
@@ -166,6 +178,7 @@ class DetectionTask:
                       history: list[dict[str, Any]], meta: dict[str, str], extra: dict[str, Tensor]) -> None:
         from resnet.engine.rundir import write_results
 
+        final.setdefault("cleaning", self.cleaning)
         write_results(out, model, final, history, meta, extra, label=cfg.model.name)
 
 

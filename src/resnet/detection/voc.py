@@ -13,6 +13,7 @@ found, sorted; pass the training split's list to open another split.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.parsers import expat
@@ -22,6 +23,7 @@ from PIL import Image
 
 from resnet.detection.data import Category, DetectionStats, Record, make_record, map_categories
 from resnet.errors import DataError
+from resnet.limits import MAX_BOXES_PER_IMAGE, MAX_IMAGE_SIDE
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -63,11 +65,18 @@ def parse_xml_safely(path: Path) -> ET.Element:
 
 
 def _number(node: ET.Element, tag: str, path: Path) -> float:
+    """The finite number in ``<tag>``; NaN when the tag is absent (a box without it is dropped in cleaning)."""
     text = node.findtext(tag)
+    if text is None:
+        return float("nan")
     try:
-        return float(text) if text is not None else float("nan")
+        value = float(text)
     except ValueError:
-        raise DataError(f"{path}: <{tag}> is {text!r}, not a number; {_EXPECTED}") from None
+        value = float("nan")
+    if not math.isfinite(value) or abs(value) > MAX_IMAGE_SIDE:
+        raise DataError(f"{path}: <{tag}> is {text.strip()!r:.40}, not a pixel coordinate (a finite number up to "
+                        f"{MAX_IMAGE_SIDE}); {_EXPECTED}")
+    return value
 
 
 def parse_annotation(path: Path) -> tuple[str | None, tuple[int, int] | None, list[tuple[str, list[float], bool]]]:
@@ -83,6 +92,9 @@ def parse_annotation(path: Path) -> tuple[str | None, tuple[int, int] | None, li
         x0, y0, x1, y1 = (_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
         objects.append((name, [x0 - 1.0, y0 - 1.0, x1, y1], difficult))
+        if len(objects) > MAX_BOXES_PER_IMAGE:
+            raise DataError(f"{path}: more than {MAX_BOXES_PER_IMAGE} objects on one image (training compares every "
+                            "box with every anchor); split the image or filter its objects")
     size = root.find("size")
     width, height = (_number(size, t, path) if size is not None else 0.0 for t in ("width", "height"))
     dims = (int(width), int(height)) if width > 0 and height > 0 else None
@@ -104,7 +116,12 @@ def read_voc(
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
     if not listing.is_file():
         raise DataError(f"{listing}: split file not found; a VOC folder lists each split's image ids there")
-    ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = listing.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{listing}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); a split file "
+                        "lists one image id per line: re-save it as UTF-8") from None
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     parsed = [(i, parse_annotation(root / "Annotations" / f"{i}.xml")) for i in ids]
     names = sorted({obj[0] for _, (_, _, objs) in parsed for obj in objs})
     order = list(VOC_CLASSES) if set(names) <= set(VOC_CLASSES) else names

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from resnet.errors import ConfigError, TrainingError
+from resnet.errors import ConfigError, ResNetError, TrainingError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,59 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPU)."""
+def launched() -> DistInfo:
+    """Where this process sits, from torchrun's variables (a single process without them)."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return DistInfo(), resolve_device(device_name)
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+
+
+def join(timeout_s: float = 600.0) -> DistInfo:
+    """Join the process group when launched by torchrun: gloo for CPU tensors, and NCCL for CUDA ones where CUDA is
+    present. Joined first, before any rank reads its input, so a rank that fails on its own can fail the others
+    (:func:`decided_by_rank0`) instead of leaving them waiting."""
+    info = launched()
+    if info.enabled and not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        try:  # a finite timeout makes a lost peer fail the survivors instead of hanging them forever
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError) as e:
+            raise TrainingError(f"rank {info.rank} could not join the process group of {info.world_size} "
+                                f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); "
+                                "start every rank with the same torchrun command") from None
+    return info
+
+
+def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun, with this rank's device (its GPU by LOCAL_RANK)."""
+    info = launched()
     device = resolve_device(device_name, info.local_rank)
-    if device.type == "cuda":
+    if info.enabled and device.type == "cuda":
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        # A finite timeout makes a lost peer fail the survivors instead of hanging them forever.
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-    return info, device
+    return join(timeout_s), device
+
+
+def decided_by_rank0(decide: Callable[[], T]) -> T:
+    """``decide()`` run by rank 0 alone, its result (or its error) given to every rank; without a process group,
+    just ``decide()``. What a run is (its config, its folder) is rank 0's to read: the other ranks' disks may lack
+    the run folder, and an error on rank 0 ends every rank at once instead of leaving them in a collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return decide()
+    box: list[Any] = [None]
+    failure: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            box = [(True, decide())]
+        except Exception as e:  # every rank must hear of it, whatever it is
+            failure = e
+            box = [(False, str(e) if isinstance(e, ResNetError) else f"rank 0 failed: {type(e).__name__}: {e}")]
+    dist.broadcast_object_list(box, src=0)  # pickled between the job's own processes
+    ok, value = box[0]
+    if failure is not None:
+        raise failure
+    if not ok:
+        raise ConfigError(value)
+    return value
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device, bucket_cap_mb: float) -> torch.nn.Module:

@@ -56,7 +56,7 @@ from resnet.engine.schedule import warnings_for as schedule_warnings
 from resnet.engine.step import Step, build_step, optimizer_state_dict
 from resnet.engine.task import Task
 from resnet.engine.threads import run_threads
-from resnet.errors import ConfigError, TrainingError
+from resnet.errors import ConfigError, TrainingError, WeightsError
 from resnet.fsutil import check_writable
 from resnet.models.weights import unwrap_model
 
@@ -210,6 +210,17 @@ class Trainer:
         if state is None:
             log.warning("no checkpoint in %s: starting from iteration 0", self.out / "checkpoints")
             return
+        try:
+            self._apply(state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:  # a sidecar edited with its checksum
+            raise WeightsError(f"checkpoint of iteration {state.step} in {self.out / 'checkpoints'} holds a state this "
+                               f"run cannot take ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+                               "; move its two files away to resume from an older one") from None
+        if self.dist.is_main:
+            truncate_metrics(self.out / "metrics.jsonl", self.step)
+            log.info("resumed from iteration %d", self.step)
+
+    def _apply(self, state: ckpt.Checkpoint) -> None:
         self.model.load_state_dict(state.model)
         load_optimizer_state(self.optimizer, state.optimizer)
         self.schedule.load_state_dict(state.extra["schedule"])
@@ -223,9 +234,6 @@ class Trainer:
         self.pending_eval = bool(state.extra.get("evaluation_pending", False))
         self.history = [r for r in state.extra.get("history", []) if r["step"] <= self.step]
         self.best = state.extra.get("best")
-        if self.dist.is_main:
-            truncate_metrics(self.out / "metrics.jsonl", self.step)
-            log.info("resumed from iteration %d", self.step)
 
     # -- the loop -----------------------------------------------------------------------------------------
     def train_step(self, batch: Any, lr: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resnet.errors import WeightsError
+from resnet.limits import MAX_CLASSES, within
 from resnet.models.preprocess import MAX_IN_CHANS, MAX_SIZE, MEAN_TENSOR, MIN_SIZE, PREPROCESS_KEY, Preprocess
 
 ARCH_KEY = "resnet.arch"
 OPTIONS_KEY = "resnet.options"
 EXTRA_PREFIX = "extra."
 MEAN_KEY = EXTRA_PREFIX + MEAN_TENSOR
-MAX_CLASSES = 1_000_000
 
 Header = Mapping[str, tuple[str, Sequence[int]]]
 """A safetensors header: tensor name -> (dtype name such as "F32", shape), read without loading any tensor."""
@@ -37,10 +37,6 @@ def _json(path: object, metadata: Mapping[str, str], key: str) -> Any:
         raise _bad(path, key, f"is not valid JSON ({type(e).__name__})") from None
 
 
-def _int_in(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
 def _finite_floats(value: Any, count: int) -> bool:
     return (isinstance(value, list) and len(value) == count
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
@@ -52,7 +48,7 @@ def check_options(path: object, options: Any) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise _bad(path, field, f"must be a JSON object, got {type(options).__name__}")
     for key, low, high in (("num_classes", 0, MAX_CLASSES), ("in_chans", 1, MAX_IN_CHANS)):  # 0 classes: headless
-        if key in options and not _int_in(options[key], low, high):
+        if key in options and not within(options[key], low, high):
             raise _bad(path, f"{field}.{key}", f"must be an integer in [{low}, {high}], got {options[key]!r:.40}")
     return options
 

@@ -22,12 +22,13 @@ import torch
 from torch import Tensor
 
 from resnet.errors import WeightsError
+from resnet.limits import MAX_IN_CHANS, within
+from resnet.limits import MAX_SIDE as MAX_SIZE
+from resnet.limits import MIN_SIDE as MIN_SIZE
 
 PREPROCESS_KEY = "resnet.preprocess"
 MEAN_TENSOR = "input_mean"
 """The name of the per-pixel mean image among a weights file's extra tensors (``extra.input_mean`` on disk)."""
-MAX_IN_CHANS = 1024
-MIN_SIZE, MAX_SIZE = 8, 4096
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 CROP_MODES: tuple[str, ...] = ("center", "squash")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,10 +38,6 @@ PER_PIXEL = "per_pixel"
 
 def _bad(path: object, field_name: str, problem: str) -> WeightsError:
     return WeightsError(f"{path}: metadata {field_name!r} {problem}")
-
-
-def _int_in(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _finite_floats(value: Any, count: int) -> bool:
@@ -102,8 +99,8 @@ class Preprocess:
         if not isinstance(record, Mapping):
             raise _bad(path, key, f"must be a JSON object, got {type(record).__name__}")
         size = record.get("input_size")
-        if not (isinstance(size, (list, tuple)) and len(size) == 3 and _int_in(size[0], 1, MAX_IN_CHANS)
-                and all(_int_in(s, MIN_SIZE, MAX_SIZE) for s in size[1:])):
+        if not (isinstance(size, (list, tuple)) and len(size) == 3 and within(size[0], 1, MAX_IN_CHANS)
+                and all(within(s, MIN_SIZE, MAX_SIZE) for s in size[1:])):
             raise _bad(path, f"{key}.input_size", f"must be [C, H, W] with H and W integers in [{MIN_SIZE}, "
                                                   f"{MAX_SIZE}], got {size!r:.40}")
         chans = size[0]
@@ -121,6 +118,8 @@ class Preprocess:
             if record.get(name, valid[0] if name == "crop_mode" else None) not in valid:
                 raise _bad(path, f"{key}.{name}", f"must be one of {', '.join(valid)}, got {record.get(name)!r:.40}")
         image = mean_image if mean_image is not None else record.get("mean_image")
+        if isinstance(image, Tensor) and image.ndim == 1:  # a file's (C,) mean tensor: the same value at every pixel
+            image = image.view(-1, 1, 1)
         return cls((int(size[0]), int(size[1]), int(size[2])), PER_PIXEL if mean == PER_PIXEL else tuple(mean),
                    None if std is None else tuple(std), float(crop), str(record["interpolation"]),
                    str(record.get("crop_mode", "center")), image if isinstance(image, Tensor) else None)

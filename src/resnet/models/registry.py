@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from resnet.errors import ConfigError, ModelError
+from resnet.limits import MAX_CLASSES, MAX_IN_CHANS, within
 from resnet.models.features import ResNetFeatures
 from resnet.models.layers import INITS, NORMS
 
@@ -125,9 +126,9 @@ def _flag(arch: str, key: str, value: Any) -> bool:
     return value
 
 
-def _count(arch: str, key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{arch}: invalid {key}={value!r}; valid values: an integer >= {minimum}")
+def _count(arch: str, key: str, value: Any, minimum: int, maximum: int) -> int:
+    if not within(value, minimum, maximum):
+        raise ModelError(f"{arch}: invalid {key}={value!r:.40}; valid values: an integer in [{minimum}, {maximum}]")
     return value
 
 
@@ -142,8 +143,9 @@ def resolve_options(
     * ``stride_in_1x1``: True = paper v1 (stride in a bottleneck's first 1x1), False = torchvision v1.5.
     * ``norm``: one of ``layers.NORMS``.  ``init``: one of ``layers.INITS``.  ``stem``: imagenet/cifar.
     * ``zero_init_residual``: zero each branch's last norm scale (pre-activation: last conv).
-    * ``num_classes``: an integer >= 0; 0 builds no classifier (``fc`` is ``nn.Identity``: the model returns its
-      pooled features, as timm's ``num_classes=0``).  ``in_chans``: an integer >= 1.
+    * ``num_classes``: an integer in [0, ``limits.MAX_CLASSES``]; 0 builds no classifier (``fc`` is
+      ``nn.Identity``: the model returns its pooled features, as timm's ``num_classes=0``).
+    * ``in_chans``: an integer in [1, ``limits.MAX_IN_CHANS``].
 
     Returns every option, resolved, in OPTION_NAMES order (what ``model.options`` records).
     """
@@ -159,8 +161,8 @@ def resolve_options(
         "zero_init_residual": _flag(arch, "zero_init_residual", merged["zero_init_residual"]),
         "init": _choice(arch, "init", merged["init"], INITS),
         "stem": _choice(arch, "stem", merged["stem"], STEMS),
-        "num_classes": _count(arch, "num_classes", merged["num_classes"], minimum=0),
-        "in_chans": _count(arch, "in_chans", merged["in_chans"]),
+        "num_classes": _count(arch, "num_classes", merged["num_classes"], 0, MAX_CLASSES),
+        "in_chans": _count(arch, "in_chans", merged["in_chans"], 1, MAX_IN_CHANS),
     }
     if resolved["zero_init_residual"] and resolved["shortcut"] == "none":
         # Zeroing a plain unit's last norm makes every unit output zero: nothing would train.

@@ -17,7 +17,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
-from resnet.fsutil import os_error_from, write_atomic
+from resnet.fsutil import input_file_problem, os_error_from, write_atomic
+from resnet.limits import check_archive, check_stored
 from resnet.models.blocks import Bottleneck
 from resnet.models.metadata import ARCH_KEY, EXTRA_PREFIX, OPTIONS_KEY, Header, check_metadata
 from resnet.models.preprocess import MEAN_TENSOR, PREPROCESS_KEY, Preprocess
@@ -82,6 +83,14 @@ def check_fits(model: nn.Module, header: Header, source: str) -> None:
         arch = getattr(model, "arch", "") or type(model).__name__
         hint = " (another num_classes?)" if "fc.weight (" in problems.split("shape file vs model")[-1] else ""
         raise WeightsError(f"{source} does not fit {arch}{hint}: {problems}")
+
+
+def build_checked(build: Callable[[], nn.Module], header: Header, source: str) -> nn.Module:
+    """``build()`` for real only after the file's tensor names and shapes fit a copy built on the meta device (no
+    memory): a class count or input size a file's metadata claims allocates nothing before its tensors agree."""
+    with torch.device("meta"):
+        check_fits(build(), header, source)
+    return build()
 
 
 def check_finite(state: Mapping[str, Tensor], source: str) -> None:
@@ -209,16 +218,17 @@ def is_torch_file(path: Path) -> bool:
 
 def _unreadable(path: Path, err: BaseException) -> WeightsError:
     if is_torch_file(path):
-        return WeightsError(f"{path} is a PyTorch checkpoint, not a resnet weights file; convert it with "
-                            f"`resnet import {path} --arch NAME --out {path.with_suffix('.safetensors')}`")
+        out = path.with_name(f"{path.stem}-imported.safetensors")
+        return WeightsError(f"{path} is a pickle (a torch.save checkpoint?), not a safetensors file; convert it with "
+                            f"`resnet import {path} --out {out}`")
     return WeightsError(f"{path}: not a readable safetensors file (truncated or corrupt): {_first_line(err)}")
 
 
 def inspect_weights(path: str | os.PathLike[str]) -> tuple[dict[str, str], Header]:
     """A weights file's checked metadata and its header (tensor name -> dtype, shape), no tensor read."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    if problem := input_file_problem(path, "weights file"):
+        raise WeightsError(problem)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -275,10 +285,10 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                            f"foreign weights with `resnet import {path} --out FILE.safetensors`")
     options = json.loads(metadata.get(OPTIONS_KEY, "{}"))  # checked by inspect_weights
     try:
-        model = create_model(arch, **options)
+        model = build_checked(lambda: create_model(arch, **options),
+                              {k: v for k, v in header.items() if not k.startswith(EXTRA_PREFIX)}, str(path))
     except (TypeError, ModelError) as e:
         raise WeightsError(f"{path}: cannot rebuild {arch!r} from its metadata: {_first_line(e)}") from e
-    check_fits(model, {k: v for k, v in header.items() if not k.startswith(EXTRA_PREFIX)}, str(path))
     state, metadata, extra = read_weights(path)
     check_finite(state, str(path))
     model.load_state_dict(state, strict=True)
@@ -288,23 +298,30 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
 def read_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with its failures as one WeightsError line (unsafe pickles named)."""
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    if problem := input_file_problem(path, "weights file"):
+        raise WeightsError(problem)
+    check_archive(path, WeightsError)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is a paragraph; its one informative line is "WeightsUnpickler error: <why>"
-        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        detail = why.group(1).strip() if why else _first_line(e)
-        name = re.match(r"Unsupported global: GLOBAL (\S+)", detail)
+        text = str(e)
+        # torch's message is a paragraph that advises weights_only=False (running the file's code): never repeat it;
+        # name what the pickle calls, or the parser's one-line reason
+        name = re.search(r"GLOBAL ([\w.]+)", text)
         if name:
             raise WeightsError(f"{path}: refused as unsafe: its pickle calls {name.group(1)}, which could run code; "
-                               "re-save just the state dict (torch.save(model.state_dict(), ...)) or use "
-                               ".safetensors") from e
-        raise WeightsError(f"{path}: refused: not a file torch.load(weights_only=True) reads ({detail}); truncated, "
-                           "corrupt, or a plain pickle: re-save it with torch.save or as .safetensors") from e
+                               "if you trust its source, load it with the code that wrote it and save just the "
+                               "state dict (torch.save(model.state_dict(), ...)) or as .safetensors") from e
+        why = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+        detail = why.group(1).strip() if why else (lines[0] if lines else type(e).__name__)
+        raise WeightsError(f"{path}: refused: not a file torch.load(weights_only=True) reads ({detail[:160]}); "
+                           "truncated, corrupt, or a plain pickle: re-save it with torch.save or as .safetensors"
+                           ) from e
     except Exception as e:  # the weights_only parser meets garbage with IndexError, KeyError, struct.error, ...
         raise WeightsError(f"{path}: not a readable PyTorch file (truncated or corrupt): {_first_line(e)}") from e
+    check_stored(obj, path, WeightsError)
+    return obj
 
 
 def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:
@@ -314,8 +331,9 @@ def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{name}: expected a state dict of tensors, got {type(obj).__name__}")
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        raise WeightsError(f"{name}: expected a state dict (parameter names to tensors), got "
+                           f"{type(obj).__name__}{' with keys that are not names' if isinstance(obj, Mapping) else ''}")
     state = dict(obj)
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from DDP
         state = {k[len("module.") :]: v for k, v in state.items()}
@@ -342,7 +360,7 @@ def fill_batch_counters(model: nn.Module, state: dict[str, Tensor]) -> None:
     """Files saved before PyTorch 0.4.1 lack BN's ``num_batches_tracked``; BatchNorm's own loader fills them in too."""
     for key, value in model.state_dict().items():
         if key.endswith(".num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
+            state[key] = torch.zeros_like(value, device="cpu")  # value may be a meta-device reference's
 
 
 def _check_torchvision_arch(name: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from resnet.errors import WeightsError
+from resnet.fsutil import input_file_problem
 from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY
 from resnet.models.preprocess import Preprocess
 from resnet.models.weights import (
@@ -74,8 +75,8 @@ def read_source(src: Mapping[str, Any] | str | os.PathLike[str]) -> Source:
     if not isinstance(src, (str, os.PathLike)):
         return Source(src, "state dict")
     path = Path(src)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    if problem := input_file_problem(path, "weights file"):
+        raise WeightsError(problem)
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES or (suffix != ".safetensors" and is_torch_file(path)):
         return Source(read_torch_file(path), str(path))
@@ -103,7 +104,13 @@ def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
     chans = _size(state, "conv1.weight", 1) or 3
     # its trainer.py normalizes CIFAR-10 with ImageNet's per-channel mean and std, on the 32x32 images as they are
     record = replace(Preprocess.imagenet(chans, 32, crop_pct=1.0), crop_mode="squash")
-    return Plan(AKAMASTER, arch, options, convert_akamaster(state), record, _size(state, "linear.weight", 0), chans)
+    try:
+        converted = convert_akamaster(state)
+    except (KeyError, IndexError, RuntimeError, ValueError) as e:  # its names, but not its tensors' layout
+        raise WeightsError(f"{source.name}: named like an {AKAMASTER} but its tensors do not form one "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); the file is "
+                           "damaged or from another model") from None
+    return Plan(AKAMASTER, arch, options, converted, record, _size(state, "linear.weight", 0), chans)
 
 
 def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:

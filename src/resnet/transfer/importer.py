@@ -7,13 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from resnet.errors import ModelError, WeightsError
+from resnet.limits import MAX_CLASSES, MAX_IN_CHANS, check_count
 from resnet.models.layers import adapt_input_conv
-from resnet.models.metadata import MAX_CLASSES, MAX_IN_CHANS
 from resnet.models.registry import create_model
-from resnet.models.weights import check_finite, check_fits, describe, fill_batch_counters
+from resnet.models.weights import build_checked, check_finite, describe, fill_batch_counters
 from resnet.transfer.formats import Plan, read_source, recognise
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,8 @@ def _adapt_input(state: dict[str, Tensor], in_chans: int, label: str) -> None:
 
 def _check_counts(options: dict[str, Any], label: str) -> None:
     for key, low, high in (("num_classes", 0, MAX_CLASSES), ("in_chans", 1, MAX_IN_CHANS)):
-        value = options.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
-            raise WeightsError(f"{label}: {key}={value!r} is not an integer in [{low}, {high}]")
+        if options.get(key) is not None:
+            check_count(f"{label}: {key}", options[key], low, high, WeightsError)
 
 
 def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | None = None,
@@ -68,9 +68,12 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
         _adapt_input(state, in_chans, label)
     # built as the file's net (its class count), loaded strictly, then given a new classifier if asked
     file_options = {"num_classes": plan.num_classes, "in_chans": in_chans or plan.in_chans}
-    model = _build(plan, arch, label, {**options, **file_options})
-    fill_batch_counters(model, state)
-    check_fits(model, describe(state), label)
+    def build() -> nn.Module:
+        return _build(plan, arch, label, {**options, **file_options})
+
+    with torch.device("meta"):
+        fill_batch_counters(build(), state)  # files from before PyTorch 0.4.1 lack them
+    model = build_checked(build, describe(state), label)
     check_finite(state, label)
     model.load_state_dict(state, strict=True)
     if num_classes is not None and num_classes != model.num_classes:
