@@ -87,6 +87,14 @@ def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
+def max_pixels_flag(args: argparse.Namespace) -> int:
+    """``--max-pixels`` of a command that reads image files outside a run's config (predict, detect eval/predict),
+    checked as the config checks it."""
+    from resnet.config import build_section
+
+    return build_section("data", config_overrides(args).get("data", {})).max_pixels
+
+
 def positive_int(text: str) -> int:
     """argparse ``type=`` for counts and sizes: a bad value is argparse's one error line, not a traceback later."""
     try:

@@ -8,9 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int
+from resnet.cliargs import add_config_flags, config_overrides, max_pixels_flag, out_dir, positive_int
 from resnet.config import (
-    DEFAULT_MAX_PIXELS,
     SECTIONS,
     RunCfg,
     build_config,
@@ -239,7 +238,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnet.inference import predict_images
 
-    max_pixels = config_overrides(args).get("data", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+    max_pixels = max_pixels_flag(args)
     for path, ranked in predict_images(args.weights, args.images, top=args.top, device=args.device, arch=args.arch,
                                        bad_images=args.bad_images, max_pixels=max_pixels):
         print(printable_line(str(path)))

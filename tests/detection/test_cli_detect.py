@@ -46,6 +46,19 @@ def test_train_writes_a_run_folder_with_map_columns_and_its_detect_section(train
             "train_loss_objectness"} <= rows[0].keys()
     saved = tomllib.loads((trained_run / "config.toml").read_text())
     assert saved["detect"]["scene_size"] == 64 and not (trained_run / "detect.toml").exists()
+    cleaning = json.loads((trained_run / "final.json").read_text())["cleaning"]  # what the data became, kept
+    assert cleaning["train"]["images"] == 8 and cleaning["test"]["images"] == 4 and cleaning["train"]["boxes"] > 0
+
+
+def test_a_coco_split_whose_every_box_is_degenerate_is_refused_with_the_cleaning_counts(tmp_path, capsys):
+    from _detection_files import COCO_CATEGORIES, COCO_IMAGES, write_coco_set
+
+    flat = [{"image_id": i + 1, "category_id": 3, "bbox": [2, 2, 0, 5]} for i in range(len(COCO_IMAGES))]
+    write_coco_set(tmp_path / "coco", "train", COCO_IMAGES, flat, COCO_CATEGORIES)
+    code, _, err = run(["detect", "train", *TINY, "--dataset", "coco", "--data", tmp_path / "coco", "--train-split",
+                        "train", "--test-split", "train", "--iterations", "1", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "no box left to train on (3 images, 0 boxes to train on; 0 clipped to their image, 3 dropped" in err
 
 
 def test_eval_prints_the_metrics_table_and_writes_coco_results(trained_run, capsys):
@@ -175,6 +188,17 @@ def test_predict_never_overwrites_its_inputs_and_keeps_same_named_images_apart(t
     code, _, err = run(["detect", "predict", image, "--weights", trained_run, "--out", tmp_path / "drawn",
                         "--device", "cpu"], capsys)
     assert code == 2 and "detections.json already exists" in err
+
+
+def test_detect_predict_refuses_an_image_over_max_pixels_naming_its_own_flag(trained_run, tmp_path, capsys):
+    from torchvision.io import write_png
+
+    write_png(torch.zeros(3, 120, 100, dtype=torch.uint8), str(tmp_path / "big.png"))
+    argv = ["detect", "predict", tmp_path / "big.png", "--weights", trained_run, "--device", "cpu"]
+    code, _, err = run([*argv, "--out", tmp_path / "a", "--max-pixels", "10000"], capsys)
+    assert code == 2 and "more than data.max_pixels=10000; raise --max-pixels" in err and "Traceback" not in err
+    code, _, err = run([*argv, "--out", tmp_path / "b", "--max-pixels", "12000"], capsys)
+    assert code == 0, err
 
 
 def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):

@@ -94,3 +94,38 @@ def test_written_split_reads_back_with_pycocotools_and_our_reader(coco_dir: Path
         np.testing.assert_array_equal(a.iscrowd, b.iscrowd)
         assert torch.equal(decode_image_file(a.file), decode_image_file(b.file))
     assert again.stats.dropped == 0 and again.stats.crowd == 1
+
+
+IMAGE = {"id": 1, "width": 4, "height": 4, "file_name": "x.png"}
+BOX = {"id": 1, "image_id": 1, "category_id": 5, "bbox": [0, 0, 2, 2]}
+CATEGORY = {"id": 5, "name": "a"}
+
+
+@pytest.mark.parametrize(("images", "annotations", "message"), [
+    ([{**IMAGE, "width": "abc"}], [], r"images\[0\] 'width' must be an integer in \[1, 1000000\], got 'abc'"),
+    ([{**IMAGE, "width": 1e300}], [], r"images\[0\] 'width' must be an integer in \[1, 1000000\], got 1e\+300"),
+    ([{**IMAGE, "file_name": 5}], [], r"images\[0\] 'file_name' must be a file name, got 5"),
+    ([{**IMAGE, "id": "one"}], [], r"images\[0\] 'id' must be an integer, got 'one'"),
+    ([IMAGE], [{**BOX, "area": "big"}], r"annotations\[0\] 'area' must be a finite number, got 'big'"),
+    ([IMAGE], [{**BOX, "category_id": [5]}], r"annotations\[0\] 'category_id' must be an integer, got \[5\]"),
+    ([IMAGE], [{**BOX, "bbox": [0, 0, "2", 2]}], r"annotations\[0\] 'bbox' must be 4 finite numbers"),
+    ([IMAGE, {**IMAGE, "file_name": "y.png"}], [], "two images entries share the id 1 .pycocotools would keep only"),
+    ([IMAGE], [{**BOX, "id": i} for i in range(1001)], "image 1 has 1001 annotations, more than 1000"),
+])  # fmt: skip
+def test_malformed_coco_fields_are_one_error_naming_the_entry(tmp_path: Path, images, annotations, message) -> None:
+    path = tmp_path / "instances_train.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [CATEGORY]}))
+    with pytest.raises(DataError, match=message) as err:
+        open_detection(path, "train")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_json_nested_too_deeply_and_infinite_numbers_are_one_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "instances_train.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="JSON nested too deeply to be a dataset"):
+        open_detection(path, "train")
+    text = json.dumps({"images": [IMAGE], "annotations": [], "categories": [CATEGORY]})
+    path.write_text(text.replace('"width": 4', '"width": 1e400'))
+    with pytest.raises(DataError, match=r"'width' must be an integer in \[1, 1000000\], got inf"):
+        open_detection(path, "train")

@@ -65,6 +65,11 @@ EXTERNAL = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/pas
         ("<annotation><object><name>dog</name></object></annotation>", "lacks <name> or <bndbox>"),
         ("<annotation><object><name>dog</name><bndbox><xmin>one</xmin></bndbox></object></annotation>",
          "<xmin> is 'one', not a pixel coordinate"),
+        ("<annotation><size><width>inf</width><height>9</height></size></annotation>",
+         "<width> is 'inf', not a pixel coordinate"),
+        pytest.param("<annotation>" + "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax>"
+                     "<ymax>2</ymax></bndbox></object>" * 1001 + "</annotation>", "more than 1000 objects on one image",
+                     id="1001 objects"),
     ],
 )  # fmt: skip
 def test_unsafe_or_foreign_xml_is_one_error_naming_the_file(voc_dir: Path, text: str, message: str) -> None:
@@ -85,3 +90,10 @@ def test_size_is_read_from_the_image_when_the_xml_has_none(voc_dir: Path) -> Non
     xml.write_text("<annotation><filename>000005.png</filename></annotation>")
     first = open_detection(voc_dir, "train").records[0]
     assert (first.width, first.height) == (48, 32)
+
+
+def test_a_split_file_that_is_not_utf8_is_one_error_naming_the_byte(voc_dir: Path) -> None:
+    listing = voc_dir / "ImageSets" / "Main" / "train.txt"
+    listing.write_bytes(listing.read_bytes() + "caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.txt: not UTF-8 text \(byte 0xe9 at offset \d+\)"):
+        open_detection(voc_dir, "train")

@@ -76,3 +76,40 @@ def test_sigterm_to_one_worker_stops_both_at_one_iteration_with_a_checkpoint(tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from iteration {step}" in resumed.stderr
     assert json.loads((run / "final.json").read_text())["step"] == 40
+
+
+def _two_nodes(folders: tuple[str, str], *args: str) -> list[subprocess.CompletedProcess]:
+    """``resnet train --resume FOLDER ARGS`` as rank 0 and rank 1 of one job, each with its own folder (two nodes
+    without a shared disk), started as torchrun starts them."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "resnet", "train", "--resume", folder, *args],
+                              env={**subprocess_env(), "RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank, folder in enumerate(folders)]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=FAIL_FAST_S + 120)
+        out.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return out
+
+
+def test_a_resume_that_rank_0_refuses_ends_every_rank_and_a_node_without_the_folder_follows_rank_0(tmp_path):
+    run = tmp_path / "node0"
+    first = run_resnet("train", *TRAIN_ARGS, "--out", str(run))
+    assert first.returncode == 0, first.stderr[-2000:]
+    started = time.time()
+    refused = _two_nodes((str(tmp_path / "missing"), str(run)), "--iterations", "16")
+    assert time.time() - started < FAIL_FAST_S, "a rank waited for a peer that had given up"
+    for proc in refused:  # rank 0 has no run there: both ranks say so, neither hangs
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "--resume " + str(tmp_path / "missing") + ": no config.toml there" in proc.stderr
+    resumed = _two_nodes((str(run), str(tmp_path / "node1")), "--iterations", "16")
+    for proc in resumed:  # rank 1's disk lacks the run: it takes rank 0's config and checkpoint
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["step"] == 16
+    assert not (tmp_path / "node1").exists()

@@ -145,6 +145,25 @@ def test_an_edited_checkpoint_sidecar_is_refused_and_the_previous_checkpoint_res
 
 
 @pytest.mark.slow
+def test_a_sidecar_edited_with_its_checksum_recomputed_is_one_error_line_naming_the_checkpoint(finished, tmp_path,
+                                                                                             capsys):
+    from resnet.engine.checkpoint import _checksum
+
+    run = _copy(finished, tmp_path / "run")
+    for name in ("model.safetensors", "final.json"):
+        (run / name).unlink()
+    sidecar = run / "checkpoints" / "ckpt-00000012.json"
+    body = json.loads(sidecar.read_text())
+    body.pop("checksum")
+    body["extra"]["data"]["position"] = "abc"
+    body["checksum"] = _checksum(body)  # an edit the checksum cannot see
+    sidecar.write_text(json.dumps(body))
+    code, _, err = run_cli(["train", "--resume", run], capsys)
+    assert code == 2
+    assert "checkpoint of iteration 12 in" in one_line_error(err) and "move its two files away" in err
+
+
+@pytest.mark.slow
 def test_sighup_checkpoints_and_stops_like_sigterm(tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
     proc = start_resnet("train", *TRAIN_ARGS, "--out", str(run), fault={"slow": 0.3}, log=log)

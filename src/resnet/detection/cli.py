@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from resnet.cliargs import add_config_flags, config_overrides, out_dir, positive_int, timestamp
+from resnet.cliargs import add_config_flags, config_overrides, max_pixels_flag, out_dir, positive_int, timestamp
 from resnet.config import list_recipes
 from resnet.printable import printable_line
 
@@ -84,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     flags = config_overrides(args)
     scores, written, count = evaluate_detector(args.target, flags.get("detect", {}), args.batch_size, args.device,
-                                               max_pixels=_max_pixels(flags))
+                                               max_pixels=max_pixels_flag(args))
     print(f"{'metric':<26}value")
     for key, label in _TABLE:
         value = scores.get(key, float("nan"))
@@ -98,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out = out_dir(args, f"detect-predict-{timestamp()}")
     for item in predict_files(args.weights, args.images, out, args.min_score, args.device,
-                              max_pixels=_max_pixels(config_overrides(args))):
+                              max_pixels=max_pixels_flag(args)):
         best = item["best_score"]
         none = "" if item["detections"] else (
             f" (no box scored --min-score {args.min_score}; the best scored {best:.3f}: lower --min-score to see it)"
@@ -109,12 +109,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"  {printable_line(det['label']):<12} {det['score']:.3f}  {det['box_xyxy']}")
     print(f"detections: {out / 'detections.json'}")
     return 0
-
-
-def _max_pixels(flags: dict[str, Any]) -> int | None:
-    from resnet.config import DEFAULT_MAX_PIXELS
-
-    return flags.get("data", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
 
 
 def cmd_make_scenes(args: argparse.Namespace) -> int:
