@@ -122,6 +122,10 @@ def read_voc(
         raise DataError(f"{listing}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); a split file "
                         "lists one image id per line: re-save it as UTF-8") from None
     ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    odd = next((i for i in ids if "\x00" in i or "/" in i or not i.isprintable()), None)
+    if odd is not None:
+        raise DataError(f"{listing}: {odd!r:.60} is not an image id (a file name without a folder); a split file "
+                        "lists one image id per line")
     parsed = [(i, parse_annotation(root / "Annotations" / f"{i}.xml")) for i in ids]
     names = sorted({obj[0] for _, (_, _, objs) in parsed for obj in objs})
     order = list(VOC_CLASSES) if set(names) <= set(VOC_CLASSES) else names

@@ -160,9 +160,15 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
-    return Checkpoint(step=int(sidecar["step"]), model=model,
-                      optimizer=_unflatten_optimizer(optim_t, sidecar["optimizer"]),
-                      extra=sidecar["extra"], rng=rng)
+    try:  # a sidecar edited with its checksum recomputed: its structure is checked as far as this module reads it
+        optimizer = _unflatten_optimizer(optim_t, sidecar["optimizer"])
+        extra, total = sidecar["extra"], sidecar["extra"].get("total", 0)
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise TypeError(f"total is {type(total).__name__}")
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise WeightsError(f"checkpoint sidecar {json_path} holds a state this version does not write "
+                           f"({type(e).__name__}); delete it to use an older one") from None
+    return Checkpoint(step=int(sidecar["step"]), model=model, optimizer=optimizer, extra=extra, rng=rng)
 
 
 def latest_checkpoint(folder: Path) -> Checkpoint | None:
