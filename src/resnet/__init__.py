@@ -10,6 +10,7 @@ Public API::
     model = resnet.from_torchvision(torchvision_state_dict_or_path, "resnet50")
     state = resnet.to_torchvision(model)
     model = resnet.import_weights("resnet50.pth")     # torchvision/timm/CIFAR checkpoints, layout from the file
+    model = resnet.create_model("resnet50", pretrained="torchvision:resnet50.IMAGENET1K_V2")  # published, by name
     tf = resnet.transforms_for(resnet.data_config(model))  # the preprocessing the weights expect
     resnet.evaluate_ensemble(["a.safetensors", "b.safetensors"], {"dataset": "cifar10"})  # Table 5's averaging
 
@@ -25,7 +26,7 @@ from resnet.errors import ConfigError, DataError, ModelError, ResNetError, Train
 
 # public name -> the module that defines it
 _LAZY: dict[str, str] = {
-    "create_model": "resnet.models.registry",
+    "create_model": "resnet.transfer.pretrained",
     "list_models": "resnet.models.registry",
     "from_torchvision": "resnet.models.weights",
     "load_model": "resnet.models.weights",
@@ -39,9 +40,10 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from resnet.inference import evaluate_ensemble
-    from resnet.models.registry import create_model, list_models
+    from resnet.models.registry import list_models
     from resnet.models.weights import from_torchvision, load_model, save_weights, to_torchvision
     from resnet.transfer import data_config, import_weights, transforms_for
+    from resnet.transfer.pretrained import create_model
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
 from resnet.errors import ConfigError
 from resnet.printable import printable_line
-from resnet.transfer.cli import register_import
+from resnet.transfer.cli import register_import, register_weights
 
 
 # -- train ----------------------------------------------------------------------------------------------------
@@ -324,4 +324,4 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 REGISTRARS = [register_train, register_eval, register_predict, register_summary, register_list, register_export,
-              register_experiment, register_bench, register_import, register_detect]
+              register_experiment, register_bench, register_import, register_weights, register_detect]

@@ -97,6 +97,10 @@ def preprocess_record(info: InferenceInfo) -> dict[str, Any]:
 
 
 def _resolve_path(target: str) -> Path:
+    from resnet.transfer.hub import is_published_name, resolve
+
+    if is_published_name(target):  # a published name: its file in the local cache, fetched first
+        return resolve(target)
     p = Path(target)
     if p.is_dir():
         members = sorted(m.parent.name for m in p.glob("seed*/model.safetensors"))
@@ -115,7 +119,8 @@ def _resolve_path(target: str) -> Path:
 
 def load_for_inference(target: str, arch: str | None = None,
                        device: torch.device | str = "cpu") -> tuple[nn.Module, InferenceInfo]:
-    """A run folder or weights file -> (model in eval mode, preprocessing info).
+    """A run folder, weights file or published weights name (``resnet weights``) -> (model in eval mode,
+    preprocessing info).
 
     Files written by resnet name their own net; others (torchvision's and timm's .pth or .safetensors, akamaster's
     .th) are read as ``resnet import`` reads them: the depth from the tensors, the layout the file was trained with,

@@ -137,9 +137,9 @@ def test_a_configs_model_section_is_checked_by_the_registry_in_one_config_error_
     check_model_cfg(build_config({"model": {"name": "resnet56", "shortcut": "B"}}).model)
 
 
-def test_timms_pretrained_argument_says_how_weights_are_loaded_here():
+def test_the_registry_builder_points_timms_pretrained_argument_to_the_public_create_model():
     from resnet.errors import ModelError
     from resnet.models.registry import create_model
 
-    with pytest.raises(ModelError, match=r"pretrained=\.\.\.\): weights are not downloaded by name.*import_weights"):
+    with pytest.raises(ModelError, match=r"pretrained=\.\.\.\): this builder makes untrained.*resnet weights"):
         create_model("resnet50", pretrained=True)

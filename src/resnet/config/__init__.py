@@ -270,8 +270,9 @@ class FinetuneCfg:
     """Starting from trained weights (transfer learning): where from, and what stays fixed."""
 
     init_from: str | None = option(None, "Weights to start from: a run folder, our .safetensors, a torchvision or timm "
-                                         ".pth, an akamaster .th (anything `resnet import` reads); a classifier of "
-                                         "another width is re-initialised. None = from scratch.")
+                                         ".pth, an akamaster .th, a published name such as "
+                                         "torchvision:resnet50.IMAGENET1K_V2 (anything `resnet import` reads); a "
+                                         "classifier of another width is re-initialised. None = from scratch.")
     freeze_stages: int = option(0, "Freeze the stem and the first K stages (weights and BatchNorm statistics), as "
                                    "detection fine-tuning does; 0 = train everything.")
     freeze_bn: bool = option(False, "Keep every BatchNorm's statistics and affine fixed (eval mode), as the paper's "

@@ -42,7 +42,7 @@ class DetectCfg:
     scene_size: int = option(128, "scenes: canvas side in pixels.")
     flip: bool = option(True, "Mirror training images at random (Faster R-CNN's only augmentation).")
     init_from: str | None = option(None, "Classification weights for the backbone: a run folder, a .safetensors, or a "
-                                         "torchvision/timm .pth.")
+                                         "torchvision/timm .pth, or a published name (`resnet weights` lists them).")
     pretrain: str | None = option(None, "Without init_from: train the backbone first with this classification recipe "
                                         "(into RUN/pretrain).")
     pretrain_iterations: int | None = option(None, "Iterations of that pre-training; None = the pretrain recipe's "

@@ -90,22 +90,24 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 
 
 class CifarUnpickler(pickle.Unpickler):
-    """A ``pickle.Unpickler`` that resolves only the globals a CIFAR batch needs and refuses every other one.
+    """A ``pickle.Unpickler`` that resolves only numpy arrays and plain containers and refuses every other global.
 
     An unrestricted ``pickle.load`` runs whatever callable the file names (``os.system`` included); here such a
-    file fails with DataError before anything is called.
+    file fails with ``error`` (DataError for CIFAR batches) before anything is called. The one reader of pickled
+    arrays: CIFAR batches, and detectron2's pickles of the MSRA ImageNet weights (``resnet.transfer.msra``).
     """
 
-    def __init__(self, file: Any, path: Path) -> None:
+    def __init__(self, file: Any, path: Path, kind: str = "a CIFAR batch",
+                 error: type[Exception] = DataError) -> None:
         super().__init__(file, encoding="bytes")
-        self._path = path
+        self._path, self._kind, self._error = path, kind, error
         self._allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
-        """Return an allowed global; raise DataError for anything else."""
+        """Return an allowed global; raise ``error`` for anything else."""
         obj = self._allowed.get((module, name))
         if obj is None:
-            raise DataError(f"{safe_name(self._path)}: refused to unpickle {module}.{name}: not a CIFAR batch")
+            raise self._error(f"{safe_name(self._path)}: refused to unpickle {module}.{name}: not {self._kind}")
         return obj
 
 

@@ -23,7 +23,12 @@ log = logging.getLogger("resnet.detection")
 
 
 def weights_path(init_from: str) -> Path:
-    """The weights file ``--init-from`` names: a run folder's model.safetensors, or the file itself."""
+    """The weights file ``--init-from`` names: a run folder's model.safetensors, the file itself, or a published
+    weights name's file (``resnet weights``; fetched into its cache)."""
+    from resnet.transfer.hub import is_published_name, resolve
+
+    if is_published_name(init_from):
+        return resolve(init_from)
     path = Path(init_from).expanduser()
     if path.is_dir():
         if not (path / "model.safetensors").is_file():
@@ -32,7 +37,7 @@ def weights_path(init_from: str) -> Path:
         return path / "model.safetensors"
     if not path.is_file():
         raise ConfigError(f"--init-from {path}: no such file or folder; pass a classification run folder or a "
-                          "weights file (.safetensors, .pth)")
+                          "weights file (.safetensors, .pth) or a published name (resnet weights lists them)")
     return path
 
 

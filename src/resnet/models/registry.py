@@ -101,9 +101,9 @@ def create_model(
     (see ``resnet.models.features``). Raises ModelError, listing the valid names, for an unknown name.
     """
     if "pretrained" in options:  # timm's argument: say where weights come from here instead of "unknown option"
-        raise ModelError(f"create_model({name!r}, pretrained=...): weights are not downloaded by name here; load a "
-                         "file: resnet.import_weights(path) (a torchvision or timm .pth, an akamaster .th, our "
-                         ".safetensors) or resnet.load_model(path), or fine-tune with resnet train --init-from PATH")
+        raise ModelError(f"create_model({name!r}, pretrained=...): this builder makes untrained nets; "
+                         "resnet.create_model(name, pretrained=NAME_OR_PATH) imports weights by name (`resnet "
+                         "weights` lists them) or from a file, as resnet.import_weights does")
     model = _builder(name)(**options)
     if features_only:
         return ResNetFeatures(model, out_indices)

@@ -30,13 +30,18 @@ log = logging.getLogger("resnet.transfer")
 
 
 def weights_path(source: str | os.PathLike[str]) -> Path:
-    """A run folder means its model.safetensors; anything else is the file itself."""
+    """A run folder means its model.safetensors, a published weights name its file (``resnet weights``; fetched into
+    its cache); anything else is the file itself."""
+    from resnet.transfer.hub import is_published_name, resolve
+
+    if is_published_name(source):
+        return resolve(source)
     path = Path(source).expanduser()
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
         raise ConfigError(f"--init-from {source}: no such weights file (pass a run folder, a .safetensors, a "
-                          "torchvision/timm .pth or an akamaster .th)")
+                          "torchvision/timm .pth, an akamaster .th or a published name: resnet weights lists them)")
     return path
 
 

@@ -4,7 +4,8 @@ pattern of timm's ``checkpoint_filter_fn``); a strict ``load_state_dict`` then d
 Formats: our safetensors (arch and options in the metadata); torchvision's and timm's resnet18..152 state dicts
 (the same names: conv1/bn1/layer1-4/fc; both v1.5, the stride in the bottleneck's 3x3), as ``.pth``/``.safetensors``,
 bare or nested under ``state_dict``/``model`` and with DDP's ``module.`` prefix; akamaster/pytorch_resnet_cifar10's
-``.th`` checkpoints of its CIFAR ResNets (``transfer.akamaster``).
+``.th`` checkpoints of its CIFAR ResNets (``transfer.akamaster``); MSRA's original ResNet-50/101/152 as detectron2's
+``R-50.pkl`` pickles of numpy arrays (``transfer.msra``: read with the restricted unpickler, v1 layout).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from resnet.models.weights import (
     unwrap_state_dict,
 )
 from resnet.transfer.akamaster import convert_akamaster, is_akamaster, units_per_stage, uses_projections
+from resnet.transfer.hub import resolve, torchvision_preprocess
+from resnet.transfer.msra import convert_msra, is_msra, msra_preprocess, read_array_pickle
 
 OURS, TORCHVISION, AKAMASTER = "resnet weights file", "torchvision/timm state dict", "akamaster CIFAR checkpoint"
+MSRA = "MSRA/detectron2 pickle"
+PICKLE_SUFFIXES: tuple[str, ...] = (".pkl", ".pickle")
 TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], str] = {
     (False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50",
     (True, (3, 4, 23, 3)): "resnet101", (True, (3, 8, 36, 3)): "resnet152",
@@ -71,13 +76,17 @@ def _size(state: dict[str, Tensor], key: str, dim: int) -> int | None:
 
 
 def read_source(src: Mapping[str, Any] | str | os.PathLike[str]) -> Source:
-    """A path (safetensors, or any torch.save file read with weights_only=True) or an in-memory state dict."""
+    """A path (safetensors, any torch.save file read with weights_only=True, a pickle of numpy arrays read with the
+    restricted unpickler), a published weights name (``resnet.transfer.hub``: fetched into its cache first) or an
+    in-memory state dict."""
     if not isinstance(src, (str, os.PathLike)):
         return Source(src, "state dict")
-    path = Path(src)
+    path = resolve(src)
     if problem := input_file_problem(path, "weights file"):
         raise WeightsError(problem)
     suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return Source(read_array_pickle(path), str(path))
     if suffix in TORCH_SUFFIXES or (suffix != ".safetensors" and is_torch_file(path)):
         return Source(read_torch_file(path), str(path))
     state, metadata, extra = read_weights(path)
@@ -113,6 +122,20 @@ def _akamaster(source: Source, state: dict[str, Tensor]) -> Plan | None:
     return Plan(AKAMASTER, arch, options, converted, record, _size(state, "linear.weight", 0), chans)
 
 
+def _msra(source: Source, state: dict[str, Tensor]) -> Plan | None:
+    if not is_msra(state):
+        return None
+    try:
+        converted = convert_msra(state)
+    except (IndexError, RuntimeError, ValueError) as e:  # its names, but not its tensors' layout
+        raise WeightsError(f"{source.name}: named like an {MSRA} but its tensors do not form one "
+                           f"({type(e).__name__}); the file is damaged or from another model") from None
+    arch = TORCHVISION_DEPTHS.get((True, tuple(units_per_stage(converted, 4))))
+    options = {"stride_in_1x1": True, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
+    chans = _size(converted, "conv1.weight", 1) or 3
+    return Plan(MSRA, arch, options, converted, msra_preprocess(chans), _size(converted, "fc.weight", 0), chans)
+
+
 def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
     if not ("conv1.weight" in state and "fc.weight" in state and "layer4.0.conv1.weight" in state):
         return None
@@ -120,8 +143,9 @@ def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
     arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
     options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
     chans = _size(state, "conv1.weight", 1) or 3
-    return Plan(TORCHVISION, arch, options, state, _timm_preprocess(source, chans) or Preprocess.imagenet(chans),
-                _size(state, "fc.weight", 0), chans)
+    record = (_timm_preprocess(source, chans) or torchvision_preprocess(source.name, chans)
+              or Preprocess.imagenet(chans))
+    return Plan(TORCHVISION, arch, options, state, record, _size(state, "fc.weight", 0), chans)
 
 
 TIMM_CONFIG = "config.json"
@@ -148,7 +172,7 @@ def _timm_preprocess(source: Source, in_chans: int) -> Preprocess | None:
     return Preprocess.from_record(record, path, in_chans)
 
 
-FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _torchvision)
+FILTERS: tuple[Callable[[Source, dict[str, Tensor]], Plan | None], ...] = (_ours, _akamaster, _msra, _torchvision)
 
 
 def recognise(source: Source) -> Plan:
@@ -160,4 +184,5 @@ def recognise(source: Source) -> Plan:
             return plan
     keys = ", ".join(list(state)[:3]) or "no tensors"
     raise WeightsError(f"{source.name}: not a format resnet import knows (keys: {keys}); known: {OURS}, "
-                       f"{TORCHVISION} ({', '.join(TORCHVISION_ARCHS)}), {AKAMASTER} (resnet20..1202)")
+                       f"{TORCHVISION} ({', '.join(TORCHVISION_ARCHS)}), {AKAMASTER} (resnet20..1202), "
+                       f"{MSRA} (resnet50..152)")

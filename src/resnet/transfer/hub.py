@@ -1,0 +1,251 @@
+"""Published weights by name, downloaded through the ecosystem's own clients into their own caches.
+
+One naming scheme, ``SOURCE:ARCH.TAG``:
+
+- ``torchvision:resnet50.IMAGENET1K_V2``: torchvision's weights (``ResNet50_Weights.IMAGENET1K_V2``), fetched with
+  ``torch.hub.download_url_to_file`` into torch's hub cache (``$TORCH_HOME/hub/checkpoints``), its SHA-256 checked
+  against the prefix the file name carries, as ``torch.hub.load_state_dict_from_url(check_hash=True)`` does (that
+  function would also unpickle the file; here it goes through ``import_weights``, ``weights_only=True``);
+- ``timm:resnet50.a1_in1k``: the Hugging Face Hub repository ``timm/resnet50.a1_in1k`` (``model.safetensors`` and
+  its ``config.json``, the preprocessing), fetched with ``huggingface_hub.hf_hub_download`` into its cache
+  (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` apply); the Hub names a weights blob by its
+  SHA-256, which is checked;
+- ``msra:resnet50``: MSRA's original ResNet-50/101/152, the paper's nets, as detectron2 distributes them
+  (``ImageNetPretrained/MSRA/R-50.pkl``), into torch's hub cache; no hash is published, so a download is accepted
+  once the restricted unpickler reads it whole (``transfer.msra``).
+
+A name is accepted wherever a weights file is (``import_weights``, ``resnet import``, ``train --init-from``,
+``detect train --init-from``, ``eval``, ``predict``, ``export``): :func:`resolve` turns it into the cached file, and
+the file goes through ``import_weights`` like any other. ``HF_HUB_OFFLINE=1`` keeps every source to its cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import http.client
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet.errors import WeightsError
+from resnet.models.preprocess import Preprocess
+
+log = logging.getLogger("resnet.transfer")
+
+SOURCES: tuple[str, ...] = ("torchvision", "timm", "msra")
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+MSRA_URL = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/"
+TIMM_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published set of weights: where it comes from and what its publisher reports."""
+
+    name: str
+    arch: str
+    location: str
+    """The file's URL (torchvision, msra) or the Hub repository (timm)."""
+    top1: float | None = None
+    """ImageNet-1k validation top-1 (%), single centre crop, as published; None where the package records none."""
+    size_mb: float | None = None
+    """The file's size in MB as published (torchvision's ``_file_size``)."""
+    sha256: str | None = None
+    """The SHA-256 prefix torchvision's file names carry."""
+    crop_pct: float = 0.875
+    """torchvision's evaluation crop over its resize (224/256; 224/232 for IMAGENET1K_V2)."""
+
+    @property
+    def source(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    @property
+    def layout(self) -> str:
+        """Where a down-sampling unit strides: v1 (the first 1x1, the paper's) or v1.5 (the 3x3); basic units (18,
+        34) have one place only."""
+        if self.arch in ("resnet18", "resnet34"):
+            return "basic"
+        return "v1" if self.source == "msra" else "v1.5"
+
+    @property
+    def file_name(self) -> str:
+        return TIMM_FILES[1] if self.source == "timm" else self.location.rsplit("/", 1)[1]
+
+
+def _torchvision() -> list[Published]:
+    # torchvision.models.ResNet*_Weights: url (SHA-256 prefix in the name), meta["_metrics"] acc@1, meta["_file_size"]
+    rows = [("resnet18", "IMAGENET1K_V1", "f37072fd", 69.758, 44.661),
+            ("resnet34", "IMAGENET1K_V1", "b627a593", 73.314, 83.275),
+            ("resnet50", "IMAGENET1K_V1", "0676ba61", 76.130, 97.781),
+            ("resnet50", "IMAGENET1K_V2", "11ad3fa6", 80.858, 97.790),
+            ("resnet101", "IMAGENET1K_V1", "63fe2227", 77.374, 170.511),
+            ("resnet101", "IMAGENET1K_V2", "cd907fc2", 81.886, 170.530),
+            ("resnet152", "IMAGENET1K_V1", "394f9c45", 78.312, 230.434),
+            ("resnet152", "IMAGENET1K_V2", "f82ba261", 82.284, 230.474)]
+    return [Published(f"torchvision:{arch}.{tag}", arch, f"{TORCHVISION_URL}{arch}-{sha}.pth", top1, size, sha,
+                      224 / (232 if tag == "IMAGENET1K_V2" else 256)) for arch, tag, sha, top1, size in rows]
+
+
+def _timm() -> list[Published]:
+    # timm's pretrained tags of its resnet18..152 (timm.list_pretrained), each a Hub repository timm/ARCH.TAG
+    rsb = ("a1_in1k", "a2_in1k", "a3_in1k")
+    tags = {"resnet18": (*rsb, "fb_ssl_yfcc100m_ft_in1k", "fb_swsl_ig1b_ft_in1k", "gluon_in1k", "tv_in1k"),
+            "resnet34": (*rsb, "bt_in1k", "gluon_in1k", "ra4_e3600_r224_in1k", "tv_in1k"),
+            "resnet50": (*rsb, "a1h_in1k", "am_in1k", "b1k_in1k", "b2k_in1k", "bt_in1k", "c1_in1k", "c2_in1k",
+                         "d_in1k", "fb_ssl_yfcc100m_ft_in1k", "fb_swsl_ig1b_ft_in1k", "gluon_in1k", "ra_in1k",
+                         "ram_in1k", "tv_in1k", "tv2_in1k"),
+            "resnet101": (*rsb, "a1h_in1k", "gluon_in1k", "tv_in1k", "tv2_in1k"),
+            "resnet152": (*rsb, "a1h_in1k", "gluon_in1k", "tv_in1k", "tv2_in1k")}
+    return [Published(f"timm:{arch}.{tag}", arch, f"timm/{arch}.{tag}") for arch, names in tags.items()
+            for tag in names]
+
+
+def _msra() -> list[Published]:
+    # KaimingHe/deep-residual-networks: 1-crop validation top-1 error 24.7 / 23.6 / 23.0 % (224 crop of 256)
+    rows = [("resnet50", "R-50.pkl", 75.3), ("resnet101", "R-101.pkl", 76.4), ("resnet152", "R-152.pkl", 77.0)]
+    return [Published(f"msra:{arch}", arch, MSRA_URL + file, top1) for arch, file, top1 in rows]
+
+
+PUBLISHED: dict[str, Published] = {p.name: p for p in (*_torchvision(), *_timm(), *_msra())}
+
+
+def is_published_name(src: Any) -> bool:
+    """``SOURCE:...`` with a known source, and no file of that name here (a file wins)."""
+    return (isinstance(src, str) and ":" in src and src.split(":", 1)[0] in SOURCES
+            and not os.path.exists(src))
+
+
+def lookup(name: str) -> Published:
+    """The table's entry; one WeightsError line with the nearest names for a misspelt one."""
+    entry = PUBLISHED.get(name)
+    if entry is None:
+        near = difflib.get_close_matches(name, PUBLISHED, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise WeightsError(f"unknown weights name {name!r}; {hint}`resnet weights` lists the known names")
+    return entry
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_checkpoints() -> Path:
+    """torch's hub cache for weights files (``$TORCH_HOME/hub/checkpoints``), where torchvision keeps them too."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_hash(path: Path, expected: str, name: str, links: tuple[Path, ...] = ()) -> None:
+    """The file's SHA-256 starts with ``expected``, or the file (and the cache's links to it) is removed and one
+    WeightsError line says so: nothing corrupt or half-written is ever loaded."""
+    digest = _sha256(path)
+    if digest.startswith(expected):
+        return
+    for p in (path, *links):
+        p.unlink(missing_ok=True)
+    raise WeightsError(f"{name}: {path} is corrupt or truncated (SHA-256 {digest[:16]}..., expected {expected[:16]}"
+                       "...); it was removed: run again to download it")
+
+
+def _unreachable(entry: Published, target: Path, reason: str) -> WeightsError:
+    where = f"{target} (its SHA-256 starts with {entry.sha256})" if entry.sha256 else str(target)
+    return WeightsError(f"{entry.name}: cannot download {entry.location} ({reason}); download it where the network "
+                        f"allows and place it at {where}: it is found there")
+
+
+def _fetch_url(entry: Published, progress: bool) -> Path:
+    target = hub_checkpoints() / entry.file_name
+    if target.is_file():  # downloaded before or placed by hand: checked all the same
+        if entry.sha256:
+            _check_hash(target, entry.sha256, entry.name)
+        return target
+    if _offline():
+        raise _unreachable(entry, target, "HF_HUB_OFFLINE is set")
+    import torch.hub
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", entry.location, target)
+    try:  # into a temporary file beside the target, renamed once whole and its hash checked
+        torch.hub.download_url_to_file(entry.location, str(target), hash_prefix=entry.sha256, progress=progress)
+    except RuntimeError as e:
+        if "invalid hash" not in str(e):
+            raise
+        raise WeightsError(f"{entry.name}: the download of {entry.location} is corrupt or truncated ({e}); nothing "
+                           "was kept: run again") from None
+    except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, refused connections, short reads
+        raise _unreachable(entry, target, str(e) or type(e).__name__) from None
+    if entry.sha256 is None:  # MSRA's pickles: no published hash; whole when the restricted unpickler reads them
+        from resnet.transfer.msra import read_array_pickle
+
+        try:
+            read_array_pickle(target)
+        except WeightsError as e:
+            target.unlink(missing_ok=True)
+            raise WeightsError(f"{entry.name}: the download of {entry.location} is unreadable, removed ({e})") from None
+    return target
+
+
+def _fetch_hub(entry: Published) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        paths = [Path(hf_hub_download(entry.location, file)) for file in TIMM_FILES]
+    except (OSError, ValueError, EntryNotFoundError) as e:  # offline, unreachable, not found: not in the cache
+        url = f"{constants.ENDPOINT}/{entry.location}/resolve/main/{TIMM_FILES[1]}"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{entry.name}: cannot download {url} ({reason:.120}); where the network allows, run `hf "
+                           f"download {entry.location} {' '.join(TIMM_FILES)}` and copy its cache folder models--"
+                           f"{entry.location.replace('/', '--')} into {constants.HF_HUB_CACHE}, or pass the "
+                           f"downloaded {TIMM_FILES[1]} as a file (with its {TIMM_FILES[0]} beside it)") from None
+    weights = paths[1]
+    blob = weights.resolve()
+    if _SHA256.fullmatch(blob.name):  # the Hub's cache names a large file's blob by its SHA-256
+        _check_hash(blob, blob.name, entry.name, (weights,))
+    return weights
+
+
+def fetch(name: str, progress: bool = True) -> Path:
+    """The local file of a published name, downloaded into its cache first when it is not there."""
+    entry = lookup(name)
+    return _fetch_hub(entry) if entry.source == "timm" else _fetch_url(entry, progress)
+
+
+def cached(entry: Published) -> Path | None:
+    """The entry's file in the local cache, or None; downloads nothing."""
+    if entry.source != "timm":
+        path = hub_checkpoints() / entry.file_name
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(entry.location, TIMM_FILES[1])
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve(src: str | os.PathLike[str]) -> Path:
+    """A path as it is; a published name as its file in the local cache (downloaded there first)."""
+    return fetch(src) if is_published_name(src) else Path(src)
+
+
+def torchvision_preprocess(path: str | os.PathLike[str], in_chans: int) -> Preprocess | None:
+    """The preprocessing of torchvision's file ``path`` by its published name (``resnet50-11ad3fa6.pth``: resize 232,
+    crop 224), wherever it lies; None for another file."""
+    name = Path(path).name
+    for entry in PUBLISHED.values():
+        if entry.source == "torchvision" and entry.file_name == name:
+            return Preprocess.imagenet(in_chans, 224, entry.crop_pct)
+    return None
