@@ -182,7 +182,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 error of a run folder or weights file, or of an ensemble")
     p.add_argument("targets", nargs="+", metavar="RUN_OR_WEIGHTS",
                    help="run folder (uses its model.safetensors, and its dataset unless --dataset/--data say "
-                        "otherwise) or a .safetensors/.pth weights file (default dataset: digits); several make an "
+                        "otherwise), a .safetensors/.pth weights file or a published name such as "
+                        "torchvision:resnet50.IMAGENET1K_V2 (default dataset: digits); several make an "
                         "ensemble (softmax scores averaged, the paper's Table 5)")
     p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
                                                 "registered net (torchvision's and timm's are recognised)")
@@ -223,8 +224,8 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-5 classes of images")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--weights", required=True, action="append",
-                   help="a .safetensors written by resnet, or a run folder; repeat it for an ensemble (softmax "
-                        "scores averaged)")
+                   help="a .safetensors written by resnet, a run folder, a torchvision/timm file or a published "
+                        "name (resnet weights lists them); repeat it for an ensemble (softmax scores averaged)")
     p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
                                                 "registered net (torchvision's and timm's are recognised)")
     p.add_argument("--top", type=positive_int, default=5, help="classes printed per image (default 5)")
@@ -290,7 +291,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export weights to ONNX (checked with ONNX Runtime), TorchScript or "
                                       "torch.export (.pt2), any batch and image size, preprocessing included")
-    p.add_argument("--weights", required=True, help="a .safetensors written by resnet, or a run folder")
+    p.add_argument("--weights", required=True, help="a .safetensors written by resnet, a run folder, or a published "
+                                                     "name (resnet weights lists them)")
     p.add_argument("--arch", default=None, help="architecture, only for foreign weights whose depth matches no "
                                                 "registered net (torchvision's and timm's are recognised)")
     p.add_argument("--format", choices=("onnx", "torchscript", "pt2"), default="onnx")

@@ -169,16 +169,20 @@ EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript, "pt2": expo
 
 def export_model(weights: str, fmt: str, out: str | None = None, input_size: int | None = None,
                  arch: str | None = None) -> dict[str, Any]:
-    """Load ``weights`` (a resnet .safetensors, a run folder, or with ``arch`` a torchvision file) and export it."""
+    """Load ``weights`` (a resnet .safetensors, a run folder, a torchvision/timm/MSRA file or published name) and
+    export it."""
     from resnet.inference import load_for_inference, preprocess_record
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not valid; choose one of: {', '.join(FORMATS)}")
     if input_size is not None and input_size < 1:
         raise ConfigError(f"input_size={input_size} must be >= 1")
+    from resnet.transfer.hub import is_published_name
+
     model, info = load_for_inference(weights, arch)
     size = input_size or info.input_size
-    src = Path(info.path)
+    # a published name's file lies in a download cache: the default output goes to the working folder instead
+    src = Path(weights.replace(":", "-") + ".x") if is_published_name(weights) else Path(info.path)
     dest = Path(out) if out else src.with_name(src.stem + SUFFIXES[fmt])
     if dest.is_dir():
         raise ConfigError(f"--out {dest} is a folder; pass a file name, e.g. {dest / src.stem}{SUFFIXES[fmt]}")

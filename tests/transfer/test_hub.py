@@ -186,6 +186,19 @@ def test_a_file_placed_by_hand_is_found_and_its_hash_checked(offline: Path, monk
     assert not target.exists()
 
 
+def test_init_from_and_resnet_weights_take_a_name_to_its_cached_file(offline: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys):
+    from resnet.detection.backbones import weights_path as detection_weights
+    from resnet.transfer.finetune import weights_path as finetune_weights
+
+    target = offline / "torch" / "hub" / "checkpoints" / "R-50.pkl"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"placed by hand")
+    assert finetune_weights("msra:resnet50") == detection_weights("msra:resnet50") == target
+    assert main(["weights", "msra:resnet50"]) == 0
+    assert capsys.readouterr().out.strip() == f"msra:resnet50: {target}"
+
+
 def test_resnet_weights_lists_names_source_layout_top1_size_and_cache(offline: Path, capsys):
     assert main(["weights", "--source", "torchvision"]) == 0
     lines = capsys.readouterr().out.splitlines()

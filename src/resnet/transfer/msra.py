@@ -64,7 +64,7 @@ def read_array_pickle(path: Path) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for key, value in obj.items():
         name = key.decode("latin1") if isinstance(key, bytes) else str(key)
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not name.endswith("_momentum"):
+        if isinstance(value, np.ndarray) and value.ndim and value.dtype.kind == "f" and not name.endswith("_momentum"):
             out[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
     return out
 
