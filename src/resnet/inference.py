@@ -67,7 +67,13 @@ def read_preprocessing(model: nn.Module, metadata: Mapping[str, str]) -> tuple[P
     from resnet.transfer.preprocess import preprocess_for
 
     num_classes = model.fc.out_features
-    classes = json.loads(metadata["classes"]) if "classes" in metadata else [str(i) for i in range(num_classes)]
+    published = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")  # published weights (import)
+    if "classes" in metadata:
+        classes = json.loads(metadata["classes"])
+    elif isinstance(published, list) and len(published) == num_classes:
+        classes = [str(c) for c in published]
+    else:
+        classes = [str(i) for i in range(num_classes)]
     return preprocess_for(model), classes
 
 

@@ -25,6 +25,7 @@ import resnet
 from conftest import randomize_batchnorm
 from resnet.cli import main
 from resnet.errors import WeightsError
+from resnet.models.weights import read_weights
 from resnet.transfer import hub
 
 
@@ -249,9 +250,11 @@ def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, m
                       resnet.create_model(entry.name, pretrained=True), resnet.import_weights(entry.name)):
             torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
     assert resnet.data_config(model)["crop_pct"] == pytest.approx(224 / 256)
+    assert model.pretrained_cfg["label_names"][:2] == ["tench", "goldfish"]  # ImageNet's, as torchvision publishes
     out = tmp_path / "imported.safetensors"
     assert main(["import", entry.name, "--out", str(out)]) == 0
     assert resnet.load_model(out).arch == "resnet18"
+    assert json.loads(read_weights(out)[1]["classes"])[0] == "tench"
     assert [m for m, _ in server.requests] == ["GET"]  # one download served every use
 
 

@@ -4,6 +4,7 @@ the published weights known by name, and fetching them."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from resnet.cliargs import positive_int
@@ -35,7 +36,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".safetensors":
         raise ConfigError(f"--out {out}: the weights file must end in .safetensors")
     model, fmt = import_model(args.src, args.arch, num_classes=args.num_classes, in_chans=args.in_chans)
-    save_weights(model, out)
+    names = model.pretrained_cfg.get("label_names")  # published weights' class names travel with the file
+    save_weights(model, out, metadata={"classes": json.dumps(names)} if names else None)
     opts = model.options
     print(f"{args.src} ({fmt}) -> {out}: {model.arch} ({model.depth} layers), {opts['num_classes']} classes, "
           f"{opts['in_chans']} input channels")

@@ -249,3 +249,24 @@ def torchvision_preprocess(path: str | os.PathLike[str], in_chans: int) -> Prepr
         if entry.source == "torchvision" and entry.file_name == name:
             return Preprocess.imagenet(in_chans, 224, entry.crop_pct)
     return None
+
+
+def published_file(path: str | os.PathLike[str]) -> Published | None:
+    """The entry whose file ``path`` is (torchvision's and MSRA's by their published file names, timm's by its Hub
+    cache folder ``models--timm--ARCH.TAG``), or None."""
+    p = Path(path)
+    for entry in PUBLISHED.values():
+        if entry.source == "timm":
+            if f"models--{entry.location.replace('/', '--')}" in p.parts:
+                return entry
+        elif p.name == entry.file_name:
+            return entry
+    return None
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet-1k's class names in the order every published ResNet's classifier uses (torchvision's
+    ``meta["categories"]``; timm's and MSRA's nets share the synset order)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

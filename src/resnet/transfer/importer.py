@@ -16,8 +16,10 @@ from resnet.models.layers import adapt_input_conv
 from resnet.models.registry import create_model
 from resnet.models.weights import build_checked, check_finite, describe, fill_batch_counters
 from resnet.transfer.formats import Plan, read_source, recognise
+from resnet.transfer.hub import imagenet_classes, published_file
 
 log = logging.getLogger(__name__)
+IMAGENET_CLASSES = 1000
 
 
 def _build(plan: Plan, arch: str, source: str, options: dict[str, Any]) -> nn.Module:
@@ -81,6 +83,8 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
                  model.num_classes)
         model.reset_classifier(num_classes)
     model.pretrained_cfg = plan.preprocess.for_channels(model.options["in_chans"]).pretrained_cfg()
+    if model.num_classes == IMAGENET_CLASSES and published_file(source.name):  # timm's pretrained_cfg key
+        model.pretrained_cfg["label_names"] = imagenet_classes()
     return model.eval(), plan.fmt
 
 
@@ -99,7 +103,9 @@ def import_weights(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | 
 
     ``num_classes`` other than the file's: a new classifier (logged at INFO). ``in_chans`` other than the file's:
     the first conv adapted (timm's rule: summed for 1 channel, repeated and scaled for N). ``model.pretrained_cfg``
-    holds the preprocessing the weights expect (``resnet.data_config``). What cannot be placed is one WeightsError
+    holds the preprocessing the weights expect (``resnet.data_config``), and for published ImageNet weights their class
+    names (``label_names``, as timm's). ``src`` may be a published name (``resnet weights``; fetched into its cache
+    first). What cannot be placed is one WeightsError
     line naming the file, its format and the first differing keys or shapes.
     """
     return import_model(src, arch, **options)[0]
