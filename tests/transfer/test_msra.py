@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 import resnet
 from resnet.errors import WeightsError
-from resnet.transfer.msra import MSRA_MEAN_BGR, read_array_pickle
+from resnet.transfer.msra import MSRA_MEAN_BGR, convert_msra, read_array_pickle
 
 DEPTHS_50 = (3, 4, 6, 3)
 
@@ -101,6 +101,18 @@ def test_detectron2_names_and_python2_bytes_keys_are_read_as_tensors(tmp_path: P
     path.write_bytes(pickle.dumps(blobs, protocol=2))
     state = read_array_pickle(path)
     assert list(state) == ["conv1_w"] and state["conv1_w"].shape == (2, 3, 1, 1)
+
+
+def test_a_folded_batchnorm_becomes_our_batchnorm_computing_its_affine_map_exactly():
+    s, b = torch.rand(8) + 0.5, torch.randn(8)
+    state = {"conv1_w": torch.randn(8, 3, 7, 7), "res_conv1_bn_s": s, "res_conv1_bn_b": b}
+    converted = convert_msra(state)
+    bn = nn.BatchNorm2d(8).eval()  # eps 1e-5: a variance of 1 would scale by 1/sqrt(1 + eps), 5e-6 off
+    bn.load_state_dict({k[len("bn1."):]: v for k, v in converted.items() if k.startswith("bn1.")}, strict=False)
+    x = 10 * torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(bn(x), x * s.view(-1, 1, 1) + b.view(-1, 1, 1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(converted["conv1.weight"], state["conv1_w"].flip(1))  # BGR kernels now read RGB
 
 
 @pytest.mark.slow

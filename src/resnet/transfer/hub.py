@@ -200,11 +200,13 @@ def _fetch_url(entry: Published, progress: bool) -> Path:
 
 
 def _fetch_hub(entry: Published) -> Path:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError
 
-    try:
-        paths = [Path(hf_hub_download(entry.location, file)) for file in TIMM_FILES]
+    found = [try_to_load_from_cache(entry.location, file) for file in TIMM_FILES]
+    try:  # cached: no request at all (behind a firewall the Hub's freshness check would wait for its timeout)
+        paths = [Path(p) if isinstance(p, str) else Path(hf_hub_download(entry.location, file))
+                 for p, file in zip(found, TIMM_FILES, strict=True)]
     except (OSError, ValueError, EntryNotFoundError) as e:  # offline, unreachable, not found: not in the cache
         url = f"{constants.ENDPOINT}/{entry.location}/resolve/main/{TIMM_FILES[1]}"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
