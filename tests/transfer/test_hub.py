@@ -15,10 +15,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from huggingface_hub import constants as hf_constants
+from PIL import Image
 from safetensors.torch import save_file
 
 import resnet
@@ -237,7 +239,7 @@ def test_a_corrupt_or_truncated_download_is_removed_and_reported(server: Server,
 
 @pytest.mark.slow
 def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path):
+                                                              tmp_path: Path, capsys):
     torch.manual_seed(0)
     theirs = randomize_batchnorm(torchvision.models.resnet18())
     buffer = tmp_path / "tv.pth"
@@ -255,6 +257,12 @@ def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, m
     assert main(["import", entry.name, "--out", str(out)]) == 0
     assert resnet.load_model(out).arch == "resnet18"
     assert json.loads(read_weights(out)[1]["classes"])[0] == "tench"
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save("grey.png")
+    capsys.readouterr()
+    assert main(["predict", "grey.png", "--weights", entry.name, "--top", "1"]) == 0
+    label = capsys.readouterr().out.splitlines()[1].split(". ", 1)[1].rsplit(" ", 1)[0].strip()  # "  1. NAME  P"
+    assert label in model.pretrained_cfg["label_names"]  # ImageNet's names, not class numbers
     assert [m for m, _ in server.requests] == ["GET"]  # one download served every use
 
 
