@@ -25,6 +25,13 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture
+def random_bn() -> Callable[..., nn.Module]:
+    """:func:`randomize_batchnorm`, for test modules outside this folder (``conftest`` is not importable by name
+    where several folders have one)."""
+    return randomize_batchnorm
+
+
 WeightsFactory = Callable[..., Path]
 
 

@@ -24,7 +24,6 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import resnet
-from conftest import randomize_batchnorm
 from resnet.cli import main
 from resnet.errors import WeightsError
 from resnet.models.weights import read_weights
@@ -239,9 +238,9 @@ def test_a_corrupt_or_truncated_download_is_removed_and_reported(server: Server,
 
 @pytest.mark.slow
 def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path, capsys):
+                                                              tmp_path: Path, capsys, random_bn):
     torch.manual_seed(0)
-    theirs = randomize_batchnorm(torchvision.models.resnet18())
+    theirs = random_bn(torchvision.models.resnet18())
     buffer = tmp_path / "tv.pth"
     torch.save(theirs.state_dict(), buffer)
     entry = publish(monkeypatch, server, "torchvision:resnet18.IMAGENET1K_V1", buffer.read_bytes())
@@ -267,9 +266,9 @@ def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, m
 
 
 @pytest.mark.slow
-def test_timm_name_downloads_through_huggingface_hub_with_its_config(server: Server, tmp_path: Path):
+def test_timm_name_downloads_through_huggingface_hub_with_its_config(server: Server, tmp_path: Path, random_bn):
     timm = pytest.importorskip("timm")
-    theirs = randomize_batchnorm(timm.create_model("resnet18", pretrained=False), seed=1)
+    theirs = random_bn(timm.create_model("resnet18", pretrained=False), seed=1)
     repo = "timm/resnet18.a1_in1k"
     weights = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(weights))
