@@ -147,6 +147,13 @@ def test_a_misspelt_name_is_one_line_with_the_nearest_names():
         hub.lookup("torchvision:resnet50.IMAGENET1K_V3")
 
 
+def test_an_unknown_name_on_the_command_line_is_one_error_line_and_exit_2(offline: Path, capsys):
+    assert main(["import", "timm:resnet50.a9_in1k", "--out", str(offline / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown weights name 'timm:resnet50.a9_in1k'; did you mean timm:resnet50.")
+    assert err.count("\n") == 1 and not (offline / "x.safetensors").exists()
+
+
 def test_a_file_named_like_a_source_is_read_as_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     Path("timm:x").write_bytes(b"")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from resnet.errors import WeightsError
+from resnet.limits import check_stored
 from resnet.models.preprocess import Preprocess
 from resnet.printable import safe_name
 
@@ -66,6 +67,7 @@ def read_array_pickle(path: Path) -> dict[str, Tensor]:
         name = key.decode("latin1") if isinstance(key, bytes) else str(key)
         if isinstance(value, np.ndarray) and value.ndim and value.dtype.kind == "f" and not name.endswith("_momentum"):
             out[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    check_stored(out, safe_name(path), WeightsError)  # the same size check as every torch file's tensors
     return out
 
 
