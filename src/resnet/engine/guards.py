@@ -22,8 +22,10 @@ from resnet.engine import checkpoint as ckpt
 from resnet.engine.distributed import all_reduce_sum
 from resnet.errors import TrainingError
 
-# SIGHUP is a closed terminal or ssh session: the run should end as cleanly as under SIGTERM.
-STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)  # the first one counted wins
+# SIGHUP is a closed terminal or ssh session: the run should end as cleanly as under SIGTERM. SIGUSR2 is a
+# scheduler's warning before preemption or the time limit (Slurm's --signal, submitit's default): its default action
+# kills the process, so it too checkpoints and stops (resnet.launch then requeues the job).
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)  # first counted wins
 
 
 class StopNow(Exception):
@@ -92,7 +94,7 @@ class NonFiniteGuard:
 
 
 class StopSignals:
-    """SIGTERM, SIGHUP and SIGINT finish the current step, write a checkpoint and stop the loop.
+    """SIGTERM, SIGHUP, SIGINT and SIGUSR2 finish the current step, write a checkpoint and stop the loop.
 
     A signal reaches torchrun's ranks at different iterations (or one rank alone), so under torchrun a rank only
     records it, and the ranks count who got which at the next agreement (:func:`agree`), all stopping there.

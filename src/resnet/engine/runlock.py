@@ -27,11 +27,13 @@ class RunDirLock:
         self.out = out
         self._fd: int | None = None
 
-    def acquire(self) -> RunDirLock:
+    def acquire(self, wait: bool = False) -> RunDirLock:
+        """Take the lock, or refuse at once in one line naming the holder; ``wait`` blocks until the holder lets go
+        (for short critical sections such as a study's job submission, never for a training run)."""
         self.out.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)

@@ -20,6 +20,14 @@ def json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
+def last_line(*paths: Path) -> str:
+    """The line that says why a training process failed: the last ``error: ...`` line of its logs (the CLI's one-line
+    form), else the last non-empty line (a traceback's exception), else "no output"."""
+    lines = [ln for p in paths if p.is_file() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["no output"])[-1]
+
+
 TRAIN_FILE = "train.jsonl"
 """One row per progress report (every 10 iterations): the training figures the curves draw between evaluations."""
 TIMING = ("img_s",)

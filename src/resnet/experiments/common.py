@@ -228,6 +228,15 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+WALL_FILE = "experiment.json"
+"""A study's note in a run folder: the wall time of the attempt that finished it."""
+
+
+def record_wall(out: Path, seconds: float) -> None:
+    """Write the wall time :func:`load_result` reports (the study's, not the engine's: a run trains without it)."""
+    (out / WALL_FILE).write_text(json.dumps({"wall_s": round(seconds, 2)}))
+
+
 def load_result(spec: RunSpec, out: Path, error: str | None = None) -> RunResult:
     """Read final.json, metrics.jsonl, the parameter count and wall time from a run folder."""
     from resnet.analysis.complexity import count_parameters
@@ -239,8 +248,8 @@ def load_result(spec: RunSpec, out: Path, error: str | None = None) -> RunResult
     res.rows = read_metrics(out / "metrics.jsonl")
     if (out / "model.safetensors").is_file():
         res.params = count_parameters(load_model(out / "model.safetensors"))
-    if (out / "experiment.json").is_file():
-        res.wall_s = json.loads((out / "experiment.json").read_text()).get("wall_s")
+    if (out / WALL_FILE).is_file():
+        res.wall_s = json.loads((out / WALL_FILE).read_text()).get("wall_s")
     if error is None and not res.final:
         res.error = "no final.json (the run did not finish)"
     return res

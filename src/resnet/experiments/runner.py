@@ -27,8 +27,9 @@ from typing import IO, Any
 import tomli_w
 
 from resnet.config import from_dict, to_dict
+from resnet.engine.runlog import last_line
 from resnet.errors import ConfigError, ResNetError
-from resnet.experiments.common import RunResult, RunSpec, load_result
+from resnet.experiments.common import RunResult, RunSpec, load_result, record_wall
 from resnet.paper import depth_of
 
 Log = Callable[[str], None]
@@ -81,10 +82,6 @@ def run_state(spec: RunSpec, out: Path) -> str:
     return "resume" if ckpts.is_dir() and any(ckpts.iterdir()) else "new"
 
 
-def _record_wall(out: Path, seconds: float) -> None:
-    (out / "experiment.json").write_text(json.dumps({"wall_s": round(seconds, 2)}))
-
-
 def _train_here(spec: RunSpec, out: Path, resume: bool) -> str | None:
     """Train in this process; a ResNetError (e.g. a diverged run) is returned, not raised, so the study goes on."""
     from resnet.classify import train
@@ -96,7 +93,7 @@ def _train_here(spec: RunSpec, out: Path, resume: bool) -> str | None:
         return str(e)
     if "stopped_by_signal" in result:
         raise KeyboardInterrupt
-    _record_wall(out, time.perf_counter() - t0)
+    record_wall(out, time.perf_counter() - t0)
     return None
 
 
@@ -144,12 +141,6 @@ def _launch(spec: RunSpec, out: Path, resume: bool, env: dict[str, str]) -> tupl
     return proc, log
 
 
-def _last_line(path: Path) -> str:
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()] if path.is_file() else []
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return (errors or lines or ["no output"])[-1]
-
-
 def _train_pool(todo: Sequence[tuple[RunSpec, Path, bool]], jobs: int, device: str, log: Log) -> dict[str, str]:
     """Train ``todo`` in at most ``jobs`` child processes at once; returns {folder: error} of failed runs."""
     pending, running, errors = list(todo), {}, {}
@@ -168,7 +159,7 @@ def _train_pool(todo: Sequence[tuple[RunSpec, Path, bool]], jobs: int, device: s
                 del running[slot]
                 free.append(slot)
                 if proc.returncode != 0:
-                    errors[spec.folder] = _last_line(out / "train.log")
+                    errors[spec.folder] = last_line(out / "train.log")
                 log(f"  {spec.folder}: {'failed: ' + errors[spec.folder] if spec.folder in errors else 'done'}")
     finally:
         for _spec, _out, proc, fh in running.values():  # interrupted: children checkpoint on SIGTERM and stop
