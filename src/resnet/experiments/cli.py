@@ -8,6 +8,7 @@ from pathlib import Path
 
 from resnet.cliargs import positive_int
 from resnet.experiments.common import DATASETS, SCALE_NAMES, STUDY_NAMES, Context
+from resnet.launch import add_launch_flags, launch_from_args
 
 EPILOG = """studies:
   degradation  Fig. 1/6: plain-20..56 vs ResNet-20..110, training and test error curves
@@ -29,7 +30,10 @@ paper (the paper's full 64k-iteration schedule).
 --jobs N trains N runs at once as child processes (default 1 on CPU, one single-thread run per core at the
 digits scale, up to 4 per GPU on CUDA); on a CPU shared with other work, --jobs 2 (one thread each) is often
 faster than one two-thread run.
-Finished runs in OUT/runs are reused; interrupted ones resume."""
+Finished runs in OUT/runs are reused; interrupted ones resume.
+--launcher slurm submits each run as a Slurm job (submitit) and waits, showing the jobs' states; a preempted or
+timed-out job checkpoints and is requeued, and resumes. With --no-wait it submits and returns: the same command
+later submits only what no live job holds, collects the finished runs and writes the report."""
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -60,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=positive_int, default=None,
                    help="iterations per run instead of the scale's (the schedule's milestones scale with it)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size instead of the scale's")
+    add_launch_flags(p)
     p.set_defaults(handler=cmd_experiment)
 
 
@@ -68,7 +73,7 @@ def context_from_args(args: argparse.Namespace) -> Context:
     out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.study}-{args.scale}"
     return Context(dataset=args.dataset, data=args.data, scale=args.scale, out=out, seeds=args.seeds,
                    jobs=args.jobs, device=args.device, iterations=args.iterations, batch_size=args.batch_size,
-                   nets=args.nets, runs_dir=Path(args.runs) if args.runs else None)
+                   nets=args.nets, runs_dir=Path(args.runs) if args.runs else None, launch=launch_from_args(args))
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

@@ -15,12 +15,15 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet.config import RunCfg, build_config, load_recipe, merge
 from resnet.engine.runlog import read_metrics
 from resnet.errors import ConfigError
 from resnet.paper import depth_of
+
+if TYPE_CHECKING:
+    from resnet.launch import Launch
 
 SCALE_NAMES: tuple[str, ...] = ("smoke", "digits", "short", "paper")
 STUDY_MODULES: dict[str, str] = {"degradation": "degradation", "depth": "depth", "shortcuts": "shortcuts",
@@ -97,6 +100,8 @@ class Context:
     """Override of the study's nets (for studies over one net, the first is used)."""
     runs_dir: Path | None = None
     """Where run folders live (default OUT/runs); several reports can share one."""
+    launch: Launch | None = None
+    """Train the runs as cluster jobs (``--launcher slurm``); None = in this machine's processes."""
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:

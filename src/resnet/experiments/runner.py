@@ -22,7 +22,7 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -30,7 +30,11 @@ from resnet.config import from_dict, to_dict
 from resnet.engine.runlog import last_line
 from resnet.errors import ConfigError, ResNetError
 from resnet.experiments.common import RunResult, RunSpec, load_result, record_wall
+from resnet.launch.job import has_checkpoint
 from resnet.paper import depth_of
+
+if TYPE_CHECKING:
+    from resnet.launch import Launch
 
 Log = Callable[[str], None]
 GPU_JOBS = 4  # concurrent small-net runs per GPU by default
@@ -78,8 +82,7 @@ def run_state(spec: RunSpec, out: Path) -> str:
                           "pass another --out or remove that folder")
     if (out / "final.json").is_file():
         return "done"
-    ckpts = out / "checkpoints"
-    return "resume" if ckpts.is_dir() and any(ckpts.iterdir()) else "new"
+    return "resume" if has_checkpoint(out) else "new"
 
 
 def _train_here(spec: RunSpec, out: Path, resume: bool) -> str | None:
@@ -169,15 +172,25 @@ def _train_pool(todo: Sequence[tuple[RunSpec, Path, bool]], jobs: int, device: s
     return errors
 
 
-def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str,
-            log: Log = print, per_core: bool = False) -> dict[str, RunResult]:
-    """Make every spec's run folder under ``runs`` hold a finished run; return their results by folder name."""
+def execute(specs: Sequence[RunSpec], runs: Path, jobs: int | None, device: str, log: Log = print,
+            per_core: bool = False, launch: Launch | None = None) -> dict[str, RunResult] | None:
+    """Make every spec's run folder under ``runs`` hold a finished run; return their results by folder name.
+
+    With ``launch`` the runs train as cluster jobs (:mod:`resnet.launch`); None is returned when it does not wait."""
     unique = {s.folder: s for s in specs}
     todo: list[tuple[RunSpec, Path, bool]] = []
     for folder, spec in unique.items():
         state = run_state(spec, runs / folder)
         if state != "done":
             todo.append((spec, runs / folder, state == "resume"))
+    if launch is not None:
+        from resnet.launch.submit import JobRun, run_jobs
+
+        log(f"{len(unique)} runs: {len(unique) - len(todo)} already done, {len(todo)} to train as jobs")
+        failed = run_jobs([JobRun(s.folder, s.cfg, out) for s, out, _ in todo], runs, launch, log) if todo else {}
+        if failed is None:
+            return None
+        return {f: load_result(s, runs / f, failed.get(f)) for f, s in unique.items()}
     device = resolve_device(device)
     n_jobs = jobs if jobs is not None else default_jobs(device, len(todo), per_core)
     log(f"{len(unique)} runs: {len(unique) - len(todo)} already done, {len(todo)} to train ({n_jobs} at a time)")

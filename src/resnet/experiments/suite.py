@@ -104,10 +104,14 @@ def _iterations(results: dict[str, RunResult]) -> int | None:
 
 def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec], wall: float,
           trained: int) -> list[tuple[str, object]]:
-    device = resolve_device(ctx.device)
-    threads = torch.get_num_threads()
-    hw = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()}, {threads} threads)"
-    jobs = ctx.jobs or default_jobs(ctx.device, max(trained, 1), SCALES[ctx.scale].cpu_jobs)
+    if ctx.launch is not None:  # the runs' own hardware is in each run.json
+        where = f"{ctx.launch.cluster} jobs submitted with submitit, one per run (each run.json names its hardware)"
+    else:
+        device = resolve_device(ctx.device)
+        threads = torch.get_num_threads()
+        hw = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()}, {threads} threads)"
+        jobs = ctx.jobs or default_jobs(ctx.device, max(trained, 1), SCALES[ctx.scale].cpu_jobs)
+        where = f"{hw}; {jobs} training job(s) at a time"
     seeds = sorted({s.seed for s in specs})
     cfg = specs[0].cfg if specs else None
     run_time = sum(r.wall_s or 0.0 for r in results.values())
@@ -120,7 +124,7 @@ def _meta(ctx: Context, results: dict[str, RunResult], specs: Sequence[RunSpec],
         ("recipe", f"{cfg.recipe} (lr {cfg.optim.lr}, milestones {list(cfg.optim.milestones)}, weight decay "
                    f"{cfg.optim.weight_decay})" if cfg else "?"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
-        ("hardware", f"{hw}; {jobs} training job(s) at a time"),
+        ("hardware", where),
         ("wall time", f"{wall:.0f} s for this invocation ({trained} runs trained, {len(results) - trained} reused); "
                       f"{run_time:.0f} s of training summed over runs"),
         ("runs", str(ctx.runs)),
@@ -149,12 +153,15 @@ def train_and_report(name: str, ctx: Context, log: Log = print) -> tuple[list[Pa
     t0 = time.perf_counter()
     plans = {n: STUDIES[n].plan(ctx) for n in names}
     every = [s for specs in plans.values() for s in specs]
-    resolve_device(ctx.device)  # --device cuda without a GPU: one error before anything trains
+    if ctx.launch is None:  # --device cuda without a GPU: one error before anything trains (jobs run elsewhere)
+        resolve_device(ctx.device)
     before = {s.folder for s in every if (ctx.runs / s.folder / "final.json").is_file()}
     if len(before) < len({s.folder for s in every}):
         _check_data(every[0].cfg)
     ctx.out.mkdir(parents=True, exist_ok=True)
-    results = execute(every, ctx.runs, ctx.jobs, ctx.device, log, SCALES[ctx.scale].cpu_jobs)
+    results = execute(every, ctx.runs, ctx.jobs, ctx.device, log, SCALES[ctx.scale].cpu_jobs, ctx.launch)
+    if results is None:  # jobs submitted, not waited for: the same command collects them and writes the report
+        return [], []
     sections: list[Section] = []
     stamp = f"{ctx.dataset}, {ctx.scale} scale, {_iterations(results) or '?'} iterations per net"
     with figures.stamped(stamp + (" (a pipeline check, not a result)" if ctx.scale == "smoke" else "")):
