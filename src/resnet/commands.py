@@ -21,7 +21,8 @@ from resnet.config import (
 )
 from resnet.detection.cli import register_detect as register_detect_actions
 from resnet.engine.runlock import check_new_run_dir, unique_run_dir
-from resnet.errors import ConfigError
+from resnet.errors import ConfigError, TrainingError
+from resnet.launch import Launch, add_launch_flags, launch_from_args
 from resnet.printable import printable_line
 from resnet.transfer.cli import register_import, register_weights
 
@@ -37,6 +38,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the config this command would train with (recipe and flags applied) as TOML, and exit")
     add_config_flags(p, recipe="quick")
+    add_launch_flags(p)
     p.set_defaults(handler=cmd_train)
 
 
@@ -98,20 +100,24 @@ def train_command(args: argparse.Namespace, task: str) -> int:
 
         print(tomli_w.dumps(to_dict(cfg)), end="")
         return 0
+    launch = launch_from_args(args) if hasattr(args, "launcher") else None
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank runs this; rank 0 owns the folder
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
     if torchrun:  # what the run is, is rank 0's to read and check; its refusal ends every rank at once
         from resnet.engine.distributed import decided_by_rank0, join
 
         join()
-        cfg, out = decided_by_rank0(lambda: _run_and_folder(args, task, torchrun, is_main))
+        cfg, out = decided_by_rank0(lambda: _run_and_folder(args, task, torchrun, is_main, launch))
     else:
-        cfg, out = _run_and_folder(args, task, torchrun, is_main)
+        cfg, out = _run_and_folder(args, task, torchrun, is_main, launch)
 
     def announce(trained: RunCfg) -> None:  # the config as trained (ResNet-110's warm-up rule applied)
         if is_main:
             print(config_summary(trained, out), flush=True)
 
+    if launch is not None:
+        announce(cfg)
+        return train_as_job(cfg, out, launch)
     resume = bool(args.resume)
     if task == "detect":  # torch and the data stack: not for --help or --print-config
         from resnet.detection.runs import train_detector
@@ -133,9 +139,11 @@ def train_command(args: argparse.Namespace, task: str) -> int:
     return 0
 
 
-def _run_and_folder(args: argparse.Namespace, task: str, torchrun: bool, is_main: bool) -> tuple[RunCfg, Path]:
+def _run_and_folder(args: argparse.Namespace, task: str, torchrun: bool, is_main: bool,
+                    launch: Launch | None = None) -> tuple[RunCfg, Path]:
     """The config and the run folder, checked: a new run's folder is free, a resume's changes are allowed (refused
-    before data and model are built; the engine checks again, under the lock)."""
+    before data and model are built; the engine checks again, under the lock); a folder a job was submitted for
+    (``--launcher slurm``) is collected, not refused."""
     cfg = resolve_train_config(args, task)
     prefix = "detect-" if task == "detect" else ""
     if args.resume:
@@ -146,11 +154,36 @@ def _run_and_folder(args: argparse.Namespace, task: str, torchrun: bool, is_main
             resume_changes(out, cfg)
     elif args.out or torchrun:
         out = out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if is_main:
+        if is_main and not (launch is not None and submitted_before(out)):
             check_new_run_dir(out)  # never over another run, never over unrelated files
     else:  # runs/<model>-<time>, made unique (two runs started in one second never share a folder)
         out = unique_run_dir(out_dir(args, f"{prefix}{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     return cfg, out
+
+
+def submitted_before(out: Path) -> bool:
+    """Whether a job was submitted for the run folder ``out`` (``--launcher slurm``; recorded beside it)."""
+    from resnet.launch.submit import read_jobs
+
+    return out.name in read_jobs(out.parent)
+
+
+def train_as_job(cfg: RunCfg, out: Path, launch: Launch) -> int:
+    """``resnet train --launcher slurm``: the run as one job (the study's path, for a single run): wait and print
+    its result, or with --no-wait return once it is submitted; the same command again collects it."""
+    from resnet.launch.submit import JobRun, run_jobs
+
+    if not (out / "final.json").is_file():
+        failed = run_jobs([JobRun(out.name, cfg, out)], out.parent, launch, lambda msg: print(msg, flush=True),
+                          study=False)
+        if failed is None:
+            print(f"run folder: {printable_line(str(out))}")
+            return 0
+        if failed:
+            raise TrainingError(f"{out}: {failed[out.name]}")
+    print("final:", json.dumps(json.loads((out / "final.json").read_text())), flush=True)
+    print(f"run folder: {printable_line(str(out))}")
+    return 0
 
 
 def config_summary(cfg: RunCfg, out: Path) -> str:
