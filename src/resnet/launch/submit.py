@@ -127,6 +127,8 @@ def submit(runs: Sequence[JobRun], root: Path, launch: Launch, log: Log, study: 
         held: dict[str, str] = {}
         executor, fresh = None, 0
         for run in runs:
+            if (run.out / "final.json").is_file():  # finished since the caller looked: nothing to submit
+                continue
             record = records.get(run.folder)
             if record and job_state(record["cluster"], record["job_id"]) is not None:
                 jobs[run.folder] = record
