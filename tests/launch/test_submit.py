@@ -87,8 +87,9 @@ def test_preempted_jobs_requeue_resume_and_match_the_in_process_study(local_clus
         log = (runs / SUBMITIT_DIR / f"{jobs[folder]['job_id']}_0_log.out").read_text()  # submitit's own words
         assert f"Requeued job {jobs[folder]['job_id']}" in log, log[-2000:]
         assert (runs / folder / "run-resumed.json").is_file()  # the requeued job resumed from the checkpoint
-        assert _same_tensors(reference / "runs" / folder / "model.safetensors", runs / folder / "model.safetensors")
-        assert (runs / folder / "metrics.jsonl").read_text() == (reference / "runs" / folder / "metrics.jsonl").read_text()
+        mine, theirs = runs / folder, reference / "runs" / folder
+        assert _same_tensors(theirs / "model.safetensors", mine / "model.safetensors")
+        assert (mine / "metrics.jsonl").read_text() == (theirs / "metrics.jsonl").read_text()
     assert (study / "depth.csv").read_text() == (reference / "depth.csv").read_text()
 
     assert main(argv) == 0  # everything finished: nothing is submitted again
