@@ -110,7 +110,7 @@ LAYERS: dict[str, int] = {
     "resnet.cliargs": 1, "resnet.data": 1, "resnet.models": 1, "resnet.analysis": 1,
     "resnet.engine": 2,
     "resnet.classify": 3, "resnet.detection": 3, "resnet.transfer": 3, "resnet.experiments": 3, "resnet.bench": 3,
-    "resnet.inference": 3, "resnet.export": 3,
+    "resnet.inference": 3, "resnet.export": 3, "resnet.launch": 3,
     "resnet.commands": 4, "resnet.cli": 4, "resnet.__main__": 4, "resnet": 4,
 }
 

@@ -11,8 +11,10 @@ resumes exactly as ``--resume`` does. A run that fails for its own reasons (a Na
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,10 @@ class RunJob:
 
                 # The checkpoint is written: now let submitit's handler (which the engine restored) run its protocol:
                 # checkpoint() below, requeue, exit. On ranks other than 0 it only logs, and the job ends here.
-                signal.raise_signal(submitit.JobEnvironment._usr_sig())
+                # `scontrol requeue` refused: Slurm requeues (preemption, an admin's requeue) or ends (scancel) this
+                # job itself; the checkpoint serves either way.
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    signal.raise_signal(submitit.JobEnvironment._usr_sig())
             message = f"stopped by signal {stopped} at iteration {result.get('step')}; it resumes when submitted again"
             if rank == 0:
                 print(f"error: {message}", flush=True)

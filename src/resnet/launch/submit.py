@@ -49,14 +49,15 @@ class JobRun:
 
 def resources(cfg: RunCfg, slurm: SlurmCfg) -> dict[str, Any]:
     """submitit's parameters for one run: one GPU per CIFAR or digits run, 8 (one task each) per ImageNet run, none
-    with ``--device cpu``; the flags and ``[slurm]`` table override each."""
+    with ``--device cpu``; 10 CPUs per ImageNet task for JPEG decoding, else the partition's default (a default above
+    a node's CPUs would leave the job pending forever). The flags and ``[slurm]`` table override each."""
     imagenet = cfg.data.dataset == "imagefolder"
     gpus = slurm.gpus_per_node if slurm.gpus_per_node is not None else (
         0 if cfg.train.device == "cpu" else 8 if imagenet else 1)
     params: dict[str, Any] = {
         "timeout_min": slurm.time or DEFAULT_TIME_MIN, "nodes": slurm.nodes or 1, "gpus_per_node": gpus,
         "tasks_per_node": slurm.tasks_per_node or max(1, gpus),
-        "cpus_per_task": slurm.cpus_per_task or (10 if imagenet else 4), "mem_gb": slurm.mem_gb,
+        "cpus_per_task": slurm.cpus_per_task or (10 if imagenet else None), "mem_gb": slurm.mem_gb,
         "slurm_partition": slurm.partition, "slurm_account": slurm.account, "slurm_qos": slurm.qos,
         "slurm_signal_delay_s": SIGNAL_DELAY_S,
     }
