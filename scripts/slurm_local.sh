@@ -131,7 +131,7 @@ for run in ("resnet20-seed0", "resnet20-seed1"):
     a = load_file(str(out / "study/runs" / run / "model.safetensors"))
     b = load_file(str(out / "reference/runs" / run / "model.safetensors"))
     same = sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
-    print(f"{run}: Slurm job (requeued) vs in-process: {'bit-identical' if same else 'DIFFERENT'}")
+    print(f"{run}: Slurm job vs in-process: {'bit-identical' if same else 'DIFFERENT'}")
     assert same
 EOF
 

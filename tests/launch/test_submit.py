@@ -23,6 +23,7 @@ from resnet.launch import CLUSTER_ENV
 from resnet.launch.submit import JOBS_FILE, SUBMITIT_DIR
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("submitit")
 
 FOLDERS = ("resnet20-seed0", "resnet20-seed1")
 STUDY = ["experiment", "depth", "--nets", "resnet20", "--seeds", "2", "--iterations", "40", "--batch-size", "8",
