@@ -85,3 +85,11 @@ def test_checkpoint_resubmits_the_same_run():
     again = job.checkpoint()
     assert isinstance(again.function, RunJob) and again.function is not job
     assert (again.function.cfg, again.function.out, again.function.study) == (job.cfg, job.out, True)
+
+
+def test_jobs_and_a_cluster_launcher_are_refused_together(tmp_path, capsys):
+    from resnet.cli import main
+
+    assert main(["experiment", "depth", "--launcher", "slurm", "--jobs", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "with --launcher slurm each run is its own job" in err, err

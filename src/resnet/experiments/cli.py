@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from resnet.cliargs import positive_int
+from resnet.errors import ConfigError
 from resnet.experiments.common import DATASETS, SCALE_NAMES, STUDY_NAMES, Context
 from resnet.launch import add_launch_flags, launch_from_args
 
@@ -71,9 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def context_from_args(args: argparse.Namespace) -> Context:
     """The experiment context the flags describe (validated by Context)."""
     out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.study}-{args.scale}"
+    launch = launch_from_args(args)
+    if launch is not None and args.jobs is not None:
+        raise ConfigError("--jobs sets how many runs train at once on this machine; with --launcher slurm each run is "
+                          "its own job and the scheduler decides: drop --jobs")
     return Context(dataset=args.dataset, data=args.data, scale=args.scale, out=out, seeds=args.seeds,
                    jobs=args.jobs, device=args.device, iterations=args.iterations, batch_size=args.batch_size,
-                   nets=args.nets, runs_dir=Path(args.runs) if args.runs else None, launch=launch_from_args(args))
+                   nets=args.nets, runs_dir=Path(args.runs) if args.runs else None, launch=launch)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
