@@ -127,6 +127,16 @@ def test_torchvision_names_carry_torchvisions_urls_top1_and_file_sizes():
             assert entry.crop_pct == pytest.approx(crop / resize)
 
 
+def test_timm_top1_agrees_with_torchvisions_for_the_same_weights_and_names_its_crop_side():
+    # timm's tv_in1k / tv2_in1k are torchvision's V1 / V2 files: two publishers, one figure
+    for arch in ("resnet50", "resnet101", "resnet152"):
+        for tag, weights in (("tv_in1k", "IMAGENET1K_V1"), ("tv2_in1k", "IMAGENET1K_V2")):
+            assert hub.lookup(f"timm:{arch}.{tag}").top1 == pytest.approx(
+                hub.lookup(f"torchvision:{arch}.{weights}").top1, abs=0.02)  # each its own evaluation run
+    a1 = hub.lookup("timm:resnet50.a1_in1k")
+    assert (a1.top1, a1.top1_size) == (81.214, 288)  # evaluated at timm's test size, above the 224 it trained at
+
+
 def test_timm_names_are_timms_pretrained_in1k_resnet_tags():
     timm = pytest.importorskip("timm")
     theirs = {f"timm:{n}" for a in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")

@@ -71,7 +71,7 @@ def register_weights(sub: argparse._SubParsersAction) -> None:
 
 
 def _row(cells: tuple[str, ...]) -> str:
-    return f"{cells[0]:<40} {cells[1]:<12} {cells[2]:<10} {cells[3]:<6} {cells[4]:>6} {cells[5]:>9}  {cells[6]}"
+    return f"{cells[0]:<40} {cells[1]:<12} {cells[2]:<10} {cells[3]:<6} {cells[4]:>10} {cells[5]:>9}  {cells[6]}"
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -85,7 +85,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     for entry in PUBLISHED.values():
         if args.source and entry.source != args.source:
             continue
-        top1 = f"{entry.top1:.2f}" if entry.top1 is not None else "-"
+        top1 = "-" if entry.top1 is None else f"{entry.top1:.2f}" + (f" @{entry.top1_size}" if entry.top1_size != 224
+                                                                           else "")
         size = f"{entry.size_mb:.1f} MB" if entry.size_mb is not None else "-"
         path = cached(entry)
         print(_row((entry.name, entry.source, entry.arch, entry.layout, top1, size, str(path) if path else "no")))

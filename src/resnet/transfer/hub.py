@@ -52,13 +52,15 @@ class Published:
     location: str
     """The file's URL (torchvision, msra) or the Hub repository (timm)."""
     top1: float | None = None
-    """ImageNet-1k validation top-1 (%), single centre crop, as published; None where the package records none."""
+    """ImageNet-1k validation top-1 (%), single centre crop, as published; None where no figure is published."""
     size_mb: float | None = None
     """The file's size in MB as published (torchvision's ``_file_size``)."""
     sha256: str | None = None
     """The SHA-256 prefix torchvision's file names carry."""
     crop_pct: float = 0.875
     """torchvision's evaluation crop over its resize (224/256; 224/232 for IMAGENET1K_V2)."""
+    top1_size: int = 224
+    """The side of the crop that top-1 was measured at (timm evaluates some weights above their training size)."""
 
     @property
     def source(self) -> str:
@@ -91,18 +93,34 @@ def _torchvision() -> list[Published]:
                       224 / (232 if tag == "IMAGENET1K_V2" else 256)) for arch, tag, sha, top1, size in rows]
 
 
+# timm's pretrained tags of its resnet18..152 (timm.list_pretrained), each a Hub repository timm/ARCH.TAG, with the
+# top-1 and crop side that huggingface/pytorch-image-models publishes for it in results/results-imagenet.csv
+# (None: the file has no row for the tag)
+TIMM_TOP1: dict[str, dict[str, tuple[float, int] | None]] = {
+    "resnet18": {"a1_in1k": (73.158, 288), "a2_in1k": (72.372, 288), "a3_in1k": (68.254, 224),
+                 "fb_ssl_yfcc100m_ft_in1k": (72.594, 224), "fb_swsl_ig1b_ft_in1k": (73.282, 224),
+                 "gluon_in1k": (70.838, 224), "tv_in1k": (69.760, 224)},
+    "resnet34": {"a1_in1k": (77.918, 288), "a2_in1k": (77.158, 288), "a3_in1k": (72.970, 224),
+                 "bt_in1k": (76.480, 288), "gluon_in1k": (74.578, 224), "ra4_e3600_r224_in1k": None, "tv_in1k": None},
+    "resnet50": {"a1_in1k": (81.214, 288), "a2_in1k": (80.772, 288), "a3_in1k": (78.048, 224),
+                 "a1h_in1k": (80.676, 224), "am_in1k": (78.998, 224), "b1k_in1k": (80.706, 288),
+                 "b2k_in1k": (80.454, 288), "bt_in1k": (79.640, 288), "c1_in1k": (80.912, 288),
+                 "c2_in1k": (80.870, 288), "d_in1k": (80.972, 288), "fb_ssl_yfcc100m_ft_in1k": (79.234, 224),
+                 "fb_swsl_ig1b_ft_in1k": (81.182, 224), "gluon_in1k": (77.580, 224), "ra_in1k": (79.836, 288),
+                 "ram_in1k": (79.976, 288), "tv_in1k": (76.130, 224), "tv2_in1k": (80.850, 224)},
+    "resnet101": {"a1_in1k": (82.322, 288), "a2_in1k": (82.236, 288), "a3_in1k": (79.814, 224),
+                  "a1h_in1k": (82.778, 288), "gluon_in1k": (79.310, 224), "tv_in1k": (77.376, 224),
+                  "tv2_in1k": (81.890, 224)},
+    "resnet152": {"a1_in1k": (82.732, 288), "a2_in1k": (82.608, 288), "a3_in1k": (80.546, 224),
+                  "a1h_in1k": (83.450, 288), "gluon_in1k": (79.694, 224), "tv_in1k": (78.322, 224),
+                  "tv2_in1k": (82.288, 224)},
+}  # fmt: skip
+
+
 def _timm() -> list[Published]:
-    # timm's pretrained tags of its resnet18..152 (timm.list_pretrained), each a Hub repository timm/ARCH.TAG
-    rsb = ("a1_in1k", "a2_in1k", "a3_in1k")
-    tags = {"resnet18": (*rsb, "fb_ssl_yfcc100m_ft_in1k", "fb_swsl_ig1b_ft_in1k", "gluon_in1k", "tv_in1k"),
-            "resnet34": (*rsb, "bt_in1k", "gluon_in1k", "ra4_e3600_r224_in1k", "tv_in1k"),
-            "resnet50": (*rsb, "a1h_in1k", "am_in1k", "b1k_in1k", "b2k_in1k", "bt_in1k", "c1_in1k", "c2_in1k",
-                         "d_in1k", "fb_ssl_yfcc100m_ft_in1k", "fb_swsl_ig1b_ft_in1k", "gluon_in1k", "ra_in1k",
-                         "ram_in1k", "tv_in1k", "tv2_in1k"),
-            "resnet101": (*rsb, "a1h_in1k", "gluon_in1k", "tv_in1k", "tv2_in1k"),
-            "resnet152": (*rsb, "a1h_in1k", "gluon_in1k", "tv_in1k", "tv2_in1k")}
-    return [Published(f"timm:{arch}.{tag}", arch, f"timm/{arch}.{tag}") for arch, names in tags.items()
-            for tag in names]
+    return [Published(f"timm:{arch}.{tag}", arch, f"timm/{arch}.{tag}", top1=result[0] if result else None,
+                      top1_size=result[1] if result else 224)
+            for arch, tags in TIMM_TOP1.items() for tag, result in tags.items()]
 
 
 def _msra() -> list[Published]:
