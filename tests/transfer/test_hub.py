@@ -314,3 +314,24 @@ def test_a_hub_blob_that_is_not_its_sha256_is_removed(server: Server, tmp_path: 
     with pytest.raises(WeightsError, match=r"corrupt or truncated.*removed"):
         hub.fetch("timm:resnet18.a1_in1k")
     assert hub.cached(hub.lookup("timm:resnet18.a1_in1k")) is None
+
+
+def test_a_server_that_accepts_and_never_answers_is_reported_after_the_timeout(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    silent = socket.socket()  # a firewall that swallows the request: the connection opens, no byte ever comes
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    entry = hub.PUBLISHED["torchvision:resnet18.IMAGENET1K_V1"]
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/models/{entry.file_name}"
+    monkeypatch.setitem(hub.PUBLISHED, entry.name, dataclasses.replace(entry, location=url))
+    monkeypatch.setattr(hub, "DOWNLOAD_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match=rf"cannot download {url} .*place it at .*{entry.file_name}"):
+        hub.fetch(entry.name, progress=False)
+    assert time.monotonic() - started < 10 and socket.getdefaulttimeout() is None
+    assert not list((tmp_path / "torch").rglob("*.pth"))
+    silent.close()

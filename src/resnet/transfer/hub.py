@@ -27,6 +27,7 @@ import http.client
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ TORCHVISION_URL = "https://download.pytorch.org/models/"
 MSRA_URL = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/"
 TIMM_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+DOWNLOAD_TIMEOUT_S = 60.0
+"""How long a download may wait for the server's next bytes before it is reported as unreachable."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ def _fetch_url(entry: Published, progress: bool) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", entry.location, target)
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen takes none: a silent firewall must not hang us
     try:  # into a temporary file beside the target, renamed once whole and its hash checked
         torch.hub.download_url_to_file(entry.location, str(target), hash_prefix=entry.sha256, progress=progress)
     except RuntimeError as e:
@@ -206,6 +211,8 @@ def _fetch_url(entry: Published, progress: bool) -> Path:
                            "was kept: run again") from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, refused connections, short reads
         raise _unreachable(entry, target, str(e) or type(e).__name__) from None
+    finally:
+        socket.setdefaulttimeout(before)
     if entry.sha256 is None:  # MSRA's pickles: no published hash; whole when the restricted unpickler reads them
         from resnet.transfer.msra import read_array_pickle
 
