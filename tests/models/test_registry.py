@@ -11,6 +11,7 @@ from resnet.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreAc
 IMAGENET = [f"{kind}{d}" for kind in ("resnet", "plain", "preact_resnet") for d in (18, 34, 50, 101, 152)]
 CIFAR = [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)] + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
 CIFAR += ["preact_resnet56", "preact_resnet110", "preact_resnet164", "preact_resnet1001"]
+TRICKS = [f"resnet{d}c" for d in (50, 101, 152)] + [f"resnet{d}d" for d in (18, 26, 34, 50, 101, 152, 200)]
 
 
 def meta(name: str, **options) -> nn.Module:
@@ -18,14 +19,15 @@ def meta(name: str, **options) -> nn.Module:
         return resnet.create_model(name, **options)
 
 
-def test_list_models_holds_exactly_the_imagenet_and_cifar_zoo():
-    assert sorted(resnet.list_models()) == sorted(IMAGENET + CIFAR)
+def test_list_models_holds_exactly_the_imagenet_and_cifar_zoo_and_the_bag_of_tricks_variants():
+    assert sorted(resnet.list_models()) == sorted(IMAGENET + CIFAR + TRICKS)
 
 
 def test_list_models_orders_each_kind_by_depth():
     names = [n for n in resnet.list_models() if n.startswith("resnet")]
-    assert names[:3] == ["resnet18", "resnet20", "resnet32"]
+    assert names[:4] == ["resnet18", "resnet18d", "resnet20", "resnet26d"]
     assert names[-1] == "resnet1202"
+    assert names[names.index("resnet50"):][:3] == ["resnet50", "resnet50c", "resnet50d"]
 
 
 def test_unknown_model_name_lists_valid_names():
@@ -36,10 +38,10 @@ def test_unknown_model_name_lists_valid_names():
 @pytest.mark.parametrize(
     ("option", "value", "listed"),
     [
-        ("shortcut", "D", "'A', 'B', 'C'"),
+        ("shortcut", "E", "'A', 'B', 'C', 'D'"),
         ("norm", "batchnorm", "'bn', 'gn', 'ln', 'in', 'frn', 'brn', 'none'"),
         ("init", "orthogonal", "'kaiming_normal', 'xavier_normal', 'torchvision'"),
-        ("stem", "tiny", "'imagenet', 'cifar'"),
+        ("stem", "tiny", "'imagenet', 'cifar', 'deep'"),
         ("stride_in_1x1", "yes", "True, False"),
         ("zero_init_residual", 1, "True, False"),
         ("num_classes", -1, "integer in [0, 100000]"),  # 0 is timm's headless net
@@ -131,8 +133,8 @@ def test_a_configs_model_section_is_checked_by_the_registry_in_one_config_error_
     from resnet.errors import ConfigError
     from resnet.models.registry import check_model_cfg
 
-    cfg = build_config({"model": {"shortcut": "D"}})  # config knows types and ranges; the registry knows the nets
-    with pytest.raises(ConfigError, match=r"model: resnet20: invalid shortcut='D'; valid values: 'A', 'B', 'C'"):
+    cfg = build_config({"model": {"shortcut": "E"}})  # config knows types and ranges; the registry knows the nets
+    with pytest.raises(ConfigError, match=r"model: resnet20: invalid shortcut='E'; valid values: 'A', 'B', 'C', 'D'"):
         check_model_cfg(cfg.model)
     check_model_cfg(build_config({"model": {"name": "resnet56", "shortcut": "B"}}).model)
 

@@ -38,8 +38,8 @@ def test_resnet_class_builds_the_cifar_shape_through_stem_and_widths():
 
 
 def test_resnet_class_checks_options_with_the_registry_rule():
-    with pytest.raises(ModelError, match=r"ResNet: invalid shortcut='D'"):
-        ResNet(BasicBlock, [1, 1], (8, 16), shortcut="D")
+    with pytest.raises(ModelError, match=r"ResNet: invalid shortcut='E'"):
+        ResNet(BasicBlock, [1, 1], (8, 16), shortcut="E")
     with pytest.raises(ModelError, match="one count per stage"):
         ResNet(BasicBlock, [1, 1, 1], (8, 16))
     model = meta(ResNet, Bottleneck, [1, 1], (8, 16), shortcut="none", norm="GN", arch="tiny")
@@ -68,7 +68,7 @@ def test_validate_options_resolves_exactly_what_the_model_records():
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
-    ("resnet20", {"shortcut": "D"}, r"resnet20: invalid shortcut='D'; valid values: 'A', 'B', 'C'"),
+    ("resnet20", {"shortcut": "E"}, r"resnet20: invalid shortcut='E'; valid values: 'A', 'B', 'C', 'D'"),
     ("plain20", {"shortcut": "B"}, r"plain20: invalid shortcut='B'; valid values: 'none'"),
     ("resnet20", {"width": 2}, r"resnet20: unknown option\(s\) 'width'"),
     ("resnet19", {}, r"unknown model 'resnet19'; valid names: .*resnet18"),

@@ -52,7 +52,7 @@ FLAG_ERRORS = [
     (["--recipe", "paper-mnist"], "unknown recipe 'paper-mnist'; choose one of: "),  # the list: tests/test_config.py
     (["--dataset", "mnist"], "choose one of: digits, cifar10, cifar100, imagefolder, synthetic"),
     (["--dataset", "cifar10"], "data.dataset=cifar10 needs --data PATH"),
-    (["--shortcut", "D"], "model: resnet20: invalid shortcut='D'; valid values: 'A', 'B', 'C'"),
+    (["--shortcut", "E"], "model: resnet20: invalid shortcut='E'; valid values: 'A', 'B', 'C', 'D'"),
     (["--norm", "batch"], "invalid norm='batch'; valid values: 'bn'"),
     (["--batch-size", "5000"], "train.batch_size=5000 is larger than the 1437 training images"),
     (["--momentum", "5"], "optim.momentum=5.0 must be in [0, 1)"),

@@ -49,9 +49,9 @@ def _counting_table(model: nn.Module, size: int) -> list[StageRow]:
 
 
 def native_input_size(model: nn.Module) -> int:
-    """224 for ImageNet nets with the ImageNet stem, else 32 (CIFAR images)."""
+    """224 for ImageNet nets with the ImageNet or deep stem, else 32 (CIFAR images)."""
     options = getattr(model, "options", {})
-    return 224 if getattr(model, "family", "") == "imagenet" and options.get("stem") == "imagenet" else 32
+    return 224 if getattr(model, "family", "") == "imagenet" and options.get("stem") in ("imagenet", "deep") else 32
 
 
 def _unit_layout(model: nn.Module, stage: int) -> str:
@@ -65,9 +65,9 @@ def _unit_layout(model: nn.Module, stage: int) -> str:
 
 
 def _layouts(model: nn.Module, rows: list[StageRow]) -> list[str]:
-    conv = model.conv1
-    k, s = conv.kernel_size[0], conv.stride[0]
-    first = f"{k}x{k}, {conv.out_channels}" + (f", stride {s}" if s > 1 else "")
+    convs = [m for m in model.conv1.modules() if isinstance(m, nn.Conv2d)]  # the deep stem (ResNet-C) has three
+    first = "; ".join(f"{c.kernel_size[0]}x{c.kernel_size[0]}, {c.out_channels}"
+                      + (f", stride {c.stride[0]}" if c.stride[0] > 1 else "") for c in convs)
     out = [first]
     for i in range(len(rows) - 2):
         layout = _unit_layout(model, i)

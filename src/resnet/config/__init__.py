@@ -54,14 +54,17 @@ class ModelCfg:
     """Which network to build; options are passed to ``resnet.create_model``."""
 
     name: str = option("resnet20", "Registered architecture name (`resnet list` shows them).")
-    shortcut: str | None = option(None, "Shortcut option of Sec. 4.1: A, B or C; None = the paper's default for "
+    shortcut: str | None = option(None, "Shortcut option of Sec. 4.1: A, B or C, or D (Bag of Tricks' ResNet-D: "
+                                        "2x2 average pool before a stride-1 projection); None = the default for "
                                         "the family (A CIFAR, B ImageNet).")
-    stride_in_1x1: bool = option(True, "True = the paper's v1 (stride in the bottleneck's first 1x1); False = "
-                                       "torchvision's v1.5.")
+    stride_in_1x1: bool | None = option(None, "True = the paper's v1 (stride in the bottleneck's first 1x1); "
+                                              "False = torchvision's v1.5 (Bag of Tricks' ResNet-B); None = the "
+                                              "net's own (True for the paper's nets, False for resnet50c/d ...).")
     norm: str = option("bn", "Normalization layer: bn, gn, ln, in, frn, brn, none.")
     init: str = option("kaiming_normal", "Weight initialization: kaiming_normal (paper, [13]), xavier_normal, "
                                          "torchvision.")
-    stem: str | None = option(None, "imagenet (7x7/2 + max-pool) or cifar (3x3/1); None = the family's own.")
+    stem: str | None = option(None, "imagenet (7x7/2 + max-pool), cifar (3x3/1) or deep (Bag of Tricks' "
+                                      "ResNet-C: three 3x3 convs + max-pool); None = the family's own.")
     zero_init_residual: bool = option(False, "Start each residual branch's last norm at zero (Goyal et al. 2017).")
     num_classes: int | None = option(None, "Classifier width; None = the dataset's class count.")
     in_chans: int = option(3, "Input channels.")

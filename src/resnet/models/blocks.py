@@ -16,6 +16,9 @@ Shortcut options (Sec. 3.3 and 4.1, Table 3):
   Parameter-free (the CIFAR nets, Sec. 4.2).
 * ``"B"``: identity, or a projection (1x1 conv, then norm) where dimensions change.
 * ``"C"``: a projection on every unit.
+* ``"D"``: as B, but a strided projection first average-pools 2x2 and then projects with a stride-1 1x1 conv, so
+  it reads every input position rather than one in four: ResNet-D of "Bag of Tricks for Image Classification with
+  CNNs" (He et al. 2019, Sec. 4.1, Fig. 2c), timm's ``avg_down=True`` (same module order, so its names match).
 * ``"none"``: no shortcut and no addition: the plain nets of Sec. 4.1.
 """
 
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 
 from resnet.models.layers import conv1x1, conv3x3, make_norm, norm_act, zero_last
 
-SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
+SHORTCUTS: tuple[str, ...] = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,19 @@ def make_shortcut(
     ``with_norm=False`` gives the bare 1x1 conv projection of pre-activation units (Identity Mappings code).
     """
     changes = stride != 1 or in_planes != out_planes
-    if kind == "none" or (kind in ("A", "B") and not changes):
+    if kind == "none" or (kind in ("A", "B", "D") and not changes):
         return None
     if kind == "A":
         return PadShortcut(in_planes, out_planes, stride)
-    if kind not in ("B", "C"):
-        raise ValueError(f"unknown shortcut {kind!r}; valid: A, B, C, none")
+    if kind not in ("B", "C", "D"):
+        raise ValueError(f"unknown shortcut {kind!r}; valid: A, B, C, D, none")
     # Biases only without normalisation, as every other conv here: the pre-activation projection has none
     # either (resnet-1k-layers' ConvInit drops every conv's bias), though no norm follows it.
-    layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride, bias=norm == "none")]
+    if kind == "D":  # timm's downsample_avg: the pool (an Identity at stride 1) keeps index 0 so names match
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        layers: list[nn.Module] = [pool, conv1x1(in_planes, out_planes, 1, bias=norm == "none")]
+    else:
+        layers = [conv1x1(in_planes, out_planes, stride, bias=norm == "none")]
     if with_norm:
         layers.append(make_norm(norm, out_planes))
     return nn.Sequential(*layers)

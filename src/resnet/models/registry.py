@@ -23,7 +23,7 @@ from resnet.models.layers import INITS, NORMS
 if TYPE_CHECKING:
     from resnet.config import ModelCfg
 
-STEMS: tuple[str, ...] = ("imagenet", "cifar")
+STEMS: tuple[str, ...] = ("imagenet", "cifar", "deep")
 OPTION_NAMES: tuple[str, ...] = (
     "shortcut",
     "stride_in_1x1",
@@ -52,9 +52,9 @@ def register_model(fn: F) -> F:
     return fn
 
 
-def _natural_key(name: str) -> tuple[str, int]:
-    match = re.fullmatch(r"(.*?)(\d+)", name)
-    return (match.group(1), int(match.group(2))) if match else (name, 0)
+def _natural_key(name: str) -> tuple[str, int, str]:
+    match = re.fullmatch(r"(.*?)(\d+)([a-z]?)", name)  # timm's variant letter after the depth: resnet50, resnet50d
+    return (match.group(1), int(match.group(2)), match.group(3)) if match else (name, 0, "")
 
 
 def list_models() -> list[str]:
@@ -139,9 +139,10 @@ def resolve_options(
 
     Options (``None`` means "the family default"):
 
-    * ``shortcut``: ``shortcuts`` (A/B/C for residual nets, only "none" for plain nets).
+    * ``shortcut``: ``shortcuts`` (A/B/C/D for residual nets, only "none" for plain nets; D = ResNet-D).
     * ``stride_in_1x1``: True = paper v1 (stride in a bottleneck's first 1x1), False = torchvision v1.5.
-    * ``norm``: one of ``layers.NORMS``.  ``init``: one of ``layers.INITS``.  ``stem``: imagenet/cifar.
+    * ``norm``: one of ``layers.NORMS``.  ``init``: one of ``layers.INITS``.
+    * ``stem``: imagenet/cifar/deep (deep = ResNet-C).
     * ``zero_init_residual``: zero each branch's last norm scale (pre-activation: last conv).
     * ``num_classes``: an integer in [0, ``limits.MAX_CLASSES``]; 0 builds no classifier (``fc`` is
       ``nn.Identity``: the model returns its pooled features, as timm's ``num_classes=0``).

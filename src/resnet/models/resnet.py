@@ -21,7 +21,7 @@ from resnet.errors import ModelError
 from resnet.models.blocks import SHORTCUTS, Block, BlockConfig
 from resnet.models.features import take_indices
 from resnet.models.grad_checkpoint import run_stage
-from resnet.models.layers import init_linear, init_weights, norm_act
+from resnet.models.layers import conv3x3, init_linear, init_weights, norm_act
 from resnet.models.registry import resolve_options
 
 log = logging.getLogger("resnet.models")
@@ -49,8 +49,11 @@ class ResNet(nn.Module):
     registered net (``Arch`` passes them), ``depth`` counts the weighted layers (ResNet-110: 110).
 
     ``stem="imagenet"``: 7x7/2 conv, norm, ReLU, 3x3/2 max pool. ``stem="cifar"``: one 3x3/1 conv with norm
-    and ReLU, no pool. Pre-activation nets end with a final norm and ReLU before the pooling (Identity
-    Mappings, Sec. 4); their CIFAR stem is the bare conv, since the first unit pre-activates its own input.
+    and ReLU, no pool. ``stem="deep"``: ResNet-C of "Bag of Tricks" (He et al. 2019, Sec. 4.1): the 7x7/2 conv
+    replaced by three 3x3 convs (the first strided) of half, half and full width, as timm's ``stem_type="deep"``
+    with ``stem_width`` 32 (``conv1`` is then their ``nn.Sequential``, timm's names), then norm, ReLU, max pool.
+    Pre-activation nets end with a final norm and ReLU before the pooling (Identity Mappings, Sec. 4); their CIFAR
+    stem is the bare conv, since the first unit pre-activates its own input.
     Stage i > 0 downsamples with stride 2 in its first unit (Sec. 3.3).
     """
 
@@ -110,17 +113,28 @@ class ResNet(nn.Module):
     def _build_stem(self, stem: str, norm: str, in_chans: int) -> bool:
         """conv1, bn1, relu, maxpool; returns whether the stem ends in norm-ReLU."""
         bias = norm == "none"
+        pooled = stem in ("imagenet", "deep")
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, self.widths[0], 7, stride=2, padding=3, bias=bias)
+            self.conv1: nn.Module = nn.Conv2d(in_chans, self.widths[0], 7, stride=2, padding=3, bias=bias)
+        elif stem == "deep":
+            half = max(self.widths[0] // 2, 1)
+            self.conv1 = nn.Sequential(conv3x3(in_chans, half, 2, bias), *norm_act(norm, half),
+                                       conv3x3(half, half, 1, bias), *norm_act(norm, half),
+                                       conv3x3(half, self.widths[0], 1, bias))
         else:
             self.conv1 = nn.Conv2d(in_chans, self.widths[0], 3, stride=1, padding=1, bias=bias)
-        normalized = not self.preact or stem == "imagenet"
+        normalized = not self.preact or pooled
         if normalized:
             self.bn1, self.relu = norm_act(norm, self.widths[0])
         else:
             self.bn1, self.relu = nn.Identity(), nn.Identity()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if pooled else nn.Identity()
         return normalized
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        """The conv that reads the image (``conv1``, or the deep stem's first): its channels are ``in_chans``."""
+        return self.conv1[0] if isinstance(self.conv1, nn.Sequential) else self.conv1
 
     def _make_stage(
         self, in_planes: int, planes: int, depth: int, stride: int, cfg: BlockConfig, skip_preact: bool
@@ -139,12 +153,12 @@ class ResNet(nn.Module):
         """fc for ``num_classes`` (``nn.Identity`` for 0, as timm), on the device and dtype of the net."""
         if num_classes == 0:
             return nn.Identity()
-        first = self.conv1.weight
+        first = self.first_conv.weight
         return nn.Linear(self.num_features, num_classes, device=first.device, dtype=first.dtype)
 
     def _feature_info(self) -> list[dict[str, Any]]:
         """timm's per-feature record: the stem's output, then each stage's (see ``resnet.models.features``)."""
-        reduction = self.conv1.stride[0]
+        reduction = self.first_conv.stride[0]
         info = [{"num_chs": self.widths[0], "reduction": reduction, "module": "relu"}]
         reduction *= 2 if isinstance(self.maxpool, nn.MaxPool2d) else 1
         for i, (name, width) in enumerate(zip(self.stage_names, self.widths, strict=True)):

@@ -115,6 +115,8 @@ def _options_as_built(model: nn.Module, arch: str, options: dict[str, Any]) -> d
         options["num_classes"] = fc.out_features
     elif isinstance(fc, nn.Identity):  # timm's headless net (num_classes=0): pooled features out
         options["num_classes"] = 0
+    if isinstance(conv1, nn.Sequential):  # the deep stem (ResNet-C): its first conv reads the image
+        conv1 = conv1[0]
     if isinstance(conv1, nn.Conv2d):
         options["in_chans"] = conv1.in_channels
     try:

@@ -2,7 +2,9 @@
 pattern of timm's ``checkpoint_filter_fn``); a strict ``load_state_dict`` then decides whether they fit.
 
 Formats: our safetensors (arch and options in the metadata); torchvision's and timm's resnet18..152 state dicts
-(the same names: conv1/bn1/layer1-4/fc; both v1.5, the stride in the bottleneck's 3x3), as ``.pth``/``.safetensors``,
+(the same names: conv1/bn1/layer1-4/fc; both v1.5, the stride in the bottleneck's 3x3) and timm's Bag-of-Tricks
+variants (``resnet50c``: a deep stem, ``conv1.0..6``; ``resnet50d``: also average-pooled projections,
+``downsample.1..2``), as ``.pth``/``.safetensors``,
 bare or nested under ``state_dict``/``model`` and with DDP's ``module.`` prefix; akamaster/pytorch_resnet_cifar10's
 ``.th`` checkpoints of its CIFAR ResNets (``transfer.akamaster``); MSRA's original ResNet-50/101/152 as detectron2's
 ``R-50.pkl`` pickles of numpy arrays (``transfer.msra``: read with the restricted unpickler, v1 layout).
@@ -23,6 +25,7 @@ from resnet.errors import WeightsError
 from resnet.fsutil import input_file_problem
 from resnet.models.metadata import ARCH_KEY, OPTIONS_KEY
 from resnet.models.preprocess import Preprocess
+from resnet.models.registry import list_models
 from resnet.models.weights import (
     TORCHVISION_ARCHS,
     is_torch_file,
@@ -41,6 +44,10 @@ TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], str] = {
     (False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50",
     (True, (3, 4, 23, 3)): "resnet101", (True, (3, 8, 36, 3)): "resnet152",
 }
+STACK_NAMES: dict[tuple[bool, tuple[int, ...]], str] = {  # the stacks timm also builds as C/D variants
+    **TORCHVISION_DEPTHS, (True, (2, 2, 2, 2)): "resnet26", (True, (3, 24, 36, 3)): "resnet200",
+}
+FIRST_CONV_KEYS: tuple[str, ...] = ("conv1.weight", "conv1.0.weight")  # the 7x7 stem's conv, the deep stem's first
 AKAMASTER_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110, 1202)
 TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".th", ".bin", ".tar", ".ckpt")
 _TRAINING_ONLY = ("init", "zero_init_residual", "num_classes", "in_chans")  # no effect on what loaded weights compute
@@ -136,13 +143,26 @@ def _msra(source: Source, state: dict[str, Tensor]) -> Plan | None:
     return Plan(MSRA, arch, options, converted, msra_preprocess(chans), _size(converted, "fc.weight", 0), chans)
 
 
+def first_conv_key(state: Mapping[str, Any]) -> str | None:
+    """The name of the conv that reads the image (``conv1.weight``, or the deep stem's ``conv1.0.weight``)."""
+    return next((k for k in FIRST_CONV_KEYS if k in state), None)
+
+
 def _torchvision(source: Source, state: dict[str, Tensor]) -> Plan | None:
-    if not ("conv1.weight" in state and "fc.weight" in state and "layer4.0.conv1.weight" in state):
+    first = first_conv_key(state)
+    if not (first and "fc.weight" in state and "layer4.0.conv1.weight" in state):
         return None
     bottleneck = "layer1.0.conv3.weight" in state
-    arch = TORCHVISION_DEPTHS.get((bottleneck, tuple(units_per_stage(state, 4))))
-    options = {"stride_in_1x1": False, "shortcut": "B", "norm": "bn", "stem": "imagenet"}
-    chans = _size(state, "conv1.weight", 1) or 3
+    deep = first == "conv1.0.weight"  # ResNet-C's stem (Bag of Tricks, Sec. 4.1)
+    # ResNet-D's projection is (pool, conv, norm): a 4-D weight at index 1, where torchvision's (conv, norm) has BN's
+    avg_down = _size(state, "layer4.0.downsample.1.weight", 3) is not None
+    options = {"stride_in_1x1": False, "shortcut": "D" if avg_down else "B", "norm": "bn",
+               "stem": "deep" if deep else "imagenet"}
+    base = STACK_NAMES.get((bottleneck, tuple(units_per_stage(state, 4))))
+    suffix = {(True, True): "d", (True, False): "c", (False, False): ""}.get((deep, avg_down))  # timm's names
+    name = f"{base}{suffix}" if base and suffix is not None else None
+    arch = name if name in list_models() else None
+    chans = _size(state, first, 1) or 3
     record = (_timm_preprocess(source, chans) or torchvision_preprocess(source.name, chans)
               or Preprocess.imagenet(chans))
     return Plan(TORCHVISION, arch, options, state, record, _size(state, "fc.weight", 0), chans)
@@ -184,5 +204,5 @@ def recognise(source: Source) -> Plan:
             return plan
     keys = ", ".join(list(state)[:3]) or "no tensors"
     raise WeightsError(f"{source.name}: not a format resnet import knows (keys: {keys}); known: {OURS}, "
-                       f"{TORCHVISION} ({', '.join(TORCHVISION_ARCHS)}), {AKAMASTER} (resnet20..1202), "
-                       f"{MSRA} (resnet50..152)")
+                       f"{TORCHVISION} ({', '.join(TORCHVISION_ARCHS)}, timm's C/D variants), "
+                       f"{AKAMASTER} (resnet20..1202), {MSRA} (resnet50..152)")

@@ -15,7 +15,7 @@ from resnet.limits import MAX_CLASSES, MAX_IN_CHANS, check_count
 from resnet.models.layers import adapt_input_conv
 from resnet.models.registry import create_model
 from resnet.models.weights import build_checked, check_finite, describe, fill_batch_counters
-from resnet.transfer.formats import Plan, read_source, recognise
+from resnet.transfer.formats import Plan, first_conv_key, read_source, recognise
 from resnet.transfer.hub import imagenet_classes, published_file
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ def _build(plan: Plan, arch: str, source: str, options: dict[str, Any]) -> nn.Mo
 
 def _adapt_input(state: dict[str, Tensor], in_chans: int, label: str) -> None:
     """The file's first conv for ``in_chans`` inputs, as timm adapts pretrained weights."""
-    have = state["conv1.weight"].shape[1]
+    key = first_conv_key(state) or "conv1.weight"
+    have = state[key].shape[1]
     try:
-        state["conv1.weight"] = adapt_input_conv(in_chans, state["conv1.weight"])
+        state[key] = adapt_input_conv(in_chans, state[key])
     except ModelError as e:
         raise WeightsError(f"{label}: {e}") from None
     log.info("%s: first conv adapted from %d to %d input channels", label, have, in_chans)
@@ -65,11 +66,12 @@ def import_model(src: Mapping[str, Any] | str | os.PathLike[str], arch: str | No
     _check_counts(options, label)
     num_classes, in_chans = options.pop("num_classes", None), options.pop("in_chans", None)
     state = dict(plan.state)
-    if in_chans is not None and "conv1.weight" in state and state["conv1.weight"].ndim == 4 \
-            and in_chans != state["conv1.weight"].shape[1]:
+    first = first_conv_key(state)
+    if in_chans is not None and first is not None and state[first].ndim == 4 and in_chans != state[first].shape[1]:
         _adapt_input(state, in_chans, label)
     # built as the file's net (its class count), loaded strictly, then given a new classifier if asked
     file_options = {"num_classes": plan.num_classes, "in_chans": in_chans or plan.in_chans}
+
     def build() -> nn.Module:
         return _build(plan, arch, label, {**options, **file_options})
 
