@@ -46,6 +46,12 @@ def refuse_shared(cfg: RunCfg) -> None:
     if cfg.train.keep_best:
         raise ConfigError("--seeds has no one best evaluation (each member has its own): drop --keep-best, or train "
                           "the seeds as separate runs")
+    modern = {"--label-smoothing": cfg.train.label_smoothing, "--loss bce": cfg.train.loss == "bce",
+              "--mixup-alpha": cfg.data.mixup_alpha, "--cutmix-alpha": cfg.data.cutmix_alpha,
+              "--ema-decay": cfg.train.ema_decay, "--optimizer": cfg.optim.optimizer != "sgd"}
+    if any(modern.values()):
+        raise ConfigError(f"--seeds trains with the paper's SGD and cross-entropy; drop "
+                          f"{', '.join(k for k, v in modern.items() if v)}, or train the seeds as separate runs")
     if cfg.train.precision == "fp16":
         raise ConfigError("--seeds shares one fp16 loss scale, so one member's overflow would skip every member's "
                           "step: use --precision bf16 or fp32")

@@ -30,6 +30,7 @@ class ClassificationTask:
     static_shapes = True
 
     def __init__(self) -> None:
+        self.criterion: Any = None  # resnet.classify.losses.TrainingLoss, set with the model (it needs its width)
         self.pretrained: Any = None  # resnet.transfer.finetune.Pretrained, when the run starts from weights
         self.source: dict[str, str] | None = None  # what run.json records of it (path, SHA-256, format)
 
@@ -69,6 +70,11 @@ class ClassificationTask:
             from resnet.transfer.finetune import freeze
 
             freeze(model, cfg.finetune.freeze_stages, cfg.finetune.freeze_bn)
+        from resnet.classify.losses import TrainingLoss
+
+        self.criterion = TrainingLoss(cfg.train, cfg.data, int(getattr(model, "num_classes", data.num_classes)))
+        if self.criterion.random:  # a captured CUDA graph would replay the first batch's mixing draw forever
+            self.static_shapes = False
         return model
 
     def batch_size(self, batch: Any) -> int:
@@ -76,6 +82,8 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         x, y = batch
+        if self.criterion is not None:
+            return self.criterion(model, x, y)
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         return loss, (logits.argmax(1) != y).sum().reshape(1)

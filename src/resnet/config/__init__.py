@@ -29,6 +29,9 @@ from resnet.printable import safe_name
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 PROTOCOLS = ("center", "10crop", "multiscale")
 SCHEDULES = ("step", "plateau", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "lamb")
+LOSSES = ("ce", "bce")
+AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment", "autoaugment")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
@@ -116,6 +119,17 @@ class DataCfg:
                                              "when training on CUDA.")
     gpu_decode: bool | None = option(None, "Image folders: decode JPEGs and resample the crops on the GPU "
                                            "(nvJPEG); None = on when training on CUDA.")
+    mixup_alpha: float = option(0.0, "MixUp (Zhang et al. 2018; torchvision.transforms.v2.MixUp): blend each batch "
+                                     "with itself reversed, weight ~ Beta(alpha, alpha); 0 = off (the paper).")
+    cutmix_alpha: float = option(0.0, "CutMix (Yun et al. 2019; torchvision.transforms.v2.CutMix): paste a box of the "
+                                      "reversed batch, area ~ Beta(alpha, alpha); with mixup_alpha too, each batch "
+                                      "takes one of the two at random, as torchvision's recipe does; 0 = off.")
+    auto_augment: str = option("none", "Image folders: a torchvision.transforms.v2 policy after the crop and flip: "
+                                       "trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet "
+                                       "policy); none = the paper's augmentation only.")
+    randaugment_magnitude: int = option(9, "RandAugment's magnitude (0..30; timm's rand-m7 is 7).")
+    random_erasing: float = option(0.0, "Image folders: probability of torchvision's RandomErasing on each "
+                                        "normalized training image (Zhong et al. 2020); 0 = off.")
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
@@ -139,6 +153,13 @@ class DataCfg:
         if not self.scales or any(not lo <= s <= hi for s in self.scales):
             raise ConfigError(f"data.scales={list(self.scales)} must be a non-empty list of shorter sides between "
                               f"{lo} and {hi} pixels (the paper's: 224,256,384,480,640)")
+        _positive("data.mixup_alpha", self.mixup_alpha, allow_zero=True)
+        _positive("data.cutmix_alpha", self.cutmix_alpha, allow_zero=True)
+        _choice("data.auto_augment", self.auto_augment, AUTO_AUGMENTS)
+        if not 0 <= self.randaugment_magnitude <= 30:
+            raise ConfigError(f"data.randaugment_magnitude={self.randaugment_magnitude} must be in 0..30")
+        if not 0 <= self.random_erasing <= 1:
+            raise ConfigError(f"data.random_erasing={self.random_erasing} must be a probability in [0, 1]")
         if self.dataset in ("cifar10", "cifar100", "imagefolder") and not self.data and not self.download:
             raise ConfigError(f"data.dataset={self.dataset} needs --data PATH (the dataset folder)")
 
@@ -169,6 +190,14 @@ class OptimCfg:
     warmup_error: float = option(80.0, "Training error (%) under which the warm-up ends.")
     warmup_max_iters: int = option(2000, "Warm-up ends after this many iterations whatever the error (a guard "
                                          "against never converging).")
+    optimizer: str = option("sgd", "sgd (the paper), adamw (torch.optim.AdamW) or lamb (timm.optim.Lamb, as "
+                                   "ResNet strikes back); momentum and nesterov apply to sgd only.")
+    linear_warmup_frac: float = option(0.0, "Linear warm-up over this fraction of the run, from lr x "
+                                            "linear_warmup_start to lr (Goyal et al. 2017); a cosine schedule then "
+                                            "decays over the rest, as torchvision's recipe. 0 = none (the paper).")
+    linear_warmup_start: float = option(0.01, "The linear warm-up's first lr as a fraction of lr (torchvision's "
+                                              "lr_warmup_decay 0.01; timm's RSB 1e-4).")
+    min_lr: float = option(0.0, "The cosine schedule's final lr (timm's RSB recipes: 1e-6).")
 
     def __post_init__(self) -> None:
         _positive("optim.lr", self.lr)
@@ -185,6 +214,15 @@ class OptimCfg:
         _positive("optim.plateau_patience", self.plateau_patience)
         _positive("optim.warmup_max_iters", self.warmup_max_iters, allow_zero=True)
         _positive("optim.warmup_error", self.warmup_error)
+        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        if not 0 <= self.linear_warmup_frac < 1:
+            raise ConfigError(f"optim.linear_warmup_frac={self.linear_warmup_frac} must be in [0, 1) (a fraction of "
+                              "the run; torchvision's 5 of 600 epochs is 0.00833)")
+        if not 0 < self.linear_warmup_start <= 1:
+            raise ConfigError(f"optim.linear_warmup_start={self.linear_warmup_start} must be in (0, 1]")
+        _positive("optim.min_lr", self.min_lr, allow_zero=True)
+        if self.linear_warmup_frac and self.warmup_lr is not None:
+            raise ConfigError("optim.linear_warmup_frac and optim.warmup_lr are two warm-ups; give one of them")
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
             raise ConfigError(f"optim.milestones={list(self.milestones)} must be increasing positive iterations")
         self._check_fractions()
@@ -246,6 +284,15 @@ class TrainCfg:
                                     "its step and figure in best.json; model.safetensors stays the last weights.")
     threads: int | None = option(None, "CPU threads for torch's operators; None = the cores other processes leave "
                                        "free (read from the CPU's counters when the run starts).")
+    label_smoothing: float = option(0.0, "Label smoothing (Szegedy et al. 2016): targets (1 - e) one-hot + e / "
+                                         "classes; 0 = off (the paper).")
+    loss: str = option("ce", "ce: softmax cross-entropy (the paper); bce: binary cross-entropy on each class "
+                             "(ResNet strikes back, as timm's BinaryCrossEntropy).")
+    ema_decay: float = option(0.0, "Keep an exponential moving average of the weights and buffers (torch.optim."
+                                   "swa_utils.AveragedModel), updated every ema_every iterations with this decay; it "
+                                   "is evaluated beside the weights (test_error_ema) and saved as "
+                                   "model_ema.safetensors. 0 = none.")
+    ema_every: int = option(1, "Iterations between EMA updates (torchvision's recipe: 32).")
 
     def __post_init__(self) -> None:
         _positive("train.iterations", self.iterations)
@@ -266,6 +313,12 @@ class TrainCfg:
         _choice("train.device", self.device, DEVICES)
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.nan_policy", self.nan_policy, NAN_POLICIES)
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        _choice("train.loss", self.loss, LOSSES)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay={self.ema_decay} must be in [0, 1) (torchvision's 0.99998)")
+        _positive("train.ema_every", self.ema_every)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class Checkpoint:
     extra: dict[str, Any]
     """JSON-able state: schedule, data position, config, metrics so far."""
     rng: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The weight average's tensors (``--ema-decay``), empty without one."""
 
 
 def file_sha256(path: Path) -> str:
@@ -107,6 +109,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
     tensors.update(optim_tensors)
     tensors.update({k: v.cpu().contiguous() for k, v in ckpt.rng.items()})
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ckpt.ema.items()})
     tensor_path = stem.with_suffix(".safetensors")
     write_atomic(tensor_path, lambda p: save_tensors(tensors, p))
     sidecar = {
@@ -160,6 +163,7 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     try:  # a sidecar edited with its checksum recomputed: its structure is checked as far as this module reads it
         optimizer = _unflatten_optimizer(optim_t, sidecar["optimizer"])
         extra, total = sidecar["extra"], sidecar["extra"].get("total", 0)
@@ -168,7 +172,7 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
         raise WeightsError(f"checkpoint sidecar {json_path} holds a state this version does not write "
                            f"({type(e).__name__}); delete it to use an older one") from None
-    return Checkpoint(step=int(sidecar["step"]), model=model, optimizer=optimizer, extra=extra, rng=rng)
+    return Checkpoint(step=int(sidecar["step"]), model=model, optimizer=optimizer, extra=extra, rng=rng, ema=ema)
 
 
 def latest_checkpoint(folder: Path) -> Checkpoint | None:

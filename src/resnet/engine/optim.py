@@ -1,4 +1,5 @@
-"""SGD as in Sec. 3.4 (momentum 0.9, weight decay 1e-4), with optional decay exemptions chosen by module type."""
+"""SGD as in Sec. 3.4 (momentum 0.9, weight decay 1e-4), with optional decay exemptions chosen by module type; AdamW
+(torch) and LAMB (timm, which torch lacks) for the modern recipes."""
 
 from __future__ import annotations
 
@@ -42,11 +43,22 @@ def param_groups(model: nn.Module, cfg: OptimCfg, scales: dict[int, float] | Non
 
 
 def build_optimizer(model: nn.Module, cfg: OptimCfg, fused: bool = False,
-                    scales: dict[int, float] | None = None) -> torch.optim.SGD:
-    """SGD; ``fused`` picks the fused kernel (same math), otherwise the foreach path."""
+                    scales: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer``: SGD (the paper) or AdamW, ``fused`` picking the fused kernel (same math) and otherwise the
+    foreach path; or timm's LAMB (You et al. 2020), which has neither (so no CUDA graph: the step needs a fused
+    optimizer for that)."""
+    groups = param_groups(model, cfg, scales)
     kwargs = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.SGD(param_groups(model, cfg, scales), lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov, **kwargs)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, **kwargs)
+    if cfg.optimizer == "lamb":
+        try:  # imported where it is used: the paper's runs never need timm
+            from timm.optim import Lamb
+        except ImportError:
+            raise ConfigError("optim.optimizer=lamb needs timm (pip install 'resnet[modern]' or timm); or use "
+                              "--optimizer adamw") from None
+        return Lamb(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **kwargs)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

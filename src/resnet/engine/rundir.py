@@ -225,6 +225,11 @@ def write_best(out: Path, model: torch.nn.Module, step: int, figures: dict[str, 
     write_atomic(out / "best.json", json.dumps({"step": step, **figures}, indent=1))
 
 
+def write_average(out: Path, model: torch.nn.Module, meta: dict[str, str], extra: dict[str, torch.Tensor]) -> None:
+    """model_ema.safetensors: the weight average (``--ema-decay``) beside model.safetensors, with the same record."""
+    save_weights(model, out / "model_ema.safetensors", metadata=meta, extra=extra)
+
+
 def write_results(out: Path, model: torch.nn.Module, final: dict[str, Any], history: list[dict[str, Any]],
                   meta: dict[str, str], extra: dict[str, torch.Tensor], label: str) -> None:
     """model.safetensors (with the task's record), curves.png and final.json; a full disk is one TrainingError."""

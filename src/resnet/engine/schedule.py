@@ -80,8 +80,11 @@ class LRSchedule:
     - step: lr x gamma at each milestone (CIFAR: /10 at 32k and 48k).
     - plateau: lr x gamma when the validation error has not improved for ``plateau_patience`` evaluations
       (ImageNet: "divided by 10 when the error plateaus").
-    - cosine / constant: not the paper's; offered for studies.
+    - cosine / constant: not the paper's; cosine decays from lr to ``min_lr``.
     - warm-up (Sec. 4.2, ResNet-110): ``warmup_lr`` until the training error falls below ``warmup_error``.
+    - linear warm-up (Goyal et al. 2017; torchvision's LinearLR then CosineAnnealingLR): the first
+      ``linear_warmup_frac`` of the run rises linearly from ``lr x linear_warmup_start`` to lr; a cosine schedule
+      then spans the rest of the run. A function of the iteration alone, so a resume needs no state for it.
     """
 
     def __init__(self, cfg: OptimCfg, total_iters: int) -> None:
@@ -92,6 +95,7 @@ class LRSchedule:
         self.best_error = math.inf
         self.bad_evals = 0
         self.warming_up = cfg.warmup_lr is not None
+        self.linear_warmup = round(cfg.linear_warmup_frac * total_iters)
 
     def lr_at(self, it: int) -> float:
         """Learning rate for iteration ``it`` (0-based: the ``it``-th update)."""
@@ -100,12 +104,17 @@ class LRSchedule:
             if it < cfg.warmup_max_iters:
                 return cfg.warmup_lr
             self.warming_up = False
+        warm = self.linear_warmup
+        if it < warm:
+            start = cfg.linear_warmup_start
+            return cfg.lr * (start + (1 - start) * it / warm)
         if cfg.schedule == "step":
             return cfg.lr * cfg.gamma ** sum(it >= m for m in self.milestones)
         if cfg.schedule == "plateau":
             return cfg.lr * cfg.gamma**self.plateau_drops
         if cfg.schedule == "cosine":
-            return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(it, self.total_iters) / self.total_iters))
+            span = self.total_iters - warm
+            return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(it - warm, span) / span))
         return cfg.lr
 
     def observe_train_error(self, error: float) -> None:

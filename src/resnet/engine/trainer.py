@@ -31,6 +31,7 @@ from resnet.engine.distributed import (
     shutdown,
     wrap_ddp,
 )
+from resnet.engine.ema import build_average
 from resnet.engine.guards import NonFiniteGuard, StopNow, StopSignals, agree
 from resnet.engine.optim import build_optimizer, load_optimizer_state
 from resnet.engine.precision import cpu_precision_warning, grad_scaler_for
@@ -47,6 +48,7 @@ from resnet.engine.rundir import (
     replicas_identical,
     resume_changes,
     saved_config,
+    write_average,
     write_best,
 )
 from resnet.engine.runlock import RunDirLock
@@ -118,6 +120,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd,
                                          scales=task.lr_scales(self.cfg, self.model))
         self.scaler = grad_scaler_for(self.sw.precision, self.device)  # fp16's loss scale; None otherwise
+        self.average = build_average(self.model, self.cfg.train)  # --ema-decay's weight average; None otherwise
         self.schedule = LRSchedule(self.cfg.optim, self.total)
         for warning in schedule_warnings(self.cfg.optim, self.total) if self.dist.is_main else ():
             log.warning("%s", warning)
@@ -188,7 +191,7 @@ class Trainer:
                 log.info("DistributedDataParallel over %d processes, gradient buckets of %.1f MB",
                          self.dist.world_size, self.net.bucket_bytes_cap / 2**20)
         graphs = self.device.type == "cuda" and self.cfg.train.cuda_graphs and not self.dist.enabled \
-            and self.task.static_shapes
+            and self.task.static_shapes and all(g.get("fused") for g in self.optimizer.param_groups)  # not LAMB
         self.step_fn = build_step(self.net, self.optimizer, self.sw, self.device, task=self.task, cuda_graphs=graphs,
                                   skip_nonfinite=self.cfg.train.nan_policy == "skip", scaler=self.scaler)
         return self
@@ -227,6 +230,11 @@ class Trainer:
         if self.scaler is not None and "grad_scaler" in state.extra:  # a bf16/fp32 checkpoint resumed in fp16: fresh
             self.scaler.load_state_dict(state.extra["grad_scaler"])
         self.data.train.load_state_dict(state.extra["data"])
+        if self.average is not None:
+            if not state.ema:
+                raise ConfigError("the checkpoint holds no weight average: --ema-decay cannot be turned on when "
+                                  "resuming; start a new run for it")
+            self.average.load_state_dict(state.ema)
         ckpt.restore_rng(state.rng)
         if self.dist.is_main and "window" in state.extra:  # global sums: held by rank 0 alone, zeros elsewhere
             self.window += torch.tensor(state.extra["window"], dtype=torch.float64, device=self.device)
@@ -241,6 +249,8 @@ class Trainer:
         assert self.step_fn is not None, "call setup() first"
         loss, sums = self.step_fn(batch, lr)
         self.guard.note(loss, self.step + 1)
+        if self.average is not None:
+            self.average.update(self.model, self.step + 1)
         return loss, sums
 
     def run(self) -> dict[str, Any]:
@@ -336,6 +346,7 @@ class Trainer:
         result = self.task.evaluate(self.model, self.data.eval, self.device, self.sw.precision,
                                     self.sw.channels_last)
         self.schedule.observe_eval_error(result[self.task.monitor])
+        result.update(self._evaluate_average(self.data.eval))
         count = max(images, 1.0)
         row = {"step": self.step, "epoch": round(self.step * self.cfg.train.batch_size / self.data.num_train, 4),
                "lr": lr, "train_loss": loss_sum / count,
@@ -347,6 +358,15 @@ class Trainer:
         self.window.zero_()
         self.save_checkpoint()
         return row
+
+    def _evaluate_average(self, loader: Any) -> dict[str, float]:
+        """The weight average scored as the weights are, its columns suffixed ``_ema`` (none without one)."""
+        if self.average is None:
+            return {}
+        broadcast_buffers(self.average.module)  # each rank averaged its own BN statistics: score rank 0's
+        result = self.task.evaluate(self.average.module, loader, self.device, self.sw.precision,
+                                    self.sw.channels_last)
+        return {f"{k}_ema": v for k, v in result.items()}
 
     def _keep_best(self, result: dict[str, Any]) -> None:
         """--keep-best: the weights of the evaluation with the lowest monitored error so far (checkpointed, so a
@@ -373,7 +393,8 @@ class Trainer:
             extra["grad_scaler"] = self.scaler.state_dict()  # plain floats and ints: JSON-able
         # optimizer_state_dict: tensor learning rates (CUDA graphs) become floats for the JSON sidecar.
         state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
-                                optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state())
+                                optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state(),
+                                ema=self.average.state_dict() if self.average is not None else {})
         try:
             ckpt.save_checkpoint(self.out / "checkpoints", state, keep=self.cfg.train.keep_checkpoints)
         except OSError as e:
@@ -394,12 +415,13 @@ class Trainer:
         final.json."""
         final: dict[str, Any] = {"step": self.step, "iterations": self.total}
         last = self.history[-1] if self.history else {}
-        final.update({k: v for k, v in last.items() if k.startswith(("train_", "test_")) and not k.endswith("_loss")})
+        final.update({k: v for k, v in last.items() if k.startswith(("train_", "test_")) and "_loss" not in k})
         if self.data.test is not None:
             result = self.task.evaluate(self.model, self.data.test, self.device, self.sw.precision,
                                         self.sw.channels_last)
-            final.update({"val" + k[len("test"):]: last[k] for k in result if k in last and not k.endswith("_loss")})
-            final.update({k: v for k, v in result.items() if not k.endswith("_loss")})
+            result.update(self._evaluate_average(self.data.test))
+            final.update({"val" + k[len("test"):]: last[k] for k in result if k in last and "_loss" not in k})
+            final.update({k: v for k, v in result.items() if "_loss" not in k})
         if self.data.bad_images.skipped:  # --bad-images skip: say how much was left out
             final["bad_images_skipped"] = self.data.bad_images.skipped
             final["bad_image_files"] = len(self.data.bad_images.files)
@@ -409,6 +431,8 @@ class Trainer:
             meta, extra = self.task.save_record(self.data)
             meta["step"] = str(self.step)
             self.task.write_results(self.out, self.cfg, unwrap_model(self.model), final, self.history, meta, extra)
+            if self.average is not None:
+                write_average(self.out, self.average.module, meta, extra)
         return final
 
 
