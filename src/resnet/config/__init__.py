@@ -38,7 +38,8 @@ NAN_POLICIES = ("stop", "skip")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
 """32x32 datasets held as tensors: the image-folder fields below do nothing for them."""
-IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels")
+IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels", "auto_augment",
+                     "randaugment_magnitude", "random_erasing")
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -156,6 +157,9 @@ class DataCfg:
         _positive("data.mixup_alpha", self.mixup_alpha, allow_zero=True)
         _positive("data.cutmix_alpha", self.cutmix_alpha, allow_zero=True)
         _choice("data.auto_augment", self.auto_augment, AUTO_AUGMENTS)
+        if self.dataset in TENSOR_DATASETS and (self.auto_augment != "none" or self.random_erasing):
+            raise ConfigError(f"data.auto_augment and data.random_erasing augment image-folder crops; the "
+                              f"{self.dataset} images keep the paper's pad-crop-flip: drop them")
         if not 0 <= self.randaugment_magnitude <= 30:
             raise ConfigError(f"data.randaugment_magnitude={self.randaugment_magnitude} must be in 0..30")
         if not 0 <= self.random_erasing <= 1:

@@ -26,6 +26,7 @@ from resnet.data.decode import (
     too_large,
     try_decode,
 )
+from resnet.data.policies import ImagePolicy
 from resnet.data.scan import IMAGE_EXTENSIONS, FolderIndex, Sample, scan_image_folder, scan_split
 from resnet.data.transforms import (
     ScaleCrop,
@@ -35,6 +36,7 @@ from resnet.data.transforms import (
     imagenet_train_sample,
     lighting_offsets,
     make_generator,
+    seed_from,
 )
 from resnet.errors import DataError
 from resnet.printable import safe_name
@@ -122,9 +124,10 @@ class FolderTrainSet(Dataset):
 
     def __init__(
         self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int,
-        encoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        encoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS, policy: ImagePolicy | None = None,
     ) -> None:
         self.samples = list(samples)
+        self.policy = policy  # the modern recipes' TrivialAugment/RandAugment/erasing (resnet.data.policies)
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
         self.lighting_std, self.seed, self.encoded, self.max_pixels = lighting_std, seed, encoded, max_pixels
 
@@ -151,6 +154,8 @@ class FolderTrainSet(Dataset):
             return image
         g = make_generator(self.seed, epoch, index)
         crop, offsets = imagenet_train_sample(image, self.crop, self.scale_min, self.scale_max, self.lighting_std, g)
+        if self.policy is not None:
+            crop = self.policy(crop, seed_from(self.seed, epoch, index, 1))
         return TrainItem(crop, offsets, label)
 
 

@@ -34,6 +34,7 @@ from resnet.data.imagefolder import (
     collate_mean,
     scan_image_folder,
 )
+from resnet.data.policies import build_policy
 from resnet.data.streams import FolderTrainStream, TensorTrainStream, TrainStream
 from resnet.data.transforms import CIFAR_PAD, TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, crop_pad, pixel_mean
 from resnet.errors import ConfigError, DataError
@@ -239,9 +240,14 @@ def _build_folder(s: _Setup) -> DataBundle:
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
     norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels))
-    gpu_decode = s.device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
+    policy = build_policy(cfg.auto_augment, cfg.randaugment_magnitude, cfg.random_erasing)
+    if policy is not None and cfg.gpu_decode:
+        raise ConfigError("data.auto_augment and data.random_erasing run on the decoded crops in the loader workers; "
+                          "drop --gpu-decode (or set it to false)")
+    # the policies work on decoded crops in the workers: with one, JPEGs are decoded there too
+    gpu_decode = s.device.type == "cuda" and policy is None if cfg.gpu_decode is None else cfg.gpu_decode
     dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed,
-                             encoded=gpu_decode, max_pixels=cfg.max_pixels)
+                             encoded=gpu_decode, max_pixels=cfg.max_pixels, policy=policy)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
     stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
 
