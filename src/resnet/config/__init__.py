@@ -39,7 +39,8 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
 """32x32 datasets held as tensors: the image-folder fields below do nothing for them."""
 IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels", "auto_augment",
-                     "randaugment_magnitude", "random_erasing")
+                     "randaugment_magnitude", "random_erasing", "random_resized_crop", "train_crop_size",
+                     "eval_resize")
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -128,6 +129,15 @@ class DataCfg:
     auto_augment: str = option("none", "Image folders: a torchvision.transforms.v2 policy after the crop and flip: "
                                        "trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet "
                                        "policy); none = the paper's augmentation only.")
+    random_resized_crop: bool = option(False, "Image folders: torchvision's RandomResizedCrop (8%..100% of the area, "
+                                              "aspect 3/4..4/3) and a flip, in place of the paper's scale "
+                                              "augmentation (scale_min/scale_max): the modern ImageNet recipes' crop.")
+    train_crop_size: int | None = option(None, "Image folders: the training crop, when it differs from the evaluation "
+                                               "crop (FixRes, Touvron et al. 2019: torchvision's recipe trains at 176 "
+                                               "and tests at 224); None = crop_size.")
+    eval_resize: int | None = option(None, "Image folders: the shorter side before the centre or ten crops; None = "
+                                           "256 for a 224 crop (the paper), the same ratio otherwise "
+                                           "(torchvision's V2 weights: 232).")
     randaugment_magnitude: int = option(9, "RandAugment's magnitude (0..30; timm's rand-m7 is 7).")
     random_erasing: float = option(0.0, "Image folders: probability of torchvision's RandomErasing on each "
                                         "normalized training image (Zhong et al. 2020); 0 = off.")
@@ -157,9 +167,16 @@ class DataCfg:
         _positive("data.mixup_alpha", self.mixup_alpha, allow_zero=True)
         _positive("data.cutmix_alpha", self.cutmix_alpha, allow_zero=True)
         _choice("data.auto_augment", self.auto_augment, AUTO_AUGMENTS)
-        if self.dataset in TENSOR_DATASETS and (self.auto_augment != "none" or self.random_erasing):
-            raise ConfigError(f"data.auto_augment and data.random_erasing augment image-folder crops; the "
-                              f"{self.dataset} images keep the paper's pad-crop-flip: drop them")
+        modern = {"auto_augment": self.auto_augment != "none", "random_erasing": self.random_erasing,
+                  "random_resized_crop": self.random_resized_crop, "train_crop_size": self.train_crop_size,
+                  "eval_resize": self.eval_resize}
+        if self.dataset in TENSOR_DATASETS and any(modern.values()):
+            named = ", ".join(f"data.{k}" for k, v in modern.items() if v)
+            raise ConfigError(f"{named}: these augment or resize image-folder images; the {self.dataset} images "
+                              "keep the paper's pad-crop-flip: drop them")
+        for name in ("train_crop_size", "eval_resize"):
+            if getattr(self, name) is not None:
+                _size(f"data.{name}", getattr(self, name))
         if not 0 <= self.randaugment_magnitude <= 30:
             raise ConfigError(f"data.randaugment_magnitude={self.randaugment_magnitude} must be in 0..30")
         if not 0 <= self.random_erasing <= 1:

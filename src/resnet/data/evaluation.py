@@ -103,6 +103,7 @@ class FolderEvalLoader(EvalLoader):
         workers: int = 0,
         bad: BadImageLog | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        resize: int | None = None,
     ) -> None:
         views = num_views(protocol, scales)
         shard = list(samples)[rank::world_size]
@@ -110,7 +111,7 @@ class FolderEvalLoader(EvalLoader):
         super().__init__(len(shard), per_batch, protocol, views, bad)
         self.norm, self.device = norm.to(device), device
         self.loader = DataLoader(
-            FolderEvalSet(shard, protocol, crop, scales, max_pixels),
+            FolderEvalSet(shard, protocol, crop, scales, max_pixels, resize),
             batch_size=per_batch,
             shuffle=False,
             num_workers=workers,

@@ -26,7 +26,7 @@ from resnet.data.decode import (
     too_large,
     try_decode,
 )
-from resnet.data.policies import ImagePolicy
+from resnet.data.policies import ImagePolicy, random_resized_crop
 from resnet.data.scan import IMAGE_EXTENSIONS, FolderIndex, Sample, scan_image_folder, scan_split
 from resnet.data.transforms import (
     ScaleCrop,
@@ -125,9 +125,11 @@ class FolderTrainSet(Dataset):
     def __init__(
         self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int,
         encoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS, policy: ImagePolicy | None = None,
+        rrc: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.policy = policy  # the modern recipes' TrivialAugment/RandAugment/erasing (resnet.data.policies)
+        self.rrc = rrc  # RandomResizedCrop in place of Sec. 3.4's scale augmentation
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
         self.lighting_std, self.seed, self.encoded, self.max_pixels = lighting_std, seed, encoded, max_pixels
 
@@ -153,7 +155,12 @@ class FolderTrainSet(Dataset):
         if isinstance(image, BadSample):
             return image
         g = make_generator(self.seed, epoch, index)
-        crop, offsets = imagenet_train_sample(image, self.crop, self.scale_min, self.scale_max, self.lighting_std, g)
+        if self.rrc:
+            crop, offsets = random_resized_crop(image, self.crop, seed_from(self.seed, epoch, index, 2)), \
+                lighting_offsets(self.lighting_std, g)
+        else:
+            crop, offsets = imagenet_train_sample(image, self.crop, self.scale_min, self.scale_max, self.lighting_std,
+                                                  g)
         if self.policy is not None:
             crop = self.policy(crop, seed_from(self.seed, epoch, index, 1))
         return TrainItem(crop, offsets, label)
@@ -163,9 +170,9 @@ class FolderEvalSet(Dataset):
     """Evaluation samples: a list of uint8 view groups (V, 3, h, w) per image and its label."""
 
     def __init__(self, samples: Sequence[Sample], protocol: str, crop: int, scales: Sequence[int],
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, resize: int | None = None) -> None:
         self.samples, self.protocol, self.crop, self.scales = list(samples), protocol, crop, tuple(scales)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.resize = max_pixels, resize
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -175,7 +182,7 @@ class FolderEvalSet(Dataset):
         image = try_decode(path, max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
-        return image_eval_views(image, self.protocol, self.crop, self.scales), label
+        return image_eval_views(image, self.protocol, self.crop, self.scales, self.resize), label
 
 
 class FolderMeanSet(Dataset):

@@ -241,20 +241,22 @@ def _build_folder(s: _Setup) -> DataBundle:
     bad = BadImageLog(cfg.bad_images)
     norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels))
     policy = build_policy(cfg.auto_augment, cfg.randaugment_magnitude, cfg.random_erasing)
-    if policy is not None and cfg.gpu_decode:
-        raise ConfigError("data.auto_augment and data.random_erasing run on the decoded crops in the loader workers; "
-                          "drop --gpu-decode (or set it to false)")
-    # the policies work on decoded crops in the workers: with one, JPEGs are decoded there too
-    gpu_decode = s.device.type == "cuda" and policy is None if cfg.gpu_decode is None else cfg.gpu_decode
-    dataset = FolderTrainSet(train, cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.lighting_std, s.seed,
-                             encoded=gpu_decode, max_pixels=cfg.max_pixels, policy=policy)
+    worker_side = policy is not None or cfg.random_resized_crop
+    if worker_side and cfg.gpu_decode:
+        raise ConfigError("data.random_resized_crop, data.auto_augment and data.random_erasing run on the decoded "
+                          "images in the loader workers; drop --gpu-decode (or set it to false)")
+    # these work on decoded images in the workers: with one, JPEGs are decoded there too
+    gpu_decode = s.device.type == "cuda" and not worker_side if cfg.gpu_decode is None else cfg.gpu_decode
+    dataset = FolderTrainSet(train, cfg.train_crop_size or cfg.crop_size, cfg.scale_min, cfg.scale_max,
+                             cfg.lighting_std, s.seed, encoded=gpu_decode, max_pixels=cfg.max_pixels, policy=policy,
+                             rrc=cfg.random_resized_crop)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
     stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
 
     def loader(samples: list[Sample]) -> FolderEvalLoader:
         return FolderEvalLoader(
             samples, norm, cfg.protocol, cfg.scales, cfg.crop_size, s.eval_bs, s.device, s.rank, s.world_size,
-            cfg.workers, bad, cfg.max_pixels,
+            cfg.workers, bad, cfg.max_pixels, cfg.eval_resize,
         )  # fmt: skip
 
     test = loader(index.val)

@@ -1,5 +1,6 @@
 """The modern recipes' per-image augmentation of image-folder crops, from ``torchvision.transforms.v2``:
-TrivialAugmentWide, RandAugment or AutoAugment (its ImageNet policy), then RandomErasing.
+RandomResizedCrop (in place of Sec. 3.4's scale augmentation), TrivialAugmentWide, RandAugment or AutoAugment (its
+ImageNet policy), then RandomErasing.
 
 torchvision's transforms draw from torch's global generator; here each image's draws come from a generator forked
 and seeded by (seed, epoch, index), as the crop's are (:class:`resnet.data.imagefolder.FolderTrainSet`), so an
@@ -39,6 +40,20 @@ class ImagePolicy:
             return self.transform(image).contiguous()
 
 
+def random_resized_crop(image: Tensor, crop: int, seed: int) -> Tensor:
+    """torchvision's RandomResizedCrop (area 8%..100%, aspect 3/4..4/3, antialiased bilinear) and a mirror coin, of
+    one uint8 (3, H, W) image: the crop of torchvision's and timm's ImageNet recipes, drawn from ``seed``."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as tvf
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        top, left, height, width = v2.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+        flip = bool(torch.randint(0, 2, (1,)))
+    out = tvf.resized_crop(image, top, left, height, width, [crop, crop], antialias=True)
+    return (out.flip(-1) if flip else out).contiguous()
+
+
 def build_policy(auto_augment: str, magnitude: int, erasing: float) -> ImagePolicy | None:
     """The policy for these fields, or None for the paper's augmentation alone."""
     if auto_augment == "none" and not erasing:
@@ -46,4 +61,4 @@ def build_policy(auto_augment: str, magnitude: int, erasing: float) -> ImagePoli
     return ImagePolicy(auto_augment, magnitude, erasing)
 
 
-__all__ = ["ERASE_FILL", "ImagePolicy", "build_policy"]
+__all__ = ["ERASE_FILL", "ImagePolicy", "build_policy", "random_resized_crop"]

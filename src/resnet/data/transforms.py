@@ -339,11 +339,13 @@ def center_view(image: Tensor, crop: int) -> Tensor:
 # ------------------------------------------------------------------------------------ evaluation (Sec. 3.4)
 
 
-def image_eval_views(image: Tensor, protocol: str, crop: int, scales: Sequence[int]) -> list[Tensor]:
-    """Evaluation views of one decoded uint8 (3, H, W) image of an image folder: a list of (V, 3, h, w) groups."""
+def image_eval_views(image: Tensor, protocol: str, crop: int, scales: Sequence[int],
+                     resize: int | None = None) -> list[Tensor]:
+    """Evaluation views of one decoded uint8 (3, H, W) image of an image folder: a list of (V, 3, h, w) groups.
+    ``resize``: the shorter side before the centre or ten crops (None: 256 for 224, the same ratio otherwise)."""
     if protocol == "multiscale":
         return [resize_shorter(image, s)[None].contiguous() for s in scale_sizes(scales, crop)]
-    resized = resize_shorter(image, max(eval_resize_size(crop), crop))
+    resized = resize_shorter(image, max(resize or eval_resize_size(crop), crop))
     if protocol == "center":
         return [tvf.center_crop(resized, [crop, crop])[None].contiguous()]
     if protocol == "10crop":
