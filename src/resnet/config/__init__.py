@@ -138,7 +138,8 @@ class DataCfg:
     eval_resize: int | None = option(None, "Image folders: the shorter side before the centre or ten crops; None = "
                                            "256 for a 224 crop (the paper), the same ratio otherwise "
                                            "(torchvision's V2 weights: 232).")
-    randaugment_magnitude: int = option(9, "RandAugment's magnitude (0..30; timm's rand-m7 is 7).")
+    randaugment_magnitude: int = option(9, "RandAugment's magnitude on torchvision's 0..30 scale (timm counts 0..10 "
+                                           "to the same extremes: its rand-m7 is about 21 here).")
     random_erasing: float = option(0.0, "Image folders: probability of torchvision's RandomErasing on each "
                                         "normalized training image (Zhong et al. 2020); 0 = off.")
 

@@ -1,0 +1,94 @@
+"""The modern recipes beside the paper's: each builds, holds its source's published values, and a run of
+tv-imagenet-v2 (shrunk) trains on a tiny image folder with every feature it turns on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet.classify import train
+from resnet.config import build_config, load_recipe, merge
+
+MODERN = ("tv-imagenet-v2", "rsb-a1", "rsb-a2", "rsb-a3", "cifar-modern")
+
+
+def make_tree(root: Path) -> None:
+    """train/ and val/ folders of two classes of small random JPEGs."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for name in ("ant", "bee"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (48 + 4 * i, 56, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{i}.jpg")
+
+
+def recipe(name: str, **over):
+    return build_config(merge(load_recipe(name), {"data": {"data": "/data"}, **over}), name)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_recipe_builds_and_cites_its_source(name):
+    cfg = recipe(name)
+    assert cfg.recipe == name
+    from importlib import resources
+
+    text = resources.files("resnet.recipes").joinpath(f"{name}.toml").read_text()
+    assert text.startswith("#") and ("arXiv" in text or "torchvision" in text or "Bag of Tricks" in text)
+
+
+def test_tv_imagenet_v2_holds_torchvisions_published_hyperparameters():
+    cfg = recipe("tv-imagenet-v2")
+    o, d, t = cfg.optim, cfg.data, cfg.train
+    assert (o.optimizer, o.lr, o.momentum, o.weight_decay, o.schedule) == ("sgd", 0.5, 0.9, 2e-5, "cosine")
+    assert o.no_decay_norm_bias and round(o.linear_warmup_frac * 600, 3) == 5.0 and o.linear_warmup_start == 0.01
+    assert (t.epochs, t.batch_size, t.label_smoothing, t.ema_every) == (600, 1024, 0.1, 32)
+    assert t.ema_decay == pytest.approx(1 - 2e-5 * 1024 * 32 / 600, abs=1e-7)
+    assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.random_erasing) == (0.2, 1.0, "trivialaugment", 0.1)
+    assert (d.train_crop_size, d.crop_size, d.eval_resize, d.random_resized_crop) == (176, 224, 232, True)
+    assert cfg.model.stride_in_1x1 is False
+
+
+@pytest.mark.parametrize(("name", "epochs", "lr", "wd", "mixup", "smoothing", "magnitude", "train_size"), [
+    ("rsb-a1", 600, 5e-3, 0.01, 0.2, 0.1, 21, None),
+    ("rsb-a2", 300, 5e-3, 0.02, 0.1, 0.0, 21, None),
+    ("rsb-a3", 100, 8e-3, 0.02, 0.1, 0.0, 18, 160),
+])
+def test_rsb_recipes_hold_the_papers_table_1(name, epochs, lr, wd, mixup, smoothing, magnitude, train_size):
+    cfg = recipe(name)
+    o, d, t = cfg.optim, cfg.data, cfg.train
+    assert (o.optimizer, o.lr, o.weight_decay, o.min_lr, o.no_decay_norm_bias) == ("lamb", lr, wd, 1e-6, True)
+    assert round(o.linear_warmup_frac * epochs, 2) == 5.0
+    assert (t.epochs, t.batch_size, t.loss, t.label_smoothing) == (epochs, 2048, "bce", smoothing)
+    assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.randaugment_magnitude) == (mixup, 1.0, "randaugment",
+                                                                                        magnitude)
+    assert (d.train_crop_size, d.crop_size, d.eval_resize) == (train_size, 224, 236)
+
+
+def test_paper_recipes_turn_on_none_of_the_modern_fields():
+    for name in ("quick", "paper-cifar", "paper-imagenet"):
+        cfg = recipe(name)
+        assert (cfg.optim.optimizer, cfg.optim.linear_warmup_frac, cfg.train.label_smoothing, cfg.train.loss,
+                cfg.train.ema_decay, cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.auto_augment,
+                cfg.data.random_resized_crop) == ("sgd", 0.0, 0.0, "ce", 0.0, 0.0, 0.0, "none", False)
+
+
+@pytest.mark.slow
+def test_tv_imagenet_v2_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Path, one_cpu_thread):
+    make_tree(tmp_path / "images")
+    cfg = build_config(merge(load_recipe("tv-imagenet-v2"), {
+        "model": {"name": "resnet18d", "init": "kaiming_normal"},
+        "data": {"data": str(tmp_path / "images"), "train_crop_size": 32, "crop_size": 40, "eval_resize": 44,
+                 "workers": 0},
+        "optim": {"lr": 0.05},
+        "train": {"epochs": None, "iterations": 4, "batch_size": 4, "eval_every": 2, "ema_every": 2,
+                  "device": "cpu"}}), "tv-imagenet-v2")
+    final = train(cfg, tmp_path / "run")
+    assert {"test_error", "test_error_ema"} <= final.keys()
+    assert (tmp_path / "run" / "model_ema.safetensors").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and rows[0]["lr"] > rows[1]["lr"]  # the cosine decays
