@@ -122,10 +122,10 @@ class DataCfg:
     gpu_decode: bool | None = option(None, "Image folders: decode JPEGs and resample the crops on the GPU "
                                            "(nvJPEG); None = on when training on CUDA.")
     mixup_alpha: float = option(0.0, "MixUp (Zhang et al. 2018; torchvision.transforms.v2.MixUp): blend each batch "
-                                     "with itself reversed, weight ~ Beta(alpha, alpha); 0 = off (the paper).")
+                                     "with itself shifted by one, weight ~ Beta(alpha, alpha); 0 = off (the paper).")
     cutmix_alpha: float = option(0.0, "CutMix (Yun et al. 2019; torchvision.transforms.v2.CutMix): paste a box of the "
-                                      "reversed batch, area ~ Beta(alpha, alpha); with mixup_alpha too, each batch "
-                                      "takes one of the two at random, as torchvision's recipe does; 0 = off.")
+                                      "batch shifted by one, area ~ Beta(alpha, alpha); with mixup_alpha too, each "
+                                      "batch takes one of the two at random, as torchvision's recipe does; 0 = off.")
     auto_augment: str = option("none", "Image folders: a torchvision.transforms.v2 policy after the crop and flip: "
                                        "trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet "
                                        "policy); none = the paper's augmentation only.")
