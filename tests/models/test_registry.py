@@ -79,6 +79,7 @@ def test_model_records_arch_and_every_resolved_option():
         "stem": "imagenet",
         "num_classes": 1000,
         "in_chans": 3,
+        "drop_path_rate": 0.0,
     }
 
 

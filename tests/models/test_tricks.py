@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import resnet
+from resnet.errors import ModelError
 from resnet.models.blocks import make_shortcut
 from resnet.models.tricks import RESNET_D
 
@@ -63,6 +64,33 @@ def test_the_options_combine_with_the_other_nets(name, options):
     out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, model.num_classes) and torch.isfinite(out).all()
     assert model.options["stem"] == options.get("stem", model.options["stem"])
+
+
+def test_stochastic_depth_follows_timms_linear_rule_and_leaves_eval_and_rate_0_alone():
+    timm = pytest.importorskip("timm")
+    ours = resnet.create_model("resnet26d", drop_path_rate=0.1, num_classes=4)
+    theirs = timm.create_model("resnet26d", drop_path_rate=0.1, num_classes=4)
+    units = [u for name in ours.stage_names for u in getattr(ours, name)]
+    their_units = [u for name in ("layer1", "layer2", "layer3", "layer4") for u in getattr(theirs, name)]
+    assert [u.drop_path.p if u.drop_path is not None else 0.0 for u in units] == pytest.approx(
+        [u.drop_path.drop_prob if u.drop_path is not None else 0.0 for u in their_units])
+    plain = resnet.create_model("resnet26d", num_classes=4)
+    assert all(u.drop_path is None for name in plain.stage_names for u in getattr(plain, name))
+    plain.load_state_dict(ours.state_dict())  # no parameters or buffers of its own
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(x), plain.eval()(x))
+    with pytest.raises(ModelError, match="drop_path_rate=1.0"):
+        resnet.create_model("resnet20", drop_path_rate=1.0)
+
+
+def test_stochastic_depth_drops_whole_branches_per_sample_in_training():
+    unit = resnet.create_model("resnet20", drop_path_rate=0.9).layer3[2]  # the last unit: p = 0.9
+    unit.train()
+    x = torch.randn(64, 64, 4, 4).abs()
+    with torch.no_grad():
+        unit.drop_path.p = 1.0  # every branch dropped: the unit is ReLU(x)
+        assert torch.equal(unit(x), torch.relu(x))
 
 
 def test_deep_stem_feature_info_and_channels_follow_the_first_conv():

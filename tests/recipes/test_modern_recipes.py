@@ -67,6 +67,7 @@ def test_rsb_recipes_hold_the_papers_table_1(name, epochs, lr, wd, mixup, smooth
     assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.randaugment_magnitude) == (mixup, 1.0, "randaugment",
                                                                                         magnitude)
     assert (d.train_crop_size, d.crop_size, d.eval_resize) == (train_size, 224, 236)
+    assert cfg.model.drop_path_rate == (0.0 if name == "rsb-a3" else 0.05)
 
 
 def test_paper_recipes_turn_on_none_of_the_modern_fields():

@@ -48,7 +48,8 @@ def refuse_shared(cfg: RunCfg) -> None:
                           "the seeds as separate runs")
     modern = {"--label-smoothing": cfg.train.label_smoothing, "--loss bce": cfg.train.loss == "bce",
               "--mixup-alpha": cfg.data.mixup_alpha, "--cutmix-alpha": cfg.data.cutmix_alpha,
-              "--ema-decay": cfg.train.ema_decay, "--optimizer": cfg.optim.optimizer != "sgd"}
+              "--ema-decay": cfg.train.ema_decay, "--optimizer": cfg.optim.optimizer != "sgd",
+              "--drop-path-rate": cfg.model.drop_path_rate}
     if any(modern.values()):
         raise ConfigError(f"--seeds trains with the paper's SGD and cross-entropy; drop "
                           f"{', '.join(k for k, v in modern.items() if v)}, or train the seeds as separate runs")

@@ -73,6 +73,9 @@ class ModelCfg:
     zero_init_residual: bool = option(False, "Start each residual branch's last norm at zero (Goyal et al. 2017).")
     num_classes: int | None = option(None, "Classifier width; None = the dataset's class count.")
     in_chans: int = option(3, "Input channels.")
+    drop_path_rate: float = option(0.0, "Stochastic depth (Huang et al. 2016; torchvision.ops.StochasticDepth): the "
+                                        "last unit's probability of dropping its residual branch, rising linearly "
+                                        "from 0 (timm's rule; RSB A1/A2: 0.05); 0 = none (the paper).")
 
     def __post_init__(self) -> None:
         _positive("model.num_classes", self.num_classes)

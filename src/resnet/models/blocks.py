@@ -20,6 +20,10 @@ Shortcut options (Sec. 3.3 and 4.1, Table 3):
   it reads every input position rather than one in four: ResNet-D of "Bag of Tricks for Image Classification with
   CNNs" (He et al. 2019, Sec. 4.1, Fig. 2c), timm's ``avg_down=True`` (same module order, so its names match).
 * ``"none"``: no shortcut and no addition: the plain nets of Sec. 4.1.
+
+Stochastic depth (Huang et al. 2016): a unit's ``drop_path`` (torchvision's ``StochasticDepth``, per sample, set by
+``ResNet`` when ``drop_path_rate`` > 0, else None) zeroes its residual branch for some samples in training, as
+timm's ``DropPath`` before the addition.
 """
 
 from __future__ import annotations
@@ -107,10 +111,13 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)  # after the addition (Eq. 1 and Fig. 2)
         self.downsample = make_shortcut(cfg.shortcut, in_planes, planes, stride, cfg.norm)
         self.residual = cfg.shortcut != "none"
+        self.drop_path: nn.Module | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -145,11 +152,14 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(cfg.shortcut, in_planes, out_planes, stride, cfg.norm)
         self.residual = cfg.shortcut != "none"
+        self.drop_path: nn.Module | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -178,6 +188,7 @@ class _PreAct(nn.Module):
         self.downsample = make_shortcut(cfg.shortcut, in_planes, out_planes, stride, cfg.norm, with_norm=False)
         self.residual = cfg.shortcut != "none"
         self.project_preact = isinstance(self.downsample, nn.Sequential)
+        self.drop_path: nn.Module | None = None
 
     def _shortcut(self, x: Tensor, pre: Tensor) -> Tensor:
         if self.downsample is None:
@@ -190,6 +201,8 @@ class _PreAct(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pre = self.act1(self.bn1(x))
         out = self._branch(pre)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return out + self._shortcut(x, pre) if self.residual else out
 
 

@@ -28,6 +28,7 @@ CIFAR_DEFAULTS: dict[str, Any] = {
     "stem": "cifar",
     "num_classes": 10,
     "in_chans": 3,
+    "drop_path_rate": 0.0,
 }
 
 

@@ -33,6 +33,7 @@ OPTION_NAMES: tuple[str, ...] = (
     "stem",
     "num_classes",
     "in_chans",
+    "drop_path_rate",
 )
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -132,6 +133,12 @@ def _count(arch: str, key: str, value: Any, minimum: int, maximum: int) -> int:
     return value
 
 
+def _rate(arch: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ModelError(f"{arch}: invalid {key}={value!r}; valid values: a number in [0, 1)")
+    return float(value)
+
+
 def resolve_options(
     arch: str, options: Mapping[str, Any], defaults: Mapping[str, Any], shortcuts: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -144,6 +151,8 @@ def resolve_options(
     * ``norm``: one of ``layers.NORMS``.  ``init``: one of ``layers.INITS``.
     * ``stem``: imagenet/cifar/deep (deep = ResNet-C).
     * ``zero_init_residual``: zero each branch's last norm scale (pre-activation: last conv).
+    * ``drop_path_rate``: stochastic depth (Huang et al. 2016), the drop probability of the last unit, rising
+      linearly from 0 at the first as timm's; 0 = none (the paper).
     * ``num_classes``: an integer in [0, ``limits.MAX_CLASSES``]; 0 builds no classifier (``fc`` is
       ``nn.Identity``: the model returns its pooled features, as timm's ``num_classes=0``).
     * ``in_chans``: an integer in [1, ``limits.MAX_IN_CHANS``].
@@ -164,6 +173,7 @@ def resolve_options(
         "stem": _choice(arch, "stem", merged["stem"], STEMS),
         "num_classes": _count(arch, "num_classes", merged["num_classes"], 0, MAX_CLASSES),
         "in_chans": _count(arch, "in_chans", merged["in_chans"], 1, MAX_IN_CHANS),
+        "drop_path_rate": _rate(arch, "drop_path_rate", merged.get("drop_path_rate", 0.0)),
     }
     if resolved["zero_init_residual"] and resolved["shortcut"] == "none":
         # Zeroing a plain unit's last norm makes every unit output zero: nothing would train.

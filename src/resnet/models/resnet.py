@@ -36,6 +36,7 @@ IMAGENET_DEFAULTS: dict[str, Any] = {  # ResNet's own defaults: the paper's Imag
     "stem": "imagenet",
     "num_classes": 1000,
     "in_chans": 3,
+    "drop_path_rate": 0.0,
 }
 
 
@@ -71,13 +72,14 @@ class ResNet(nn.Module):
         stem: str = "imagenet",
         num_classes: int = 1000,
         in_chans: int = 3,
+        drop_path_rate: float = 0.0,
         arch: str = "",
         family: str | None = None,
     ) -> None:
         super().__init__()
         given = {"shortcut": shortcut, "stride_in_1x1": stride_in_1x1, "norm": norm,
                  "zero_init_residual": zero_init_residual, "init": init, "stem": stem, "num_classes": num_classes,
-                 "in_chans": in_chans}
+                 "in_chans": in_chans, "drop_path_rate": drop_path_rate}
         self.options: dict[str, Any] = resolve_options(arch or "ResNet", given, IMAGENET_DEFAULTS, (*SHORTCUTS, "none"))
         opts = self.options
         if not depths or len(depths) != len(widths) or any(int(n) < 1 for n in (*depths, *widths)):
@@ -109,6 +111,19 @@ class ResNet(nn.Module):
                 if m is not self and hasattr(m, "zero_init_last"):
                     m.zero_init_last()
         self.feature_info = self._feature_info()
+        self._set_drop_path(opts["drop_path_rate"])
+
+    def _set_drop_path(self, rate: float) -> None:
+        """Stochastic depth: unit k of n drops its branch with probability rate * k / (n - 1), timm's linear rule
+        (Huang et al. 2016); none at rate 0, so the paper's nets keep their modules."""
+        if not rate:
+            return
+        from torchvision.ops import StochasticDepth
+
+        units = [u for name in self.stage_names for u in getattr(self, name)]
+        for k, unit in enumerate(units):
+            if k:
+                unit.drop_path = StochasticDepth(rate * k / max(len(units) - 1, 1), "row")
 
     def _build_stem(self, stem: str, norm: str, in_chans: int) -> bool:
         """conv1, bn1, relu, maxpool; returns whether the stem ends in norm-ReLU."""

@@ -50,7 +50,8 @@ STACK_NAMES: dict[tuple[bool, tuple[int, ...]], str] = {  # the stacks timm also
 FIRST_CONV_KEYS: tuple[str, ...] = ("conv1.weight", "conv1.0.weight")  # the 7x7 stem's conv, the deep stem's first
 AKAMASTER_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110, 1202)
 TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".th", ".bin", ".tar", ".ckpt")
-_TRAINING_ONLY = ("init", "zero_init_residual", "num_classes", "in_chans")  # no effect on what loaded weights compute
+# no effect on what loaded weights compute
+_TRAINING_ONLY = ("init", "zero_init_residual", "num_classes", "in_chans", "drop_path_rate")
 
 
 @dataclass
