@@ -21,7 +21,8 @@ EPILOG = """studies:
   preact       original ResNet-110 vs pre-activation ResNet-110 / 164
   ensemble     Table 5: ResNet-20..110 alone and their softmax-averaged ensemble
   detection    Tables 7/8: Faster R-CNN with plain-20 vs ResNet-20 backbones on the embedded digit scenes
-  all          every study, one report
+  recipes      the paper's recipe vs a modern one (warm-up + cosine, label smoothing, MixUp, EMA) on the same nets
+  all          every study but recipes, one report
 
 scales: smoke (30 iterations per net on the CPU: a pipeline check, about a minute per study on 2 idle cores),
 digits (the embedded digits at 8x8, 20- and 56-layer nets, 3 seeds, 1,200 iterations: the report says which of

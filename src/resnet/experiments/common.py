@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 SCALE_NAMES: tuple[str, ...] = ("smoke", "digits", "short", "paper")
 STUDY_MODULES: dict[str, str] = {"degradation": "degradation", "depth": "depth", "shortcuts": "shortcuts",
                                  "responses": "responses", "norms": "norms", "init": "initialization",
-                                 "preact": "preact", "ensemble": "ensemble", "detection": "detection"}
+                                 "preact": "preact", "ensemble": "ensemble", "detection": "detection",
+                                 "recipes": "recipes"}
 """Each study's name (``resnet experiment NAME``) and its module in resnet.experiments."""
 STUDY_NAMES: tuple[str, ...] = (*STUDY_MODULES, "all")
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder")
