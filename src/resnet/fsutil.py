@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -62,6 +63,15 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[Pat
         finally:
             os.close(folder)
     return target
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MB chunks: checkpoints' and downloads' integrity."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def input_file_problem(path: str | os.PathLike[str], what: str) -> str | None:

@@ -66,33 +66,23 @@ def test_torchvision_resnet50_loads_strictly_into_our_v1_default_and_computes_so
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet26d", "resnet50d", "resnet50c", "resnet18d"])
 def test_timm_state_dict_gives_identical_logits(tmp_path, name):
+    """timm's plain nets and its Bag-of-Tricks variants (C: deep stem, D: pooled projections), named by the file."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(1)
     theirs = randomize_bn(timm.create_model(name, pretrained=False), seed=1)
     torch.save(theirs.state_dict(), tmp_path / f"{name}.pth")
     ours = resnet.import_weights(tmp_path / f"{name}.pth")
-    assert ours.arch == name
+    variant = name[-1] if name[-1] in "cd" else ""
+    assert ours.arch == name and ours.options["stem"] == ("deep" if variant else "imagenet")
+    assert ours.options["shortcut"] == ("D" if variant == "d" else "B")
     x = torch.randn(2, 3, 64, 64)
     assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet26d", "resnet50d", "resnet50c", "resnet18d"])
-def test_timm_bag_of_tricks_variant_imports_by_name_with_identical_logits(tmp_path, name):
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(1)
-    theirs = randomize_bn(timm.create_model(name, pretrained=False), seed=1)
-    torch.save(theirs.state_dict(), tmp_path / f"{name}.pth")
-    ours = resnet.import_weights(tmp_path / f"{name}.pth")
-    assert ours.arch == name and ours.options["stem"] == "deep"
-    assert ours.options["shortcut"] == ("D" if name.endswith("d") else "B")
-    x = torch.randn(2, 3, 64, 64)
-    assert (logits(ours, x) - logits(theirs, x)).abs().max().item() < 1e-5
-    grey = resnet.import_weights(theirs.state_dict(), in_chans=1)  # the deep stem's first conv adapts as timm's
-    expected = timm.models.adapt_input_conv(1, theirs.conv1[0].weight.detach().clone())
-    torch.testing.assert_close(grey.conv1[0].weight, expected, rtol=1e-6, atol=1e-7)
+    if variant:
+        grey = resnet.import_weights(theirs.state_dict(), in_chans=1)  # the deep stem's first conv adapts as timm's
+        expected = timm.models.adapt_input_conv(1, theirs.conv1[0].weight.detach().clone())
+        torch.testing.assert_close(grey.conv1[0].weight, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_a_resnet_d_layout_is_not_loaded_into_the_torchvision_layout():

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from resnet.errors import WeightsError
-from resnet.fsutil import os_error_from, write_atomic
+from resnet.fsutil import file_sha256, os_error_from, write_atomic
 
 log = logging.getLogger("resnet.engine")
 _NAME = re.compile(r"^ckpt-(\d{8})\.json$")
@@ -40,15 +40,6 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] = field(default_factory=dict)
     """The weight average's tensors (``--ema-decay``), empty without one."""
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

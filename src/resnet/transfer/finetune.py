@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from resnet.engine.checkpoint import file_sha256
 from resnet.errors import ConfigError
+from resnet.fsutil import file_sha256
 
 log = logging.getLogger("resnet.transfer")
 

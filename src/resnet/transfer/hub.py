@@ -22,7 +22,6 @@ the file goes through ``import_weights`` like any other. ``HF_HUB_OFFLINE=1`` ke
 from __future__ import annotations
 
 import difflib
-import hashlib
 import http.client
 import logging
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import WeightsError
+from resnet.fsutil import file_sha256
 from resnet.models.preprocess import Preprocess
 
 log = logging.getLogger("resnet.transfer")
@@ -162,18 +162,10 @@ def hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_hash(path: Path, expected: str, name: str, links: tuple[Path, ...] = ()) -> None:
     """The file's SHA-256 starts with ``expected``, or the file (and the cache's links to it) is removed and one
     WeightsError line says so: nothing corrupt or half-written is ever loaded."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest.startswith(expected):
         return
     for p in (path, *links):
