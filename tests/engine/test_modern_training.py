@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +191,56 @@ def test_ema_cannot_be_switched_on_at_a_resume(tmp_path, run_cfg, sigterm_at):
     trainer.run()
     with pytest.raises(ConfigError, match="ema"):
         train(modern_run(), tmp_path, resume=True)
+
+
+def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
+    """One of two gloo processes training modern_run() into ROOT/run (stopped at ``stop_at`` as a SIGTERM stops it,
+    0: never), then, if stopped, resuming it to the end."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from resnet.engine.distributed import shutdown
+
+    out = Path(root) / "run"
+    trainer = make_trainer(modern_run(threads=1), out).setup()
+    if stop_at:
+        step = trainer.train_step
+
+        def stepping(batch, lr):  # both ranks as if a SIGTERM came during iteration stop_at (conftest's sigterm_at)
+            result = step(batch, lr)
+            if trainer.step + 1 == stop_at:
+                trainer.signals.stop = 15
+            return result
+
+        trainer.train_step = stepping
+        assert trainer.run()["step"] == stop_at
+        trainer.close()
+        trainer = make_trainer(modern_run(threads=1), out, resume=True).setup()
+    final = trainer.run()
+    if rank == 0:
+        Path(root, "final.json").write_text(json.dumps(final))
+    shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_modern_features_under_ddp_keep_replicas_identical_and_resume_exactly(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    finals = []
+    for name, stop_at in (("full", 0), ("cut", 8)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        (tmp_path / name).mkdir()
+        mp.spawn(_ddp_worker, args=(str(tmp_path / name), port, stop_at), nprocs=2)
+        finals.append(json.loads((tmp_path / name / "final.json").read_text()))
+    assert finals[0]["replicas_identical"] is True and finals[1]["replicas_identical"] is True
+    assert "test_error_ema" in finals[0] and finals[0] == finals[1]
+    for weights in ("model.safetensors", "model_ema.safetensors"):
+        a, b = (load_file(str(tmp_path / name / "run" / weights)) for name in ("full", "cut"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
