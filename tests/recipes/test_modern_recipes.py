@@ -50,7 +50,7 @@ def test_tv_imagenet_v2_holds_torchvisions_published_hyperparameters():
     assert t.ema_decay == pytest.approx(1 - 2e-5 * 1024 * 32 / 600, abs=1e-7)
     assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.random_erasing) == (0.2, 1.0, "trivialaugment", 0.1)
     assert (d.train_crop_size, d.crop_size, d.eval_resize, d.random_resized_crop) == (176, 224, 232, True)
-    assert cfg.model.stride_in_1x1 is False
+    assert d.repeated_augment == 4 and cfg.model.stride_in_1x1 is False
 
 
 @pytest.mark.parametrize(("name", "epochs", "lr", "wd", "mixup", "smoothing", "magnitude", "train_size"), [
@@ -68,6 +68,7 @@ def test_rsb_recipes_hold_the_papers_table_1(name, epochs, lr, wd, mixup, smooth
                                                                                         magnitude)
     assert (d.train_crop_size, d.crop_size, d.eval_resize) == (train_size, 224, 236)
     assert cfg.model.drop_path_rate == (0.0 if name == "rsb-a3" else 0.05)
+    assert d.repeated_augment == (1 if name == "rsb-a3" else 3)  # A3 trains without repeated augmentation
 
 
 def test_paper_recipes_turn_on_none_of_the_modern_fields():
@@ -75,7 +76,8 @@ def test_paper_recipes_turn_on_none_of_the_modern_fields():
         cfg = recipe(name)
         assert (cfg.optim.optimizer, cfg.optim.linear_warmup_frac, cfg.train.label_smoothing, cfg.train.loss,
                 cfg.train.ema_decay, cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.auto_augment,
-                cfg.data.random_resized_crop) == ("sgd", 0.0, 0.0, "ce", 0.0, 0.0, 0.0, "none", False)
+                cfg.data.random_resized_crop, cfg.data.repeated_augment) == ("sgd", 0.0, 0.0, "ce", 0.0, 0.0, 0.0,
+                                                                              "none", False, 1)
 
 
 @pytest.mark.slow

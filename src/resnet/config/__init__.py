@@ -23,7 +23,7 @@ from resnet.config.base import option
 from resnet.config.base import positive as _positive
 from resnet.config.detect import DetectCfg
 from resnet.errors import ConfigError
-from resnet.limits import MAX_SEEDS
+from resnet.limits import MAX_SEEDS, within
 from resnet.printable import safe_name
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
@@ -40,9 +40,11 @@ TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
 """32x32 datasets held as tensors: the image-folder fields below do nothing for them."""
 IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels", "auto_augment",
                      "randaugment_magnitude", "random_erasing", "random_resized_crop", "train_crop_size",
-                     "eval_resize")
+                     "eval_resize", "repeated_augment")
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
+MAX_REPEATS = 16
+"""Copies of an image per epoch under repeated augmentation (the recipes use 3 or 4)."""
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest image decoded by default: a small file can declare gigapixels (a decompression bomb)."""
 PAPER_MILESTONES = (32000, 48000)
@@ -145,6 +147,11 @@ class DataCfg:
                                            "to the same extremes: its rand-m7 is about 21 here).")
     random_erasing: float = option(0.0, "Image folders: probability of torchvision's RandomErasing on each "
                                         "normalized training image (Zhong et al. 2020); 0 = off.")
+    repeated_augment: int = option(1, "Image folders: repeated augmentation (Hoffer et al. 2020; DeiT's and "
+                                      "torchvision's RASampler): each image of an epoch comes this many times, "
+                                      "each copy augmented anew, in consecutive places of the global batch (so on "
+                                      "other ranks); an epoch keeps its length. 1 = off (the paper); "
+                                      "torchvision's recipe: 4, timm's RSB A1/A2: 3.")
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
@@ -171,9 +178,12 @@ class DataCfg:
         _positive("data.mixup_alpha", self.mixup_alpha, allow_zero=True)
         _positive("data.cutmix_alpha", self.cutmix_alpha, allow_zero=True)
         _choice("data.auto_augment", self.auto_augment, AUTO_AUGMENTS)
+        if not within(self.repeated_augment, 1, MAX_REPEATS):
+            raise ConfigError(f"data.repeated_augment={self.repeated_augment!r} must be an integer in "
+                              f"1..{MAX_REPEATS} (copies of each image per epoch; 1 = off)")
         modern = {"auto_augment": self.auto_augment != "none", "random_erasing": self.random_erasing,
                   "random_resized_crop": self.random_resized_crop, "train_crop_size": self.train_crop_size,
-                  "eval_resize": self.eval_resize}
+                  "eval_resize": self.eval_resize, "repeated_augment": self.repeated_augment != 1}
         if self.dataset in TENSOR_DATASETS and any(modern.values()):
             named = ", ".join(f"data.{k}" for k, v in modern.items() if v)
             raise ConfigError(f"{named}: these augment or resize image-folder images; the {self.dataset} images "

@@ -35,7 +35,6 @@ from resnet.data.transforms import (
     image_eval_views,
     imagenet_train_sample,
     lighting_offsets,
-    make_generator,
     seed_from,
 )
 from resnet.errors import DataError
@@ -136,15 +135,22 @@ class FolderTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> TrainItem | EncodedItem | BadSample:
-        index, epoch = key
+    def _seed(self, epoch: int, index: int, copy: int, draw: int) -> int:
+        """The seed of one of a sample's draws (0: crop and lighting, 1: policy, 2: RandomResizedCrop); a repeated
+        augmentation's further copies (``copy`` >= 1) get their own, the first keeps the plain sample's."""
+        parts = (self.seed, epoch, index) if draw == 0 else (self.seed, epoch, index, draw)
+        return seed_from(*parts) if copy == 0 else seed_from(self.seed, epoch, index, draw, copy)
+
+    def __getitem__(self, key: tuple[int, ...]) -> TrainItem | EncodedItem | BadSample:
+        index, epoch, *rest = key  # (index, epoch), or (index, epoch, copy) under repeated augmentation
+        copy = rest[0] if rest else 0
         path, label = self.samples[index]
         size = jpeg_size(path) if self.encoded else None
         if size is not None:
             reason = too_large(path, size[1], size[0], self.max_pixels)
             if reason:
                 return BadSample(path, reason)
-            g = make_generator(self.seed, epoch, index)
+            g = torch.Generator().manual_seed(self._seed(epoch, index, copy, 0))
             crop = draw_scale_crop(*size, self.crop, self.scale_min, self.scale_max, g)  # as imagenet_train_sample
             try:
                 data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
@@ -154,15 +160,15 @@ class FolderTrainSet(Dataset):
         image = try_decode(path, contiguous=False, max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
-        g = make_generator(self.seed, epoch, index)
+        g = torch.Generator().manual_seed(self._seed(epoch, index, copy, 0))
         if self.rrc:
-            crop, offsets = random_resized_crop(image, self.crop, seed_from(self.seed, epoch, index, 2)), \
+            crop, offsets = random_resized_crop(image, self.crop, self._seed(epoch, index, copy, 2)), \
                 lighting_offsets(self.lighting_std, g)
         else:
             crop, offsets = imagenet_train_sample(image, self.crop, self.scale_min, self.scale_max, self.lighting_std,
                                                   g)
         if self.policy is not None:
-            crop = self.policy(crop, seed_from(self.seed, epoch, index, 1))
+            crop = self.policy(crop, self._seed(epoch, index, copy, 1))
         return TrainItem(crop, offsets, label)
 
 

@@ -251,7 +251,7 @@ def _build_folder(s: _Setup) -> DataBundle:
                              cfg.lighting_std, s.seed, encoded=gpu_decode, max_pixels=cfg.max_pixels, policy=policy,
                              rrc=cfg.random_resized_crop)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
-    stream = FolderTrainStream(dataset, norm, s.batch_size, *args)
+    stream = FolderTrainStream(dataset, norm, s.batch_size, *args, repeats=cfg.repeated_augment)
 
     def loader(samples: list[Sample]) -> FolderEvalLoader:
         return FolderEvalLoader(

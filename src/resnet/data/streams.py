@@ -183,23 +183,35 @@ class TensorTrainStream(TrainStream):
         return self.norm(x), y
 
 
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """This rank's ``(index, epoch)`` lists for the rest of one epoch, from a global position onwards."""
+class EpochBatchSampler(Sampler[list[tuple[int, ...]]]):
+    """This rank's ``(index, epoch)`` lists for the rest of one epoch, from a global position onwards.
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int, world_size: int) -> None:
+    With ``repeats`` k > 1 (repeated augmentation, Hoffer et al. 2020, as DeiT's and torchvision's RASampler): the
+    epoch's order is the permutation with each index written k times in a row, cut to the epoch's length, and its
+    keys are ``(index, epoch, copy)`` so each copy is augmented anew; consecutive copies fall on consecutive ranks
+    of the strided shard. k = 1 is the plain order, its keys exactly as before."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int, world_size: int,
+                 repeats: int = 1) -> None:
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.repeats = rank, world_size, repeats
         self.epoch, self.position = 0, 0
 
     def start(self, epoch: int, position: int) -> None:
         """Where the next iteration begins (read in the main process, so persistent workers need no restart)."""
         self.epoch, self.position = epoch, position
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch = self.epoch
+    def order(self, epoch: int) -> list[tuple[int, ...]]:
+        """The epoch's keys in global order."""
         perm = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, epoch)).tolist()
+        if self.repeats == 1:
+            return [(i, epoch) for i in perm]
+        return [(i, epoch, copy) for i in perm for copy in range(self.repeats)][: self.num_samples]
+
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
+        order = self.order(self.epoch)
         for start in range(self.position, self.num_samples - self.batch_size + 1, self.batch_size):
-            yield [(i, epoch) for i in perm[start : start + self.batch_size][self.rank :: self.world_size]]
+            yield order[start : start + self.batch_size][self.rank :: self.world_size]
 
     def __len__(self) -> int:
         return max(0, (self.num_samples - self.position) // self.batch_size)
@@ -210,8 +222,9 @@ class LoaderTrainStream(TrainStream):
     (epoch, position) only when the stream is not already there (after a resume or an epoch's end), so workers keep
     prefetching across calls. Subclasses turn a loaded batch into the device batch in ``_produce``."""
 
-    def _start_loader(self, dataset: Any, workers: int, collate: Any, pin: bool = False) -> None:
-        self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size)
+    def _start_loader(self, dataset: Any, workers: int, collate: Any, pin: bool = False, repeats: int = 1) -> None:
+        self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size,
+                                         repeats)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
                                  pin_memory=pin, persistent_workers=workers > 0)
         self._it: Iterator[Any] | None = None
@@ -247,11 +260,12 @@ class FolderTrainStream(LoaderTrainStream):
         world_size: int = 1,
         workers: int = 0,
         bad: BadImageLog | None = None,
+        repeats: int = 1,
     ) -> None:
         super().__init__(len(dataset), batch_size, device, seed, rank, world_size, bad)
         self.dataset, self.norm = dataset, norm.to(device)
         self._start_loader(dataset, workers, collate_encoded if dataset.encoded else collate_train,
-                           pin=device.type == "cuda")
+                           pin=device.type == "cuda", repeats=repeats)
 
     def _produce(self, epoch: int, position: int) -> Batch | None:
         batch = self._load(epoch, position)
