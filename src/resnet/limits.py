@@ -82,7 +82,12 @@ def check_stored(obj: Any, source: object, error: type[ResNetError]) -> None:
     """Every tensor in a loaded torch file holds its elements: a view broadcast from a smaller storage (stride 0,
     ``zeros(1).expand(10**8, 512)``) declares a shape the file never stored, and copying it into a net would
     allocate that shape; no trained weight is one."""
+    import torch
+
     for name, tensor in _tensors(obj):
+        if tensor.layout != torch.strided:  # sparse or otherwise packed: no trained ResNet weight is
+            raise error(f"{source}: tensor {name!r:.60} is a {tensor.layout} tensor, not a dense weight; save the "
+                        "state dict of dense tensors (torch.save(model.state_dict(), ...)) or as .safetensors")
         needed = tensor.numel() * tensor.element_size()
         stored = tensor.untyped_storage().nbytes()
         if needed > stored:

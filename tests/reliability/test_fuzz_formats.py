@@ -214,7 +214,8 @@ def hostile_tensor(draw: st.DrawFn) -> Any:
         torch.zeros(1).expand(10**7, 64), torch.zeros(3, 3), torch.zeros(()), torch.zeros(0, 16, 3, 3),
         torch.zeros(16, 3, 3, 3, dtype=torch.int8), torch.zeros(16, dtype=torch.bool),
         torch.zeros(4, dtype=torch.complex64),
-        torch.full((10,), float("nan")), "abc", 7, [torch.zeros(2)], {"nested": torch.zeros(2)}, None,
+        torch.full((10,), float("nan")), torch.eye(3).to_sparse(), "abc", 7, [torch.zeros(2)],
+        {"nested": torch.zeros(2)}, None,
     ]))  # fmt: skip
 
 

@@ -117,6 +117,12 @@ def test_akamaster_names_over_other_tensors_are_one_error_line(tmp_path, change,
         resnet.import_weights(tmp_path / "odd.th")
 
 
+def test_a_sparse_tensor_in_a_pth_is_one_error_line(tmp_path):
+    torch.save({"fc.weight": torch.eye(3).to_sparse()}, tmp_path / "sparse.pth")
+    with pytest.raises(WeightsError, match="'fc.weight' is a torch.sparse_coo tensor, not a dense weight"):
+        read_torch_file(tmp_path / "sparse.pth")
+
+
 def test_a_state_dict_keyed_by_numbers_is_one_error_line(tmp_path):
     torch.save({1: torch.zeros(3)}, tmp_path / "numbers.pth")
     with pytest.raises(WeightsError, match="expected a state dict .* with keys that are not names"):
