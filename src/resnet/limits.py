@@ -9,6 +9,7 @@ file, the field and the limit.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,11 @@ ARCHIVE_SLACK = 1 << 20
 def within(value: Any, low: int, high: int) -> bool:
     """An int (not a bool) in [low, high]."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite: what a JSON or TOML number read from a file must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_count(name: str, value: Any, low: int, high: int, error: type[ResNetError], fix: str = "") -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from resnet.detection.data import (
 )
 from resnet.errors import DataError
 from resnet.fsutil import write_atomic
-from resnet.limits import MAX_BOXES_PER_IMAGE, MAX_IMAGE_SIDE
+from resnet.limits import MAX_BOXES_PER_IMAGE, MAX_IMAGE_SIDE, finite_number
 
 
 @contextlib.contextmanager
@@ -86,12 +85,8 @@ def _integer(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _box(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 4 and all(_finite(v) for v in value)
+    return isinstance(value, list) and len(value) == 4 and all(finite_number(v) for v in value)
 
 
 
@@ -104,7 +99,7 @@ FIELDS: dict[str, tuple[tuple[str, Any, str], ...]] = {
     "categories": (("id", _integer, "an integer"), ("name", lambda v: isinstance(v, str), "a string")),
     "annotations": (("image_id", _integer, "an integer"), ("category_id", _integer, "an integer"),
                     ("bbox", _box, "4 finite numbers [x, y, width, height]"),
-                    ("area", lambda v: v is None or _finite(v), "a finite number"),
+                    ("area", lambda v: v is None or finite_number(v), "a finite number"),
                     ("iscrowd", lambda v: v is None or v in (0, 1), "0 or 1")),
 }  # fmt: skip
 REQUIRED = {"images": ("id", "width", "height", "file_name"), "categories": ("id", "name"),

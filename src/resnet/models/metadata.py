@@ -9,7 +9,6 @@ naming the field and the file, never an allocation of that size.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,11 +34,6 @@ def _json(path: object, metadata: Mapping[str, str], key: str) -> Any:
         return json.loads(metadata[key])
     except (json.JSONDecodeError, RecursionError, TypeError) as e:
         raise _bad(path, key, f"is not valid JSON ({type(e).__name__})") from None
-
-
-def _finite_floats(value: Any, count: int) -> bool:
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
 
 
 def check_options(path: object, options: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ record is one ``WeightsError`` line naming the field and the file.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from torch import Tensor
 
 from resnet.errors import WeightsError
-from resnet.limits import MAX_IN_CHANS, within
+from resnet.limits import MAX_IN_CHANS, finite_number, within
 from resnet.limits import MAX_SIDE as MAX_SIZE
 from resnet.limits import MIN_SIDE as MIN_SIZE
 
@@ -42,7 +41,7 @@ def _bad(path: object, field_name: str, problem: str) -> WeightsError:
 
 def _finite_floats(value: Any, count: int) -> bool:
     return (isinstance(value, (list, tuple)) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+            and all(finite_number(v) for v in value))
 
 
 @dataclass(frozen=True)
