@@ -159,7 +159,18 @@ def _difference(a: InferenceInfo, b: InferenceInfo) -> str | None:
         return f"input mean: shape {tuple(mean_a.shape)} vs {tuple(mean_b.shape)}"
     if not torch.allclose(mean_a, mean_b, atol=1e-6) or (std_a is not None and not torch.allclose(std_a, std_b)):
         return "input mean/std: the values differ (trained on other data?)"
+    views_a, views_b = (_views(a), _views(b))
+    if views_a != views_b:
+        return f"evaluation resize: {views_a} vs {views_b}"
     return None
+
+
+def _views(info: InferenceInfo) -> str:
+    """How the centre view is made, in words (the shorter side and the interpolation)."""
+    pre = info.preprocess
+    if pre is None or info.input_size <= SMALL_INPUT:
+        return "the default"
+    return f"shorter side {pre.resize_side()} {pre.tensor_interpolation()}"
 
 
 def check_members(infos: Sequence[InferenceInfo]) -> None:
@@ -230,7 +241,8 @@ def compile_for_inference(model: nn.Module, device: torch.device) -> Callable[[t
 
 def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
     """uint8 (C,H,W) -> normalized float (C,S,S): for large nets the centre view ``resnet eval --protocol center``
-    takes (shorter side to 256/224 of S, centre crop); small (<= 64 px) nets see the whole image squeezed to S x S.
+    takes (shorter side to the record's ``S / crop_pct``, 256 for the paper's 224; centre crop) with the record's
+    interpolation; small (<= 64 px) nets see the whole image squeezed to S x S.
     """
     from resnet.data.transforms import image_eval_views, normalize
 
@@ -239,7 +251,9 @@ def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
         pixels = F.interpolate(image.float()[None], size=(size, size), mode="bilinear", antialias=True,
                                align_corners=False)[0]
     else:
-        (pixels,) = image_eval_views(image, "center", size, ())[0]
+        pre = info.preprocess
+        resize, mode = (pre.resize_side(), pre.tensor_interpolation()) if pre else (None, "bilinear")
+        (pixels,) = image_eval_views(image, "center", size, (), resize, mode)[0]
     mean, std = info.normalization()
     return normalize(pixels, mean, std=std)
 
@@ -370,6 +384,11 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
     if data_flags.get("dataset", "digits") == "digits" and "digits_size" not in data_flags and info.mean is not None \
             and info.mean.dim() == 3 and info.mean.shape[-1] > 1:  # a per-pixel mean: the digits' side it was made at
         data_flags = {**data_flags, "digits_size": int(info.mean.shape[-1])}
+    pre = info.preprocess
+    if data_flags.get("dataset") == "imagefolder" and pre is not None and pre.crop_mode == "center" \
+            and info.input_size > SMALL_INPUT:  # the views the weights were scored on, unless the flags say otherwise
+        data_flags = {"crop_size": info.input_size, "eval_resize": pre.resize_side(),
+                      "interpolation": pre.tensor_interpolation(), **data_flags}
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)

@@ -71,18 +71,22 @@ def test_scale_and_offset_distribution_is_unchanged() -> None:
     assert abs(np.mean(flips) - 0.5) < 0.03
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 @pytest.mark.parametrize(
     ("height", "width", "crop", "smin", "smax"),
     [(375, 500, 224, 256, 480), (500, 333, 224, 256, 480), (900, 1200, 224, 256, 480), (200, 150, 224, 256, 480),
      (48, 64, 32, 37, 69), (64, 40, 24, 30, 50), (20, 30, 32, 200, 240)],  # the last: 10x upscaling
 )
-def test_crop_first_matches_resize_then_crop(height: int, width: int, crop: int, smin: int, smax: int) -> None:
+def test_crop_first_matches_resize_then_crop(height: int, width: int, crop: int, smin: int, smax: int,
+                                             interpolation: str) -> None:
     image = _smooth_image(height, width, seed=height + width, noise=12)  # noise: shifts would show
     layouts = (image, image.permute(1, 2, 0).contiguous().permute(2, 0, 1))  # CHW and channels-last memory
     for index in range(12):
-        want, want_off = imagenet_train_sample_full(image, crop, smin, smax, 0.1, make_generator(5, 2, index))
+        want, want_off = imagenet_train_sample_full(image, crop, smin, smax, 0.1, make_generator(5, 2, index),
+                                                    interpolation)
         for img in layouts:
-            got, got_off = imagenet_train_sample(img, crop, smin, smax, 0.1, make_generator(5, 2, index))
+            got, got_off = imagenet_train_sample(img, crop, smin, smax, 0.1, make_generator(5, 2, index),
+                                                 interpolation)
             assert got.shape == want.shape == (3, crop, crop) and got.dtype == torch.uint8 and got.is_contiguous()
             assert torch.equal(got_off, want_off)
             diff = (got.int() - want.int()).abs().float()
@@ -90,12 +94,15 @@ def test_crop_first_matches_resize_then_crop(height: int, width: int, crop: int,
             assert diff.max() <= 4, (index, diff.max())  # at most a 0.05 px shift: no misplaced window
 
 
-def test_crop_first_is_exact_at_the_top_left_corner_and_without_resize() -> None:
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_crop_first_is_exact_at_the_top_left_corner_and_without_resize(interpolation: str) -> None:
     image = _smooth_image(300, 400)
-    full = resize_shorter(image, 256)
-    assert torch.equal(resized_crop(image, 300, 400, 17, 31, 224), image[:, 17:241, 31:255])  # no resize needed
-    got = resized_crop(image, *full.shape[-2:], 0, 0, 224).int()
+    full = resize_shorter(image, 256, interpolation)
+    assert torch.equal(resized_crop(image, 300, 400, 17, 31, 224, interpolation), image[:, 17:241, 31:255])
+    got = resized_crop(image, *full.shape[-2:], 0, 0, 224, interpolation).int()
     assert (got - full[:, :224, :224].int()).abs().max() <= 1  # window on the image's edge: no shift at all
+    other = "bicubic" if interpolation == "bilinear" else "bilinear"
+    assert not torch.equal(got, resized_crop(image, *full.shape[-2:], 0, 0, 224, other).int())
 
 
 def test_training_decode_view_holds_the_same_pixels(tmp_path) -> None:

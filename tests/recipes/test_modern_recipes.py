@@ -51,21 +51,22 @@ def test_tv_imagenet_v2_holds_torchvisions_published_hyperparameters():
     assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.random_erasing) == (0.2, 1.0, "trivialaugment", 0.1)
     assert (d.train_crop_size, d.crop_size, d.eval_resize, d.random_resized_crop) == (176, 224, 232, True)
     assert d.repeated_augment == 4 and cfg.model.stride_in_1x1 is False
+    assert (d.normalize, d.interpolation) == ("imagenet", "bilinear")  # torchvision's mean/std, its bilinear
 
 
-@pytest.mark.parametrize(("name", "epochs", "lr", "wd", "mixup", "smoothing", "magnitude", "train_size"), [
-    ("rsb-a1", 600, 5e-3, 0.01, 0.2, 0.1, 21, None),
-    ("rsb-a2", 300, 5e-3, 0.02, 0.1, 0.0, 21, None),
-    ("rsb-a3", 100, 8e-3, 0.02, 0.1, 0.0, 18, 160),
+@pytest.mark.parametrize(("name", "epochs", "lr", "wd", "mixup", "smoothing", "augment", "train_size"), [
+    ("rsb-a1", 600, 5e-3, 0.01, 0.2, 0.1, "rand-m7-mstd0.5-inc1", None),
+    ("rsb-a2", 300, 5e-3, 0.02, 0.1, 0.0, "rand-m7-mstd0.5-inc1", None),
+    ("rsb-a3", 100, 8e-3, 0.02, 0.1, 0.0, "rand-m6-mstd0.5-inc1", 160),
 ])
-def test_rsb_recipes_hold_the_papers_table_1(name, epochs, lr, wd, mixup, smoothing, magnitude, train_size):
+def test_rsb_recipes_hold_the_papers_table_1(name, epochs, lr, wd, mixup, smoothing, augment, train_size):
     cfg = recipe(name)
     o, d, t = cfg.optim, cfg.data, cfg.train
     assert (o.optimizer, o.lr, o.weight_decay, o.min_lr, o.no_decay_norm_bias) == ("lamb", lr, wd, 1e-6, True)
     assert round(o.linear_warmup_frac * epochs, 2) == 5.0
     assert (t.epochs, t.batch_size, t.loss, t.label_smoothing) == (epochs, 2048, "bce", smoothing)
-    assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment, d.randaugment_magnitude) == (mixup, 1.0, "randaugment",
-                                                                                        magnitude)
+    assert (d.mixup_alpha, d.cutmix_alpha, d.auto_augment) == (mixup, 1.0, augment)  # timm's own RandAugment
+    assert (d.interpolation, d.normalize) == ("bicubic", "imagenet")  # timm's resampling and mean/std
     assert (d.train_crop_size, d.crop_size, d.eval_resize) == (train_size, 224, 236)
     assert cfg.model.drop_path_rate == (0.0 if name == "rsb-a3" else 0.05)
     assert d.repeated_augment == (1 if name == "rsb-a3" else 3)  # A3 trains without repeated augmentation
@@ -76,22 +77,30 @@ def test_paper_recipes_turn_on_none_of_the_modern_fields():
         cfg = recipe(name)
         assert (cfg.optim.optimizer, cfg.optim.linear_warmup_frac, cfg.train.label_smoothing, cfg.train.loss,
                 cfg.train.ema_decay, cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.auto_augment,
-                cfg.data.random_resized_crop, cfg.data.repeated_augment) == ("sgd", 0.0, 0.0, "ce", 0.0, 0.0, 0.0,
-                                                                              "none", False, 1)
+                cfg.data.random_resized_crop, cfg.data.repeated_augment, cfg.data.interpolation,
+                cfg.data.normalize) == ("sgd", 0.0, 0.0, "ce", 0.0, 0.0, 0.0, "none", False, 1, "bilinear",
+                                        "per_pixel")
 
 
 @pytest.mark.slow
-def test_tv_imagenet_v2_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Path, one_cpu_thread):
+@pytest.mark.parametrize("name", ["tv-imagenet-v2", "rsb-a3"])
+def test_modern_recipe_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Path, one_cpu_thread, name):
     make_tree(tmp_path / "images")
-    cfg = build_config(merge(load_recipe("tv-imagenet-v2"), {
+    cfg = build_config(merge(load_recipe(name), {
         "model": {"name": "resnet18d", "init": "kaiming_normal"},
         "data": {"data": str(tmp_path / "images"), "train_crop_size": 32, "crop_size": 40, "eval_resize": 44,
                  "workers": 0},
         "optim": {"lr": 0.05},
         "train": {"epochs": None, "iterations": 4, "batch_size": 4, "eval_every": 2, "ema_every": 2,
-                  "device": "cpu"}}), "tv-imagenet-v2")
+                  "device": "cpu"}}), name)
     final = train(cfg, tmp_path / "run")
-    assert {"test_error", "test_error_ema"} <= final.keys()
-    assert (tmp_path / "run" / "model_ema.safetensors").is_file()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and rows[0]["lr"] > rows[1]["lr"]  # the cosine decays
+    from resnet import data_config
+
+    record = data_config(tmp_path / "run" / "model.safetensors")
+    assert record["std"] is not None and record["crop_pct"] == pytest.approx(40 / 44)  # ImageNet mean/std, 44
+    assert record["interpolation"] == ("bilinear" if name == "tv-imagenet-v2" else "bicubic")
+    if name == "tv-imagenet-v2":
+        assert {"test_error", "test_error_ema"} <= final.keys()
+        assert (tmp_path / "run" / "model_ema.safetensors").is_file()

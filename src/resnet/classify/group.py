@@ -216,6 +216,7 @@ class GroupTask(ClassificationTask):
             options = dict(getattr(model.net, "options", {}))
             net = create_model(cfg.model.name, **options)
             net.load_state_dict(member_state(model, index))
+            net.pretrained_cfg = self.trained_cfg  # how the member's images were normalized and resized
             rows = [self.member_row(r, seed) for r in history]
             (folder / "metrics.jsonl").write_text("".join(json.dumps(json_row(r)) + "\n" for r in rows))
             record = {**group_run, "group": str(out), "seeds": self.seeds, "member": seed}

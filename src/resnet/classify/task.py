@@ -16,9 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet.config import ModelCfg, RunCfg
+from resnet.config import DataCfg, ModelCfg, RunCfg
 from resnet.engine.distributed import DistInfo
 from resnet.errors import ConfigError
+from resnet.models.preprocess import Preprocess
+
+
+def trained_preprocess(cfg: DataCfg, data: Any) -> Preprocess:
+    """How the run's evaluation views were made, as the record its weights carry (so ``predict`` and ``eval``
+    make the same): the input size, the per-pixel mean image or ImageNet's mean and std, and for image folders the
+    resize before the centre crop (``eval_resize``) and the interpolation."""
+    size = int(data.input_size)
+    record = Preprocess.assumed({}, per_pixel=data.std is None, size=size)
+    if data.std is not None:  # the bundle's mean is the per-channel values spread over the image
+        record = replace(record, mean=tuple(data.mean[:, 0, 0].tolist()), std=tuple(data.std.flatten().tolist()))
+    if cfg.dataset == "imagefolder":  # resize, then the centre crop (resnet.data.transforms.image_eval_views)
+        from resnet.data.transforms import eval_resize_size
+
+        record = replace(record, interpolation=cfg.interpolation, crop_mode="center",
+                         crop_pct=size / max(cfg.eval_resize or eval_resize_size(size), size))
+    return record
 
 
 class ClassificationTask:
@@ -33,6 +50,7 @@ class ClassificationTask:
         self.criterion: Any = None  # resnet.classify.losses.TrainingLoss, set with the model (it needs its width)
         self.pretrained: Any = None  # resnet.transfer.finetune.Pretrained, when the run starts from weights
         self.source: dict[str, str] | None = None  # what run.json records of it (path, SHA-256, format)
+        self.trained_cfg: dict[str, Any] | None = None  # the preprocessing record of a net trained from scratch
 
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> Any:
         from resnet.data import build_data  # the data stack is heavy; only a run needs it
@@ -44,6 +62,10 @@ class ClassificationTask:
             self.pretrained = Pretrained(cfg.finetune.init_from, cfg.model.name, cfg.model.in_chans)
             self.source = self.pretrained.record
             options = self.pretrained.data_options()
+            if cfg.data.normalize == "imagenet" and "normalize_std" not in options:
+                raise ConfigError(f"data.normalize=imagenet, but the weights in {self.pretrained.path} were trained "
+                                  "on images with their per-pixel mean subtracted, and a fine-tuning run normalizes "
+                                  "as its source did: drop --normalize")
         return build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, dist.rank, dist.world_size,
                           **options)
 
@@ -66,6 +88,8 @@ class ClassificationTask:
             opts = cfg.model.options()
             opts.setdefault("num_classes", data.num_classes)
             model = create_model(cfg.model.name, **opts)
+            self.trained_cfg = trained_preprocess(cfg.data, data).record()
+            model.pretrained_cfg = self.trained_cfg  # saved with the weights
         if cfg.finetune.freeze_stages or cfg.finetune.freeze_bn:
             from resnet.transfer.finetune import freeze
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -32,6 +33,11 @@ SCHEDULES = ("step", "plateau", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw", "lamb")
 LOSSES = ("ce", "bce")
 AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment", "autoaugment")
+TIMM_RANDAUGMENT = re.compile(r"rand(-(m\d{1,2}|n\d{1,2}|mstd\d{1,3}(\.\d+)?|mmax\d{1,2}|inc[01]|p(0|1)?(\.\d+)?))*")
+"""timm's RandAugment strings (``rand-m7-mstd0.5-inc1``: magnitude 7 of 10, magnitude noise 0.5, the "increasing"
+ops; ``n`` ops per image, ``mmax`` the magnitude's cap, ``p`` each op's probability), as timm's parser reads them."""
+INTERPOLATIONS = ("bilinear", "bicubic")
+NORMALIZATIONS = ("per_pixel", "imagenet")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
@@ -40,7 +46,7 @@ TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
 """32x32 datasets held as tensors: the image-folder fields below do nothing for them."""
 IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels", "auto_augment",
                      "randaugment_magnitude", "random_erasing", "random_resized_crop", "train_crop_size",
-                     "eval_resize", "repeated_augment")
+                     "eval_resize", "repeated_augment", "interpolation")
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 MAX_REPEATS = 16
@@ -131,9 +137,11 @@ class DataCfg:
     cutmix_alpha: float = option(0.0, "CutMix (Yun et al. 2019; torchvision.transforms.v2.CutMix): paste a box of the "
                                       "batch shifted by one, area ~ Beta(alpha, alpha); with mixup_alpha too, each "
                                       "batch takes one of the two at random, as torchvision's recipe does; 0 = off.")
-    auto_augment: str = option("none", "Image folders: a torchvision.transforms.v2 policy after the crop and flip: "
-                                       "trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet "
-                                       "policy); none = the paper's augmentation only.")
+    auto_augment: str = option("none", "Image folders: a policy after the crop and flip: trivialaugment "
+                                       "(TrivialAugmentWide), randaugment, autoaugment (ImageNet policy) from "
+                                       "torchvision.transforms.v2, or timm's RandAugment by its string "
+                                       "(rand-m7-mstd0.5-inc1, the RSB recipes'; needs timm); none = the paper's "
+                                       "augmentation only.")
     random_resized_crop: bool = option(False, "Image folders: torchvision's RandomResizedCrop (8%..100% of the area, "
                                               "aspect 3/4..4/3) and a flip, in place of the paper's scale "
                                               "augmentation (scale_min/scale_max): the modern ImageNet recipes' crop.")
@@ -143,6 +151,14 @@ class DataCfg:
     eval_resize: int | None = option(None, "Image folders: the shorter side before the centre or ten crops; None = "
                                            "256 for a 224 crop (the paper), the same ratio otherwise "
                                            "(torchvision's V2 weights: 232).")
+    interpolation: str = option("bilinear", "Image folders: how training crops and evaluation views are resampled "
+                                            "(antialiased): bilinear (the paper's, torchvision's recipes) or bicubic "
+                                            "(timm's recipes); recorded with the weights for predict and eval.")
+    normalize: str = option("per_pixel", "How pixels on [0, 1] become the net's input: per_pixel subtracts the "
+                                         "training images' mean image (Sec. 3.4, 4.2); imagenet takes torchvision's "
+                                         "and timm's (x - mean) / std with ImageNet's channel values (the modern "
+                                         "recipes). Recorded with the weights; a fine-tuning run normalizes as its "
+                                         "source weights do.")
     randaugment_magnitude: int = option(9, "RandAugment's magnitude on torchvision's 0..30 scale (timm counts 0..10 "
                                            "to the same extremes: its rand-m7 is about 21 here).")
     random_erasing: float = option(0.0, "Image folders: probability of torchvision's RandomErasing on each "
@@ -177,13 +193,18 @@ class DataCfg:
                               f"{lo} and {hi} pixels (the paper's: 224,256,384,480,640)")
         _positive("data.mixup_alpha", self.mixup_alpha, allow_zero=True)
         _positive("data.cutmix_alpha", self.cutmix_alpha, allow_zero=True)
-        _choice("data.auto_augment", self.auto_augment, AUTO_AUGMENTS)
+        if self.auto_augment not in AUTO_AUGMENTS and not TIMM_RANDAUGMENT.fullmatch(self.auto_augment):
+            raise ConfigError(f"data.auto_augment={self.auto_augment!r:.60} is not one of {', '.join(AUTO_AUGMENTS)} "
+                              "nor a timm RandAugment string such as rand-m7-mstd0.5-inc1")
+        _choice("data.interpolation", self.interpolation, INTERPOLATIONS)
+        _choice("data.normalize", self.normalize, NORMALIZATIONS)
         if not within(self.repeated_augment, 1, MAX_REPEATS):
             raise ConfigError(f"data.repeated_augment={self.repeated_augment!r} must be an integer in "
                               f"1..{MAX_REPEATS} (copies of each image per epoch; 1 = off)")
         modern = {"auto_augment": self.auto_augment != "none", "random_erasing": self.random_erasing,
                   "random_resized_crop": self.random_resized_crop, "train_crop_size": self.train_crop_size,
-                  "eval_resize": self.eval_resize, "repeated_augment": self.repeated_augment != 1}
+                  "eval_resize": self.eval_resize, "repeated_augment": self.repeated_augment != 1,
+                  "interpolation": self.interpolation != "bilinear"}
         if self.dataset in TENSOR_DATASETS and any(modern.values()):
             named = ", ".join(f"data.{k}" for k, v in modern.items() if v)
             raise ConfigError(f"{named}: these augment or resize image-folder images; the {self.dataset} images "

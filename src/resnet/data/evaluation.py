@@ -104,6 +104,7 @@ class FolderEvalLoader(EvalLoader):
         bad: BadImageLog | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         resize: int | None = None,
+        interpolation: str = "bilinear",
     ) -> None:
         views = num_views(protocol, scales)
         shard = list(samples)[rank::world_size]
@@ -111,7 +112,7 @@ class FolderEvalLoader(EvalLoader):
         super().__init__(len(shard), per_batch, protocol, views, bad)
         self.norm, self.device = norm.to(device), device
         self.loader = DataLoader(
-            FolderEvalSet(shard, protocol, crop, scales, max_pixels, resize),
+            FolderEvalSet(shard, protocol, crop, scales, max_pixels, resize, interpolation),
             batch_size=per_batch,
             shuffle=False,
             num_workers=workers,

@@ -124,9 +124,9 @@ class FolderTrainSet(Dataset):
     def __init__(
         self, samples: Sequence[Sample], crop: int, scale_min: int, scale_max: int, lighting_std: float, seed: int,
         encoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS, policy: ImagePolicy | None = None,
-        rrc: bool = False,
+        rrc: bool = False, interpolation: str = "bilinear",
     ) -> None:
-        self.samples = list(samples)
+        self.samples, self.interpolation = list(samples), interpolation
         self.policy = policy  # the modern recipes' TrivialAugment/RandAugment/erasing (resnet.data.policies)
         self.rrc = rrc  # RandomResizedCrop in place of Sec. 3.4's scale augmentation
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
@@ -162,11 +162,11 @@ class FolderTrainSet(Dataset):
             return image
         g = torch.Generator().manual_seed(self._seed(epoch, index, copy, 0))
         if self.rrc:
-            crop, offsets = random_resized_crop(image, self.crop, self._seed(epoch, index, copy, 2)), \
-                lighting_offsets(self.lighting_std, g)
+            crop = random_resized_crop(image, self.crop, self._seed(epoch, index, copy, 2), self.interpolation)
+            offsets = lighting_offsets(self.lighting_std, g)
         else:
             crop, offsets = imagenet_train_sample(image, self.crop, self.scale_min, self.scale_max, self.lighting_std,
-                                                  g)
+                                                  g, self.interpolation)
         if self.policy is not None:
             crop = self.policy(crop, self._seed(epoch, index, copy, 1))
         return TrainItem(crop, offsets, label)
@@ -176,9 +176,10 @@ class FolderEvalSet(Dataset):
     """Evaluation samples: a list of uint8 view groups (V, 3, h, w) per image and its label."""
 
     def __init__(self, samples: Sequence[Sample], protocol: str, crop: int, scales: Sequence[int],
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, resize: int | None = None) -> None:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, resize: int | None = None,
+                 interpolation: str = "bilinear") -> None:
         self.samples, self.protocol, self.crop, self.scales = list(samples), protocol, crop, tuple(scales)
-        self.max_pixels, self.resize = max_pixels, resize
+        self.max_pixels, self.resize, self.interpolation = max_pixels, resize, interpolation
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -188,7 +189,7 @@ class FolderEvalSet(Dataset):
         image = try_decode(path, max_pixels=self.max_pixels)
         if isinstance(image, BadSample):
             return image
-        return image_eval_views(image, self.protocol, self.crop, self.scales, self.resize), label
+        return image_eval_views(image, self.protocol, self.crop, self.scales, self.resize, self.interpolation), label
 
 
 class FolderMeanSet(Dataset):

@@ -124,13 +124,15 @@ def build_data(
     ``eval_batch_size`` (default ``batch_size``) is the global number of views per evaluation batch.
     ``mean`` ((3, H, W) or (3,) on [0, 1], e.g. the one saved with a model's weights) replaces the mean computed from
     the training images; ``normalize_std`` switches to torchvision's per-channel ``(x - mean) / std`` (for
-    torchvision-trained weights; ``mean`` defaults to torchvision's then).
+    torchvision-trained weights; ``mean`` defaults to torchvision's then), as ``cfg.normalize == "imagenet"`` does
+    for a run from scratch.
     """
     device = torch.device(device)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not in 0..{world_size - 1}")
     if batch_size % world_size:
         raise ConfigError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
+    normalize_std = normalize_std or (mean is None and cfg.normalize == "imagenet")
     setup = _Setup(cfg, batch_size, eval_batch_size or batch_size, device, seed, rank, world_size, mean, normalize_std)
     if cfg.dataset == "imagefolder":
         return _build_folder(setup)
@@ -240,23 +242,25 @@ def _build_folder(s: _Setup) -> DataBundle:
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
     norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels))
-    policy = build_policy(cfg.auto_augment, cfg.randaugment_magnitude, cfg.random_erasing)
-    worker_side = policy is not None or cfg.random_resized_crop
+    policy = build_policy(cfg.auto_augment, cfg.randaugment_magnitude, cfg.random_erasing,
+                          cfg.train_crop_size or cfg.crop_size, cfg.interpolation)
+    worker_side = policy is not None or cfg.random_resized_crop or cfg.interpolation != "bilinear"
     if worker_side and cfg.gpu_decode:
-        raise ConfigError("data.random_resized_crop, data.auto_augment and data.random_erasing run on the decoded "
-                          "images in the loader workers; drop --gpu-decode (or set it to false)")
+        raise ConfigError("data.random_resized_crop, data.auto_augment, data.random_erasing and bicubic "
+                          "data.interpolation run on the decoded images in the loader workers; drop --gpu-decode "
+                          "(or set it to false)")
     # these work on decoded images in the workers: with one, JPEGs are decoded there too
     gpu_decode = s.device.type == "cuda" and not worker_side if cfg.gpu_decode is None else cfg.gpu_decode
     dataset = FolderTrainSet(train, cfg.train_crop_size or cfg.crop_size, cfg.scale_min, cfg.scale_max,
                              cfg.lighting_std, s.seed, encoded=gpu_decode, max_pixels=cfg.max_pixels, policy=policy,
-                             rrc=cfg.random_resized_crop)
+                             rrc=cfg.random_resized_crop, interpolation=cfg.interpolation)
     args = (s.device, s.seed, s.rank, s.world_size, cfg.workers, bad)
     stream = FolderTrainStream(dataset, norm, s.batch_size, *args, repeats=cfg.repeated_augment)
 
     def loader(samples: list[Sample]) -> FolderEvalLoader:
         return FolderEvalLoader(
             samples, norm, cfg.protocol, cfg.scales, cfg.crop_size, s.eval_bs, s.device, s.rank, s.world_size,
-            cfg.workers, bad, cfg.max_pixels, cfg.eval_resize,
+            cfg.workers, bad, cfg.max_pixels, cfg.eval_resize, cfg.interpolation,
         )  # fmt: skip
 
     test = loader(index.val)

@@ -181,14 +181,16 @@ def pad_crop_flip(images: Tensor, params: Tensor, pad: int = CIFAR_PAD) -> Tenso
 # ----------------------------------------------------------------------------- ImageNet training (Sec. 3.4)
 
 
-def resize_shorter(image: Tensor, size: int) -> Tensor:
-    """Resize uint8 (..., H, W) so that its shorter side is ``size`` (bilinear, antialiased), keeping the aspect."""
+def resize_shorter(image: Tensor, size: int, interpolation: str = "bilinear") -> Tensor:
+    """Resize uint8 (..., H, W) so that its shorter side is ``size`` (antialiased ``interpolation``: bilinear, the
+    paper's and torchvision's, or bicubic, timm's), keeping the aspect."""
     if min(image.shape[-2:]) == size:
         return image
+    mode = InterpolationMode(interpolation)
     try:
-        return tvf.resize(image, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return tvf.resize(image, [size], interpolation=mode, antialias=True)
     except RuntimeError:  # torch's uint8 antialias kernel asserts on a 1x1 output; the float kernel does not
-        out = tvf.resize(image.float(), [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        out = tvf.resize(image.float(), [size], interpolation=mode, antialias=True)
         return out.round_().clamp_(0, 255).to(image.dtype)
 
 
@@ -244,16 +246,17 @@ _TOLERANCE = 0.05
 """Largest misalignment (source pixels) accepted; beyond it the region is taken from the image's edge."""
 
 
-def _window(size: int, resized: int, crop: int, start: int) -> tuple[int, int, int, float]:
+def _window(size: int, resized: int, crop: int, start: int, reach: int = 1) -> tuple[int, int, int, float]:
     """One axis of :func:`resized_crop`: source [lo, hi), the crop's first row in the region's output, scale.
 
     The region's output row ``j`` samples source ``lo + (j + 0.5) * step - 0.5``; the full resize's row
     ``start`` samples ``(start + 0.5) * step - 0.5``. So the crop starts at output row ``skip`` of the region
     when ``lo == (start - skip) * step``: ``skip`` is picked (from a few candidates) to make that hold within
-    :data:`_TOLERANCE`, else the region starts at the image's edge (``skip == start``, exact).
+    :data:`_TOLERANCE`, else the region starts at the image's edge (``skip == start``, exact). ``reach``: the
+    kernel's support in pixels (1 bilinear, 2 bicubic), which widens the context.
     """
     step = size / resized  # source pixels per output pixel
-    margin = max(_MARGIN, math.ceil(0.5 / step))  # upscaling: the kernel reaches one source pixel, many outputs
+    margin = max(_MARGIN * reach, math.ceil(0.5 * reach / step))  # upscaling: the kernel reaches source pixels
     skip, lo, best = start, 0, 0.0
     if start > margin:
         best = 1.0
@@ -270,10 +273,17 @@ def _window(size: int, resized: int, crop: int, start: int) -> tuple[int, int, i
     return min(lo, size - 1), hi, skip, resized / size
 
 
-def resized_crop(image: Tensor, height: int, width: int, top: int, left: int, crop: int) -> Tensor:
+_AA_KERNELS = {"bilinear": torch.ops.aten._upsample_bilinear2d_aa, "bicubic": torch.ops.aten._upsample_bicubic2d_aa}
+"""torch's antialiased resampling kernels, called with the full resize's scale (tvf.resize would recompute it)."""
+_AA_REACH = {"bilinear": 1, "bicubic": 2}
+
+
+def resized_crop(image: Tensor, height: int, width: int, top: int, left: int, crop: int,
+                 interpolation: str = "bilinear") -> Tensor:
     """``resize(image, (height, width))[..., top:top+crop, left:left+crop]``, resizing only the needed region.
 
-    Bilinear with antialias, with the full resize's scale (so the same kernel and weights). The region must
+    Antialiased ``interpolation`` (bilinear or bicubic) with the full resize's scale (so the same kernel and
+    weights). The region must
     start on a whole source pixel, so it starts a few output pixels early, where the full resize's sampling grid
     comes closest to one (:func:`_window`): the result sits at most 0.05 source pixels off the full resize's
     crop (typically < 0.01; exactly on it when the region starts at the top/left edge or no resize is needed).
@@ -283,22 +293,25 @@ def resized_crop(image: Tensor, height: int, width: int, top: int, left: int, cr
     h, w = image.shape[-2:]
     if (h, w) == (height, width):
         return image[:, top : top + crop, left : left + crop]
-    y0, y1, dy, sy = _window(h, height, crop, top)
-    x0, x1, dx, sx = _window(w, width, crop, left)
+    reach = _AA_REACH[interpolation]
+    y0, y1, dy, sy = _window(h, height, crop, top, reach)
+    x0, x1, dx, sx = _window(w, width, crop, left, reach)
     region = image[None, :, y0:y1, x0:x1]
     size = [dy + crop, dx + crop]
     # torch copies an axis whose input and output sizes agree, ignoring its scale: ask for one more (unused) row
     size = [n + 1 if n == m else n for n, m in zip(size, region.shape[-2:], strict=True)]
+    kernel = _AA_KERNELS[interpolation]
     try:
-        out = torch.ops.aten._upsample_bilinear2d_aa(region, size, False, sy, sx)
+        out = kernel(region, size, False, sy, sx)
     except RuntimeError:  # torch's uint8 antialias kernel asserts on a 1x1 output; the float kernel does not
-        out = torch.ops.aten._upsample_bilinear2d_aa(region.float(), size, False, sy, sx)
+        out = kernel(region.float(), size, False, sy, sx)
         out = out.round_().clamp_(0, 255).to(image.dtype)
     return out[0, :, dy : dy + crop, dx : dx + crop]
 
 
 def imagenet_train_sample(
-    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator
+    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator,
+    interpolation: str = "bilinear",
 ) -> tuple[Tensor, Tensor]:
     """Scale augmentation + random crop + mirror of one uint8 image; returns (crop uint8, lighting offsets (3,)).
 
@@ -310,18 +323,19 @@ def imagenet_train_sample(
     same pixels as :func:`imagenet_train_sample_full`, which resizes the whole image first.
     """
     p = draw_scale_crop(image.shape[-2], image.shape[-1], crop, scale_min, scale_max, generator)
-    out = resized_crop(image, p.height, p.width, p.top, p.left, crop)
+    out = resized_crop(image, p.height, p.width, p.top, p.left, crop, interpolation)
     if p.flip:
         out = out.flip(-1)
     return out.contiguous(), lighting_offsets(lighting_std, generator)
 
 
 def imagenet_train_sample_full(
-    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator
+    image: Tensor, crop: int, scale_min: int, scale_max: int, lighting_std: float, generator: torch.Generator,
+    interpolation: str = "bilinear",
 ) -> tuple[Tensor, Tensor]:
     """:func:`imagenet_train_sample` the literal way: resize the whole image to S, then crop (slower; the spec)."""
     side = int(torch.randint(scale_min, scale_max + 1, (1,), generator=generator))
-    image = resize_shorter(image, max(side, crop))
+    image = resize_shorter(image, max(side, crop), interpolation)
     h, w = image.shape[-2:]
     top = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
@@ -340,12 +354,12 @@ def center_view(image: Tensor, crop: int) -> Tensor:
 
 
 def image_eval_views(image: Tensor, protocol: str, crop: int, scales: Sequence[int],
-                     resize: int | None = None) -> list[Tensor]:
+                     resize: int | None = None, interpolation: str = "bilinear") -> list[Tensor]:
     """Evaluation views of one decoded uint8 (3, H, W) image of an image folder: a list of (V, 3, h, w) groups.
     ``resize``: the shorter side before the centre or ten crops (None: 256 for 224, the same ratio otherwise)."""
     if protocol == "multiscale":
-        return [resize_shorter(image, s)[None].contiguous() for s in scale_sizes(scales, crop)]
-    resized = resize_shorter(image, max(resize or eval_resize_size(crop), crop))
+        return [resize_shorter(image, s, interpolation)[None].contiguous() for s in scale_sizes(scales, crop)]
+    resized = resize_shorter(image, max(resize or eval_resize_size(crop), crop), interpolation)
     if protocol == "center":
         return [tvf.center_crop(resized, [crop, crop])[None].contiguous()]
     if protocol == "10crop":

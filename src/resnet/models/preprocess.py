@@ -13,6 +13,7 @@ record is one ``WeightsError`` line naming the field and the file.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,6 +63,16 @@ class Preprocess:
     @property
     def per_pixel(self) -> bool:
         return self.mean == PER_PIXEL
+
+    def resize_side(self) -> int:
+        """The shorter side before the centre crop: ``floor(side / crop_pct)`` as timm computes it (224 at 0.875 ->
+        256; torchvision's 224/232 -> 232), guarded against a ratio that lands a hair below a whole pixel."""
+        return math.floor(min(self.input_size[1:]) / self.crop_pct + 1e-6)
+
+    def tensor_interpolation(self) -> str:
+        """The record's interpolation where resampling a tensor has it (bilinear, bicubic), else bilinear (box,
+        hamming and lanczos are PIL's alone)."""
+        return self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
 
     # -- the records that exist without a file saying so ---------------------------------------------------
     @classmethod

@@ -15,7 +15,6 @@ paper's per-pixel mean image subtracted (``mean == "per_pixel"``, the image in `
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,8 +85,7 @@ def transforms_for(config: Mapping[str, Any]) -> v2.Compose:
     if record.crop_mode == "squash":
         steps: list[Any] = [v2.Resize((height, width), interpolation=mode, antialias=True)]
     else:
-        shorter = math.floor(min(height, width) / record.crop_pct)
-        steps = [v2.Resize(shorter, interpolation=mode, antialias=True), v2.CenterCrop((height, width))]
+        steps = [v2.Resize(record.resize_side(), interpolation=mode, antialias=True), v2.CenterCrop((height, width))]
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if record.per_pixel:
         if record.mean_image is None:
