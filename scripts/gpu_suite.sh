@@ -2,7 +2,7 @@
 # The GPU measurements behind docs/benchmarks.md (one GPU machine; writes under $OUT).
 # Usage: scripts/gpu_suite.sh SECTION...
 #   sections: env tests loop track check knobs-r50 knobs-r56 knobs-r56-fusion decode experiment trainer cifar cifar-variants r50 r50-compile autotune infer
-#             infer-nofold pipeline ddp e2e group
+#             infer-nofold pipeline ddp e2e group detect modern
 set -uo pipefail
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT/json"
 if [ -d .whl ]; then
@@ -109,6 +109,38 @@ make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(P
              timeout 200 python3 -m resnet bench train --model $m --seeds 5 --iterations 200 --warmup 20 \
                --json "$OUT/json/train-$m-seeds5.json" 2>&1 | grep -E "^ours|x$|error"
            done;;
+    detect) # detection on CUDA with the defaults (C4 and FPN): a SIGTERM mid-run, the resume, eval; then the
+           # training step beside torchvision's own fasterrcnn_resnet50_fpn in the same process
+           for d in c4 fpn; do
+             python3 -m resnet detect train --design $d --device cuda --iterations 400 --eval-every 200 \
+               --checkpoint-every 100 --out /tmp/det-$d > /tmp/det-$d.log 2>&1 & pid=$!
+             for _ in $(seq 900); do [ -f /tmp/det-$d/checkpoints/ckpt-00000200.json ] && break; sleep 0.2; done
+             kill -TERM $pid; wait $pid; echo "detect $d first run rc=$? (143 = stopped by SIGTERM)"; tail -3 /tmp/det-$d.log
+             /usr/bin/time -f "detect $d resume wall %e s" timeout 240 python3 -m resnet detect train --resume /tmp/det-$d \
+               2>&1 | tail -4
+             timeout 120 python3 -m resnet detect eval /tmp/det-$d --device cuda 2>&1 | tail -3
+             cp /tmp/det-$d/metrics.jsonl "$OUT/json/detect-$d-metrics.jsonl" 2>/dev/null
+           done
+           timeout 240 python3 -m resnet bench detect --model resnet50 --device cuda --batch-size 2 --iterations 20 \
+             --warmup 5 --json "$OUT/json/bench-detect-resnet50.json" 2>&1 | tail -6;;
+    modern) # the modern recipes' GPU paths: a shrunk tv-imagenet-v2 (EMA, mixup/cutmix, TrivialAugment, repeated
+           # augmentation) and rsb-a3 (LAMB, BCE, timm's RandAugment, bicubic) on a JPEG folder, with a SIGTERM and
+           # resume; then cifar-modern's fused-optimizer step under CUDA graphs
+           python3 -c "
+from pathlib import Path
+from resnet.bench.pipeline import make_jpeg_folder
+make_jpeg_folder(Path('/tmp/folder/train'), 1024, classes=8); make_jpeg_folder(Path('/tmp/folder/val'), 128, classes=8, seed=1)"
+           for r in tv-imagenet-v2 rsb-a3; do
+             timeout 200 python3 -m resnet train --recipe $r --data /tmp/folder --model resnet50 --iterations 120 \
+               --epochs none --batch-size 64 --eval-every 60 --checkpoint-every 30 --workers 12 --device cuda \
+               --out /tmp/modern-$r > /tmp/modern-$r.log 2>&1 & pid=$!
+             for _ in $(seq 900); do [ -f /tmp/modern-$r/checkpoints/ckpt-00000060.json ] && break; sleep 0.2; done
+             kill -TERM $pid; wait $pid; echo "$r first run rc=$? (143 = stopped by SIGTERM)"; tail -3 /tmp/modern-$r.log
+             timeout 200 python3 -m resnet train --resume /tmp/modern-$r 2>&1 | tail -4
+           done
+           make_c10
+           timeout 200 python3 -m resnet train --recipe cifar-modern --data /tmp/c10 --optimizer adamw --lr 1e-3 \
+             --iterations 600 --eval-every 300 --out /tmp/modern-cifar 2>&1 | grep -E "img/s|final|error";;
     *) echo "unknown section $section"; exit 2;;
   esac
 done

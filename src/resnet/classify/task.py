@@ -28,8 +28,10 @@ def trained_preprocess(cfg: DataCfg, data: Any) -> Preprocess:
     resize before the centre crop (``eval_resize``) and the interpolation."""
     size = int(data.input_size)
     record = Preprocess.assumed({}, per_pixel=data.std is None, size=size)
-    if data.std is not None:  # the bundle's mean is the per-channel values spread over the image
-        record = replace(record, mean=tuple(data.mean[:, 0, 0].tolist()), std=tuple(data.std.flatten().tolist()))
+    if data.std is not None:  # the bundle's mean is the per-channel values spread over the image (float32: the
+        # values as written, 0.485 rather than 0.48500001430511475)
+        record = replace(record, mean=tuple(round(v, 7) for v in data.mean[:, 0, 0].tolist()),
+                         std=tuple(round(v, 7) for v in data.std.flatten().tolist()))
     if cfg.dataset == "imagefolder":  # resize, then the centre crop (resnet.data.transforms.image_eval_views)
         from resnet.data.transforms import eval_resize_size
 
