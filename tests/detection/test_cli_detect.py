@@ -201,6 +201,29 @@ def test_detect_predict_refuses_an_image_over_max_pixels_naming_its_own_flag(tra
     assert code == 0, err
 
 
+@pytest.mark.parametrize("tensor", ["rpn.head.cls_logits.weight", "roi_heads.box_predictor.cls_score.weight"])
+def test_finite_detector_weights_that_overflow_float32_are_an_error_not_silence(trained_run, tmp_path, capsys,
+                                                                                 tensor):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from torchvision.io import write_png
+
+    source = trained_run / "model.safetensors"
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+    state = load_file(str(source))
+    state[tensor] = torch.full_like(state[tensor], 3e38)  # finite, but its products are not
+    save_file(state, str(tmp_path / "overflow.safetensors"), metadata=metadata)
+    write_png(torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8), str(tmp_path / "scene.png"))
+    for argv in (["detect", "predict", tmp_path / "scene.png", "--weights", tmp_path / "overflow.safetensors",
+                  "--out", tmp_path / "drawn", "--min-score", "0", "--device", "cpu"],
+                 ["detect", "eval", tmp_path / "overflow.safetensors", "--device", "cpu"]):
+        code, out, err = run(argv, capsys)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "are NaN/Inf: its weights overflow float32 arithmetic (largest magnitude 3e+38 in" in err
+        assert "object(s)" not in out  # before: "0 object(s) (the detector proposed no box)", exit 0
+
+
 def test_eval_of_a_classification_run_says_it_is_no_detector(tmp_path, capsys):
     import resnet
 

@@ -81,7 +81,26 @@ def load_detector(target: str | os.PathLike[str], device: str | torch.device = "
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise WeightsError(f"{path}: its detector metadata is damaged ({type(e).__name__}: {e})") from None
     model.load_state_dict(state, strict=True)
+    guard_scores(model, path)
     return model.to(device).eval(), cfg, categories
+
+
+def guard_scores(model: nn.Module, path: object) -> None:
+    """Finite weights can still overflow float32 on the way: a NaN objectness or class score would be filtered
+    out by torchvision's post-processing ("no box") or rank as anything, so the heads' raw outputs are checked
+    (``inference.check_scores``, the classifier's check) and a non-finite one is one error naming the file."""
+    from resnet.inference import check_scores
+
+    def check(module: nn.Module, inputs: Any, outputs: Any, what: str) -> None:
+        flat = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        for item in flat:
+            for tensor in (item if isinstance(item, (tuple, list)) else (item,)):
+                if isinstance(tensor, Tensor):
+                    check_scores(tensor, model, path, what)
+
+    model.rpn.head.register_forward_hook(lambda m, i, o: check(m, i, o, "the region proposals (RPN head)"))
+    model.roi_heads.box_predictor.register_forward_hook(
+        lambda m, i, o: check(m, i, o, "the detected boxes (box predictor)"))
 
 
 DRAWN_MIN_SIDE = 384
