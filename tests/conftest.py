@@ -32,6 +32,28 @@ def random_bn() -> Callable[..., nn.Module]:
     return randomize_batchnorm
 
 
+def write_image_tree(root: Path, height: int = 48, width: int = 56, ext: str = "jpg",
+                     classes: tuple[str, ...] = ("ant", "bee")) -> Path:
+    """train/ (4 per class) and val/ (2 per class) of random images, each a few rows taller than the last."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (height + 4 * i, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.{ext}")
+    return root
+
+
+@pytest.fixture
+def image_tree() -> Callable[..., Path]:
+    """:func:`write_image_tree` (``image_tree(root, height, width, ext)``), for test modules in other folders."""
+    return write_image_tree
+
+
 WeightsFactory = Callable[..., Path]
 
 

@@ -21,18 +21,6 @@ from resnet.inference import evaluate_ensemble, load_for_inference, predict_imag
 from resnet.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
-def _folder(root: Path) -> Path:
-    """train/ and val/ of two classes of small random PNGs (PNG: the pixels exact)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2)):
-        for name in ("ant", "bee"):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (90 + 6 * i, 110, 3), dtype=np.uint8)).save(
-                    root / split / name / f"{i}.png")
-    return root
-
-
 def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -64,8 +52,9 @@ def test_a_digits_run_normalized_as_imagenet_records_it_and_eval_scores_it_as_tr
 
 
 @pytest.mark.slow
-def test_a_folder_run_with_bicubic_views_records_them_and_eval_and_predict_make_the_same(tmp_path, one_cpu_thread):
-    root = _folder(tmp_path / "images")
+def test_a_folder_run_with_bicubic_views_records_them_and_eval_and_predict_make_the_same(tmp_path, one_cpu_thread,
+                                                                                         image_tree):
+    root = image_tree(tmp_path / "images", 90, 110, "png")  # png: the pixels exact
     data = {"dataset": "imagefolder", "data": str(root), "crop_size": 72, "eval_resize": 84, "workers": 0,
             "interpolation": "bicubic", "normalize": "imagenet", "random_resized_crop": True, "lighting_std": 0.0}
     cfg = build_config({"model": {"name": "resnet18"}, "data": data, "optim": {"lr": 0.001, "milestones": [1]},

@@ -44,19 +44,23 @@ def test_tensor_datasets_refuse_the_image_folder_policies():
         DataCfg(dataset="digits", auto_augment="trivialaugment")
 
 
-def test_folder_stream_with_trivialaugment_resumes_bit_identically_with_workers(tmp_path: Path) -> None:
-    make_tree(tmp_path)
-    cfg = _cfg(tmp_path, auto_augment="trivialaugment", random_erasing=0.5)
-    full = build_data(cfg, batch_size=4, device="cpu", seed=5).train
-    ref = [full.next() for _ in range(4)]
-    plain = build_data(_cfg(tmp_path), batch_size=4, device="cpu", seed=5).train
-    assert not torch.equal(plain.next()[0], ref[0][0])  # the policy changed the crops
-    resumed = build_data(_cfg(tmp_path, auto_augment="trivialaugment", random_erasing=0.5, workers=2),
-                         batch_size=4, device="cpu", seed=5).train
+def _resumes_in_workers(root: Path, baseline: dict, **fields: object) -> None:
+    """A stream with ``fields`` differs from one with ``baseline`` (the fields reach the crops), and a resume in two
+    worker processes at batch 2 makes batches 2 and 3 bit-identically (draws seeded per image, not per process)."""
+    make_tree(root)
+    stream = build_data(_cfg(root, **fields), batch_size=4, device="cpu", seed=5).train
+    ref = [stream.next() for _ in range(4)]
+    other = build_data(_cfg(root, **baseline), batch_size=4, device="cpu", seed=5).train
+    assert not torch.equal(other.next()[0], ref[0][0])
+    resumed = build_data(_cfg(root, workers=2, **fields), batch_size=4, device="cpu", seed=5).train
     resumed.load_state_dict({"epoch": 0, "position": 8})
     for want in ref[2:]:
         got = resumed.next()
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_folder_stream_with_trivialaugment_resumes_bit_identically_with_workers(tmp_path: Path) -> None:
+    _resumes_in_workers(tmp_path, {}, auto_augment="trivialaugment", random_erasing=0.5)
 
 
 def test_random_resized_crop_is_torchvisions_with_a_seeded_mirror_coin():
@@ -137,18 +141,8 @@ def test_other_augment_strings_are_one_config_error(text):
 
 
 def test_folder_stream_with_timm_randaugment_and_bicubic_resumes_bit_identically_in_workers(tmp_path: Path) -> None:
-    make_tree(tmp_path)
-    fields = dict(auto_augment="rand-m9-mstd0.5-inc1", random_resized_crop=True, interpolation="bicubic")
-    stream = build_data(_cfg(tmp_path, **fields), batch_size=4, device="cpu", seed=5).train
-    ref = [stream.next() for _ in range(4)]
-    bilinear = build_data(_cfg(tmp_path, auto_augment="rand-m9-mstd0.5-inc1", random_resized_crop=True),
-                          batch_size=4, device="cpu", seed=5).train
-    assert not torch.equal(bilinear.next()[0], ref[0][0])  # the interpolation reaches the crops
-    resumed = build_data(_cfg(tmp_path, workers=2, **fields), batch_size=4, device="cpu", seed=5).train
-    resumed.load_state_dict({"epoch": 0, "position": 8})
-    for want in ref[2:]:
-        got = resumed.next()
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    timm = {"auto_augment": "rand-m9-mstd0.5-inc1", "random_resized_crop": True}
+    _resumes_in_workers(tmp_path, timm, interpolation="bicubic", **timm)  # bicubic reaches the crops
 
 
 def test_bicubic_random_resized_crop_and_eval_views_are_torchvisions():

@@ -6,25 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from resnet.classify import train
 from resnet.config import build_config, load_recipe, merge
 
 MODERN = ("tv-imagenet-v2", "rsb-a1", "rsb-a2", "rsb-a3", "cifar-modern")
-
-
-def make_tree(root: Path) -> None:
-    """train/ and val/ folders of two classes of small random JPEGs."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2)):
-        for name in ("ant", "bee"):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (48 + 4 * i, 56, 3), dtype=np.uint8)).save(
-                    root / split / name / f"{i}.jpg")
 
 
 def recipe(name: str, **over):
@@ -84,8 +71,9 @@ def test_paper_recipes_turn_on_none_of_the_modern_fields():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tv-imagenet-v2", "rsb-a3"])
-def test_modern_recipe_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Path, one_cpu_thread, name):
-    make_tree(tmp_path / "images")
+def test_modern_recipe_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Path, one_cpu_thread, image_tree,
+                                                                   name):
+    image_tree(tmp_path / "images")
     cfg = build_config(merge(load_recipe(name), {
         "model": {"name": "resnet18d", "init": "kaiming_normal"},
         "data": {"data": str(tmp_path / "images"), "train_crop_size": 32, "crop_size": 40, "eval_resize": 44,
