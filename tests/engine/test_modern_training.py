@@ -137,7 +137,7 @@ def test_linear_warmup_rises_from_its_start_then_cosine_decays_to_min_lr_over_th
     ("train", {"loss": "focal"}, "train.loss='focal' is not valid"),
     ("train", {"ema_decay": 1.0}, "ema_decay=1.0 must be in"),
     ("data", {"mixup_alpha": -1.0}, "data.mixup_alpha=-1.0 must be >= 0"),
-    ("data", {"auto_augment": "rand-m9"}, "data.auto_augment='rand-m9' is not valid"),
+    ("data", {"auto_augment": "rand-x9"}, "data.auto_augment='rand-x9' is not one of .* nor a timm RandAugment"),
     ("data", {"dataset": "imagefolder", "data": "images", "random_erasing": 2.0}, "must be a probability"),
 ])
 def test_bad_modern_values_are_one_config_error_naming_the_field(section, values, message):
