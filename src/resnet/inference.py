@@ -168,8 +168,8 @@ def _difference(a: InferenceInfo, b: InferenceInfo) -> str | None:
 def _views(info: InferenceInfo) -> str:
     """How the centre view is made, in words (the shorter side and the interpolation)."""
     pre = info.preprocess
-    if pre is None or info.input_size <= SMALL_INPUT:
-        return "the default"
+    if pre is None or pre.crop_mode == "squash":
+        return "the default" if pre is None else "the whole image"
     return f"shorter side {pre.resize_side()} {pre.tensor_interpolation()}"
 
 
@@ -240,18 +240,17 @@ def compile_for_inference(model: nn.Module, device: torch.device) -> Callable[[t
 
 
 def preprocess(image: torch.Tensor, info: InferenceInfo) -> torch.Tensor:
-    """uint8 (C,H,W) -> normalized float (C,S,S): for large nets the centre view ``resnet eval --protocol center``
-    takes (shorter side to the record's ``S / crop_pct``, 256 for the paper's 224; centre crop) with the record's
-    interpolation; small (<= 64 px) nets see the whole image squeezed to S x S.
+    """uint8 (C,H,W) -> normalized float (C,S,S): the centre view ``resnet eval --protocol center`` takes (shorter
+    side to the record's ``S / crop_pct``, 256 for the paper's 224; centre crop; the record's interpolation), or for
+    records that say ``squash`` (and files without one on small, <= 64 px, nets) the whole image squeezed to S x S.
     """
     from resnet.data.transforms import image_eval_views, normalize
 
-    size = info.input_size
-    if size <= SMALL_INPUT:
+    size, pre = info.input_size, info.preprocess
+    if (pre.crop_mode == "squash") if pre else size <= SMALL_INPUT:
         pixels = F.interpolate(image.float()[None], size=(size, size), mode="bilinear", antialias=True,
                                align_corners=False)[0]
     else:
-        pre = info.preprocess
         resize, mode = (pre.resize_side(), pre.tensor_interpolation()) if pre else (None, "bilinear")
         (pixels,) = image_eval_views(image, "center", size, (), resize, mode)[0]
     mean, std = info.normalization()
@@ -340,28 +339,6 @@ def multiscale_warning(infos: Sequence[InferenceInfo], protocol: str, scales: Se
             "center or 10crop")
 
 
-class _Rescaled(nn.Module):
-    """A model fed by loaders that divide by torchvision's std, for weights that want another per-channel std."""
-
-    def __init__(self, model: nn.Module, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("scale", scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.scale.to(x.dtype))
-
-
-def _std_correction(info: InferenceInfo) -> torch.Tensor | None:
-    """torchvision's std over the file's, when the data loaders (which know torchvision's std only) need it."""
-    from resnet.data.transforms import TORCHVISION_STD
-
-    if info.mean is None or info.std is None:
-        return None
-    scale = torch.tensor(TORCHVISION_STD).view(3, 1, 1) / info.std
-    return None if torch.allclose(scale, torch.ones_like(scale)) else scale
-
-
 def _wrong(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(top-1 wrong, top-5 wrong, summed NLL) of a batch's averaged probabilities."""
     topk = probs.topk(min(5, probs.shape[1]), dim=1).indices.eq(y[:, None])
@@ -385,10 +362,14 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
             and info.mean.dim() == 3 and info.mean.shape[-1] > 1:  # a per-pixel mean: the digits' side it was made at
         data_flags = {**data_flags, "digits_size": int(info.mean.shape[-1])}
     pre = info.preprocess
-    if data_flags.get("dataset") == "imagefolder" and pre is not None and pre.crop_mode == "center" \
-            and info.input_size > SMALL_INPUT:  # the views the weights were scored on, unless the flags say otherwise
-        data_flags = {"crop_size": info.input_size, "eval_resize": pre.resize_side(),
-                      "interpolation": pre.tensor_interpolation(), **data_flags}
+    if data_flags.get("dataset") == "imagefolder" and pre is not None and pre.crop_mode == "center":
+        # the views the weights were scored on, unless the flags say otherwise (another crop: its own resize)
+        views = {"interpolation": pre.tensor_interpolation()}
+        if "crop_size" not in data_flags:
+            views.update(crop_size=info.input_size, eval_resize=pre.resize_side())
+        data_flags = {**views, **data_flags}
+    # The training stream is never drawn from here: its image policies (timm's, say) are not built.
+    data_flags = {**data_flags, "auto_augment": "none", "random_erasing": 0.0}
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)
@@ -396,8 +377,8 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
         raise ConfigError("--split val needs a held-out validation split, and this run (or --val-split) held none "
                           "out; use --split test, or --val-split N for the images the run held out")
     # The training stream is never drawn from here: batch 1, so a small training split cannot refuse the eval.
-    bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=info.mean,
-                        normalize_std=info.mean is None or info.std is not None)
+    mean, std = info.normalization()
+    bundle = build_data(data_cfg, 1, dev, seed=0, eval_batch_size=batch_size, mean=mean, std=std)
     if bundle.num_classes != num_classes:
         raise ConfigError(f"the weights have {num_classes} classes but {data_cfg.dataset} has "
                           f"{bundle.num_classes}; pass the dataset the weights were trained on")
@@ -418,9 +399,6 @@ def evaluate_ensemble(targets: Sequence[str], data_flags: dict[str, Any], split:
     data_cfg, bundle = _eval_data(infos[0], data_flags, split, batch_size, dev, members[0][0].fc.out_features)
     cpu = dev.type == "cpu"
     models = [prepare_inference(m) if cpu else m for m, _ in members]
-    scale = _std_correction(infos[0])
-    if scale is not None:
-        models = [_Rescaled(m, scale.to(dev)) for m in models]
     sums = torch.zeros(len(models) + 1, 3, dtype=torch.float64)
     count = 0
     for x, y in bundle.eval:

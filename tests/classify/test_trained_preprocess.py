@@ -108,7 +108,7 @@ def test_ensemble_members_resized_differently_are_refused(tmp_path):
     a = _record_file(tmp_path, "a.safetensors", 0.95, "bicubic")
     b = _record_file(tmp_path, "b.safetensors", 0.875, "bilinear")
     with pytest.raises(ConfigError, match="differ in evaluation resize: shorter side 101 bicubic vs shorter side "
-                                          "109 bilinear"):
+                                          "110 bilinear"):  # 96 / 0.875, rounded as the engine does
         predict_images([a, b], ["unused.png"], device="cpu")
 
 
@@ -117,6 +117,73 @@ def test_fine_tuning_per_pixel_weights_with_imagenet_normalization_is_refused(tm
     cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "normalize": "imagenet"},
                         "finetune": {"init_from": str(source)},
                         "train": {"iterations": 2, "batch_size": 8, "device": "cpu"}}, "quick")
-    with pytest.raises(ConfigError, match="per-pixel mean subtracted.*drop --normalize"):
+    with pytest.raises(ConfigError, match="mean subtracted only.*set --normalize per_pixel"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_the_papers_ratio_rounds_as_the_engine_and_others_floor_as_timm():
+    from resnet.data.transforms import eval_resize_size
+    from resnet.models.preprocess import Preprocess
+
+    def side(size: int, crop_pct: float) -> int:
+        return Preprocess((3, size, size), IMAGENET_MEAN, IMAGENET_STD, crop_pct).resize_side()
+
+    assert [side(s, 0.875) for s in (160, 224, 256, 320, 384)] == [eval_resize_size(s) for s in (160, 224, 256, 320,
+                                                                                                  384)]
+    assert (side(160, 0.875), side(224, 0.95), side(224, 224 / 232), side(176, 176 / 232)) == (183, 235, 232, 232)
+
+
+def _captured_eval_cfg(monkeypatch, path: str, flags: dict) -> DataCfg:
+    """The data config ``resnet eval`` builds its loaders from (the loaders themselves not built)."""
+    import resnet.data
+
+    seen = {}
+
+    def capture(cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resnet.data, "build_data", capture)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_ensemble([path], flags, device="cpu")
+    return seen["cfg"]
+
+
+def test_eval_takes_the_records_views_unless_a_flag_names_another_crop(tmp_path, monkeypatch):
+    path = _record_file(tmp_path, "timm-like.safetensors", 0.95, "bicubic")
+    flags = {"dataset": "imagefolder", "data": str(tmp_path)}
+    cfg = _captured_eval_cfg(monkeypatch, path, flags)
+    assert (cfg.crop_size, cfg.eval_resize, cfg.interpolation) == (96, 101, "bicubic")
+    cfg = _captured_eval_cfg(monkeypatch, path, {**flags, "crop_size": 128})
+    assert (cfg.crop_size, cfg.eval_resize, cfg.interpolation) == (128, None, "bicubic")  # 128's own: 146
+
+
+def test_eval_of_a_run_trained_with_timms_randaugment_needs_no_timm(tmp_path, monkeypatch):
+    import sys
+
+    path = _record_file(tmp_path, "rsb.safetensors", 0.95, "bicubic")
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm fails, as where it is not installed
+    cfg = _captured_eval_cfg(monkeypatch, path, {"dataset": "imagefolder", "data": str(tmp_path),
+                                                 "auto_augment": "rand-m7-mstd0.5-inc1", "random_erasing": 0.25})
+    assert (cfg.auto_augment, cfg.random_erasing) == ("none", 0.0)
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_run_records_its_own_views_and_its_sources_mean_and_std(tmp_path, one_cpu_thread):
+    torch.manual_seed(0)
+    source = tmp_path / "own-std.safetensors"
+    record = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4], "input_size": [3, 32, 32], "crop_pct": 1.0,
+              "interpolation": "bilinear", "crop_mode": "squash"}
+    resnet.save_weights(resnet.create_model("resnet20"), source, preprocess=record,
+                        metadata={"classes": json.dumps([f"class {i}" for i in range(10)])})
+    cfg = build_config({"model": {"name": "resnet20"}, "data": {"dataset": "digits", "digits_size": 8},
+                        "finetune": {"init_from": str(source)}, "optim": {"lr": 0.001},
+                        "train": {"iterations": 4, "batch_size": 16, "eval_every": 4, "device": "cpu"}}, "finetune")
+    final = train(cfg, tmp_path / "run")
+    config = resnet.data_config(tmp_path / "run" / "model.safetensors")
+    assert (config["mean"], config["std"]) == ((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))  # the source's, not torchvision's
+    assert config["input_size"] == (3, 8, 8)  # the run's images, not the source's 32
+    got = evaluate_ensemble([str(tmp_path / "run")], {"dataset": "digits", "digits_size": 8}, device="cpu")
+    assert got["ensemble"]["top1_error"] == pytest.approx(final["test_error"])
+    assert got["ensemble"]["loss"] == pytest.approx(_metrics(tmp_path / "run")[-1]["test_loss"], rel=1e-5)

@@ -175,7 +175,7 @@ def test_given_mean_skips_the_mean_pass_and_std_mode_uses_torchvision_constants(
     given = torch.full((3, 16, 16), 0.5)
     bundle = build_data(_cfg(tmp_path), batch_size=4, device="cpu", seed=0, mean=given)
     assert torch.equal(bundle.mean, given) and bundle.std is None
-    tv = build_data(_cfg(tmp_path), batch_size=4, device="cpu", seed=0, normalize_std=True)
+    tv = build_data(_cfg(tmp_path, normalize="imagenet"), batch_size=4, device="cpu", seed=0)
     assert tv.std is not None and tv.mean.shape == (3, 16, 16)
     assert abs(tv.mean[0, 0, 0].item() - 0.485) < 1e-6
 

@@ -24,19 +24,20 @@ from resnet.models.preprocess import Preprocess
 
 def trained_preprocess(cfg: DataCfg, data: Any) -> Preprocess:
     """How the run's evaluation views were made, as the record its weights carry (so ``predict`` and ``eval``
-    make the same): the input size, the per-pixel mean image or ImageNet's mean and std, and for image folders the
-    resize before the centre crop (``eval_resize``) and the interpolation."""
+    make the same): the input size, the per-pixel mean image or a per-channel mean and std (ImageNet's, or a
+    fine-tuning source's), and for image folders the resize before the centre crop (``eval_resize``) and the
+    interpolation."""
     size = int(data.input_size)
     record = Preprocess.assumed({}, per_pixel=data.std is None, size=size)
-    if data.std is not None:  # the bundle's mean is the per-channel values spread over the image (float32: the
-        # values as written, 0.485 rather than 0.48500001430511475)
-        record = replace(record, mean=tuple(round(v, 7) for v in data.mean[:, 0, 0].tolist()),
-                         std=tuple(round(v, 7) for v in data.std.flatten().tolist()))
+    if data.std is not None:  # the bundle's mean is the per-channel values spread over the image; float32's
+        # 7 digits, so ImageNet's read as written (0.485, not 0.48500001430511475)
+        record = replace(record, mean=tuple(float(f"{v:.7g}") for v in data.mean[:, 0, 0].tolist()),
+                         std=tuple(float(f"{v:.7g}") for v in data.std.flatten().tolist()))
     if cfg.dataset == "imagefolder":  # resize, then the centre crop (resnet.data.transforms.image_eval_views)
         from resnet.data.transforms import eval_resize_size
 
         record = replace(record, interpolation=cfg.interpolation, crop_mode="center",
-                         crop_pct=size / max(cfg.eval_resize or eval_resize_size(size), size))
+                         crop_pct=size / eval_resize_size(size, cfg.eval_resize))
     return record
 
 
@@ -52,7 +53,7 @@ class ClassificationTask:
         self.criterion: Any = None  # resnet.classify.losses.TrainingLoss, set with the model (it needs its width)
         self.pretrained: Any = None  # resnet.transfer.finetune.Pretrained, when the run starts from weights
         self.source: dict[str, str] | None = None  # what run.json records of it (path, SHA-256, format)
-        self.trained_cfg: dict[str, Any] | None = None  # the preprocessing record of a net trained from scratch
+        self.trained_cfg: dict[str, Any] | None = None  # the preprocessing record the weights are saved with
 
     def build_data(self, cfg: RunCfg, device: torch.device, dist: DistInfo) -> Any:
         from resnet.data import build_data  # the data stack is heavy; only a run needs it
@@ -64,10 +65,10 @@ class ClassificationTask:
             self.pretrained = Pretrained(cfg.finetune.init_from, cfg.model.name, cfg.model.in_chans)
             self.source = self.pretrained.record
             options = self.pretrained.data_options()
-            if cfg.data.normalize == "imagenet" and "normalize_std" not in options:
+            if cfg.data.normalize == "imagenet" and options["std"] is None:
                 raise ConfigError(f"data.normalize=imagenet, but the weights in {self.pretrained.path} were trained "
-                                  "on images with their per-pixel mean subtracted, and a fine-tuning run normalizes "
-                                  "as its source did: drop --normalize")
+                                  "on images with their mean subtracted only, and a fine-tuning run normalizes as its "
+                                  "source did: set --normalize per_pixel")
         return build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, dist.rank, dist.world_size,
                           **options)
 
@@ -90,8 +91,8 @@ class ClassificationTask:
             opts = cfg.model.options()
             opts.setdefault("num_classes", data.num_classes)
             model = create_model(cfg.model.name, **opts)
-            self.trained_cfg = trained_preprocess(cfg.data, data).record()
-            model.pretrained_cfg = self.trained_cfg  # saved with the weights
+        self.trained_cfg = trained_preprocess(cfg.data, data).record()
+        model.pretrained_cfg = self.trained_cfg  # saved with the weights: how this run made its images
         if cfg.finetune.freeze_stages or cfg.finetune.freeze_bn:
             from resnet.transfer.finetune import freeze
 
@@ -130,7 +131,8 @@ class ClassificationTask:
 
         meta = {"dataset": getattr(data, "dataset", ""), "classes": json.dumps(data.classes),
                 "input_size": str(data.input_size)}
-        return meta, {"input_mean": data.mean.detach().cpu().float()}
+        per_pixel = data.std is None  # a per-channel mean and std are the record's values, not a tensor
+        return meta, {"input_mean": data.mean.detach().cpu().float()} if per_pixel else {}
 
     def as_trained(self, cfg: RunCfg, model: nn.Module) -> RunCfg:
         """A run started from weights trains the net the file holds (its layout, e.g. torchvision's v1.5):

@@ -33,7 +33,7 @@ SCHEDULES = ("step", "plateau", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw", "lamb")
 LOSSES = ("ce", "bce")
 AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment", "autoaugment")
-TIMM_RANDAUGMENT = re.compile(r"rand(-(m\d{1,2}|n\d{1,2}|mstd\d{1,3}(\.\d+)?|mmax\d{1,2}|inc[01]|p(0|1)?(\.\d+)?))*")
+TIMM_RANDAUGMENT = re.compile(r"rand(-(m\d{1,2}|n\d{1,2}|mstd\d{1,3}(\.\d+)?|mmax\d{1,2}|inc[01]|p(0|1)(\.\d+)?))*")
 """timm's RandAugment strings (``rand-m7-mstd0.5-inc1``: magnitude 7 of 10, magnitude noise 0.5, the "increasing"
 ops; ``n`` ops per image, ``mmax`` the magnitude's cap, ``p`` each op's probability), as timm's parser reads them."""
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -150,7 +150,8 @@ class DataCfg:
                                                "and tests at 224); None = crop_size.")
     eval_resize: int | None = option(None, "Image folders: the shorter side before the centre or ten crops; None = "
                                            "256 for a 224 crop (the paper), the same ratio otherwise "
-                                           "(torchvision's V2 weights: 232).")
+                                           "(torchvision's V2 weights: 232); resnet eval of a weights file: the "
+                                           "file's record.")
     interpolation: str = option("bilinear", "Image folders: how training crops and evaluation views are resampled "
                                             "(antialiased): bilinear (the paper's, torchvision's recipes) or bicubic "
                                             "(timm's recipes); recorded with the weights for predict and eval.")

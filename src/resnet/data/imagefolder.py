@@ -195,15 +195,16 @@ class FolderEvalSet(Dataset):
 class FolderMeanSet(Dataset):
     """Images resized to shorter side ``crop`` and centre-cropped: the sample for the per-pixel mean."""
 
-    def __init__(self, samples: Sequence[Sample], crop: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-        self.samples, self.crop, self.max_pixels = list(samples), crop, max_pixels
+    def __init__(self, samples: Sequence[Sample], crop: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 interpolation: str = "bilinear") -> None:
+        self.samples, self.crop, self.max_pixels, self.interpolation = list(samples), crop, max_pixels, interpolation
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tensor | BadSample:
         image = try_decode(self.samples[index][0], max_pixels=self.max_pixels)
-        return image if isinstance(image, BadSample) else center_view(image, self.crop)
+        return image if isinstance(image, BadSample) else center_view(image, self.crop, self.interpolation)
 
 
 def split_bad(items: Sequence[Any]) -> tuple[list[Any], list[BadSample]]:

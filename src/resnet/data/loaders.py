@@ -71,7 +71,8 @@ class DataBundle:
     num_test: int = 0
     """Images in ``test`` over all ranks (0 when test is None)."""
     std: Tensor | None = None
-    """(3, 1, 1) divisor when built with ``normalize_std=True`` (torchvision weights); None for the paper's runs."""
+    """(3, 1, 1) divisor with a per-channel mean (data.normalize=imagenet, or weights that divide); None for the
+    paper's runs."""
 
 
 def holdout(n: int, val_split: int, what: str) -> tuple[Tensor, Tensor]:
@@ -116,24 +117,26 @@ def build_data(
     world_size: int = 1,
     eval_batch_size: int | None = None,
     mean: Tensor | None = None,
-    normalize_std: bool = False,
+    std: Tensor | None = None,
 ) -> DataBundle:
     """Load ``cfg.dataset`` and return its training stream and evaluation loaders for this rank.
 
     ``batch_size`` is the global training batch (each rank gets ``batch_size // world_size``);
     ``eval_batch_size`` (default ``batch_size``) is the global number of views per evaluation batch.
-    ``mean`` ((3, H, W) or (3,) on [0, 1], e.g. the one saved with a model's weights) replaces the mean computed from
-    the training images; ``normalize_std`` switches to torchvision's per-channel ``(x - mean) / std`` (for
-    torchvision-trained weights; ``mean`` defaults to torchvision's then), as ``cfg.normalize == "imagenet"`` does
-    for a run from scratch.
+    ``mean`` ((3, H, W) or (3,) on [0, 1]) and ``std`` ((3,) or None: the mean is subtracted only) are the
+    normalization of given weights (their record: evaluation, fine-tuning) and replace ``cfg.normalize``'s: the
+    per-pixel mean of the training images (the paper), or ImageNet's mean and std (``imagenet``).
     """
     device = torch.device(device)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not in 0..{world_size - 1}")
     if batch_size % world_size:
         raise ConfigError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
-    normalize_std = normalize_std or (mean is None and cfg.normalize == "imagenet")
-    setup = _Setup(cfg, batch_size, eval_batch_size or batch_size, device, seed, rank, world_size, mean, normalize_std)
+    if mean is None and std is not None:
+        raise ValueError("build_data: a std goes with the mean it was measured around; pass both")
+    if mean is None and cfg.normalize == "imagenet":
+        mean, std = torch.tensor(TORCHVISION_MEAN), torch.tensor(TORCHVISION_STD)
+    setup = _Setup(cfg, batch_size, eval_batch_size or batch_size, device, seed, rank, world_size, mean, std)
     if cfg.dataset == "imagefolder":
         return _build_folder(setup)
     return _build_tensor(setup)
@@ -149,18 +152,17 @@ class _Setup:
     rank: int
     world_size: int
     mean: Tensor | None
-    normalize_std: bool
+    std: Tensor | None
 
     def normalizer(self, compute_mean: Callable[[], Tensor]) -> Normalizer:
-        """The given mean, torchvision's, or (the paper) the per-pixel mean of the training images."""
-        if self.mean is not None:
-            mean = self.mean.detach().float().cpu()
-            mean = mean.view(3, 1, 1) if mean.dim() == 1 else mean
-            if mean.dim() != 3 or mean.shape[0] != 3:
-                raise DataError(f"mean image has shape {tuple(mean.shape)}, expected (3, H, W) or (3,)")
-        else:
-            mean = torch.tensor(TORCHVISION_MEAN).view(3, 1, 1) if self.normalize_std else compute_mean()
-        std = torch.tensor(TORCHVISION_STD).view(3, 1, 1) if self.normalize_std else None
+        """The given mean and std, or (the paper) the per-pixel mean of the training images."""
+        if self.mean is None:
+            return Normalizer(compute_mean(), None)
+        mean = self.mean.detach().float().cpu()
+        mean = mean.view(3, 1, 1) if mean.dim() == 1 else mean
+        if mean.dim() != 3 or mean.shape[0] != 3:
+            raise DataError(f"mean image has shape {tuple(mean.shape)}, expected (3, H, W) or (3,)")
+        std = None if self.std is None else self.std.detach().float().cpu().reshape(3, 1, 1)
         return Normalizer(mean, std)
 
     def resident(self) -> torch.device:
@@ -213,11 +215,11 @@ def _build_tensor(s: _Setup) -> DataBundle:
 
 
 def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, interpolation: str = "bilinear") -> Tensor:
     """Per-pixel mean (3, crop, crop) on [0, 1] of up to MEAN_SAMPLES images (fixed seed-0 choice)."""
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = [samples[i] for i in sorted(order[:MEAN_SAMPLES].tolist())]
-    loader = DataLoader(FolderMeanSet(chosen, crop, max_pixels), batch_size=50, num_workers=workers,
+    loader = DataLoader(FolderMeanSet(chosen, crop, max_pixels, interpolation), batch_size=50, num_workers=workers,
                         collate_fn=collate_mean)
     total = torch.zeros(3, crop, crop, dtype=torch.float64)
     count = 0
@@ -241,7 +243,7 @@ def _build_folder(s: _Setup) -> DataBundle:
         keep, out = holdout(len(train), cfg.val_split, f"{index.root / 'train'}")
         train, held = [index.train[i] for i in keep.tolist()], [index.train[i] for i in out.tolist()]
     bad = BadImageLog(cfg.bad_images)
-    norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels))
+    norm = s.normalizer(lambda: folder_mean(train, cfg.crop_size, cfg.workers, bad, cfg.max_pixels, cfg.interpolation))
     policy = build_policy(cfg.auto_augment, cfg.randaugment_magnitude, cfg.random_erasing,
                           cfg.train_crop_size or cfg.crop_size, cfg.interpolation)
     worker_side = policy is not None or cfg.random_resized_crop or cfg.interpolation != "bilinear"

@@ -46,7 +46,8 @@ class TimmRandAugment:
         try:
             self.transform = rand_augment_transform(config, hparams)
         except (AssertionError, ValueError, KeyError) as e:
-            raise ConfigError(f"data.auto_augment={config}: timm cannot read it ({e or type(e).__name__})") from None
+            raise ConfigError(f"data.auto_augment={config}: timm cannot read it ({str(e) or type(e).__name__})") \
+                from None
 
     def __call__(self, image: Tensor) -> Tensor:
         from torchvision.transforms.v2 import functional as tvf

@@ -85,9 +85,10 @@ def make_generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed_from(*parts))
 
 
-def eval_resize_size(crop: int) -> int:
-    """Shorter side before centre/10-crop evaluation: 256 for the paper's 224 crop, the same ratio otherwise."""
-    return round(REFERENCE_RESIZE * crop / REFERENCE_CROP)
+def eval_resize_size(crop: int, resize: int | None = None) -> int:
+    """Shorter side before centre/10-crop evaluation: ``resize`` (data.eval_resize) when given, else 256 for the
+    paper's 224 crop and the same ratio otherwise; never below the crop."""
+    return max(resize or round(REFERENCE_RESIZE * crop / REFERENCE_CROP), crop)
 
 
 def scale_sizes(scales: Sequence[int], input_size: int) -> list[int]:
@@ -345,9 +346,9 @@ def imagenet_train_sample_full(
     return image.contiguous(), lighting_offsets(lighting_std, generator)
 
 
-def center_view(image: Tensor, crop: int) -> Tensor:
+def center_view(image: Tensor, crop: int, interpolation: str = "bilinear") -> Tensor:
     """Shorter side to ``crop``, centre crop: how the mean image is gathered for image folders."""
-    return tvf.center_crop(resize_shorter(image, crop), [crop, crop]).contiguous()
+    return tvf.center_crop(resize_shorter(image, crop, interpolation), [crop, crop]).contiguous()
 
 
 # ------------------------------------------------------------------------------------ evaluation (Sec. 3.4)
@@ -359,7 +360,7 @@ def image_eval_views(image: Tensor, protocol: str, crop: int, scales: Sequence[i
     ``resize``: the shorter side before the centre or ten crops (None: 256 for 224, the same ratio otherwise)."""
     if protocol == "multiscale":
         return [resize_shorter(image, s, interpolation)[None].contiguous() for s in scale_sizes(scales, crop)]
-    resized = resize_shorter(image, max(resize or eval_resize_size(crop), crop), interpolation)
+    resized = resize_shorter(image, eval_resize_size(crop, resize), interpolation)
     if protocol == "center":
         return [tvf.center_crop(resized, [crop, crop])[None].contiguous()]
     if protocol == "10crop":

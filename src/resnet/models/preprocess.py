@@ -34,6 +34,8 @@ CROP_MODES: tuple[str, ...] = ("center", "squash")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PER_PIXEL = "per_pixel"
+PAPER_CROP_PCT = 0.875
+"""The paper's 224 crop of a 256 resize (Sec. 3.4), torchvision's V1 and timm's default."""
 
 
 def _bad(path: object, field_name: str, problem: str) -> WeightsError:
@@ -65,9 +67,12 @@ class Preprocess:
         return self.mean == PER_PIXEL
 
     def resize_side(self) -> int:
-        """The shorter side before the centre crop: ``floor(side / crop_pct)`` as timm computes it (224 at 0.875 ->
-        256; torchvision's 224/232 -> 232), guarded against a ratio that lands a hair below a whole pixel."""
-        return math.floor(min(self.input_size[1:]) / self.crop_pct + 1e-6)
+        """The shorter side before the centre crop: ``floor(side / crop_pct)`` as timm computes it (torchvision's
+        224/232 -> 232, timm's 0.95 -> 235), guarded against a ratio that lands a hair below a whole pixel; the
+        paper's 0.875 (224/256) rounds as the training engine does at every side (160 -> 183), so weights of a run
+        at any crop are scored on the views its run made."""
+        side = min(self.input_size[1:]) / self.crop_pct
+        return round(side) if self.crop_pct == PAPER_CROP_PCT else math.floor(side + 1e-6)
 
     def tensor_interpolation(self) -> str:
         """The record's interpolation where resampling a tensor has it (bilinear, bicubic), else bilinear (box,

@@ -121,9 +121,7 @@ class Pretrained:
     def data_options(self) -> dict[str, Any]:
         """``build_data`` arguments that normalise the images as the source's were."""
         mean, std = self.preprocess.normalization()
-        if self.preprocess.per_pixel:
-            return {"mean": mean}
-        return {"mean": mean, "normalize_std": std is not None}
+        return {"mean": mean, "std": std}
 
     def net_for(self, num_classes: int) -> nn.Module:
         """The imported net with a classifier for ``num_classes`` (re-initialised if the width differs)."""
