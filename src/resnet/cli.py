@@ -8,6 +8,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -76,6 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: out of memory: {printable_line(_first_line(e))}; lower --batch-size, the input size or "
               "--threads, or run where more memory is free (nothing already saved was changed)", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A torchrun rank that ends on an error leaves its process group before the interpreter does: a gloo group
+    torn down at exit, its threads still running, can abort the process ("terminate called without an active
+    exception", SIGABRT) after the error line was printed, so the exit status would no longer be 2."""
+    dist = sys.modules.get("torch.distributed")  # never imported just for this
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):  # a group already broken by a lost peer: the exit goes on regardless
+        dist.destroy_process_group()
 
 
 _OOM = ("can't allocate memory", "out of memory", "not enough memory", "std::bad_alloc")

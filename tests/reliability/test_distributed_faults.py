@@ -98,6 +98,16 @@ def _two_nodes(folders: tuple[str, str], *args: str) -> list[subprocess.Complete
     return out
 
 
+def test_ranks_that_end_on_an_error_exit_2_every_time_not_abort_at_teardown(tmp_path):
+    """A rank leaving on an error line used to leave its gloo group to the interpreter's teardown, which aborted
+    about one process in twelve ("terminate called without an active exception", SIGABRT) after the line."""
+    codes = []
+    for attempt in range(5):
+        missing = str(tmp_path / f"missing{attempt}")
+        codes += [proc.returncode for proc in _two_nodes((missing, missing), "--iterations", "4")]
+    assert codes == [2] * 10
+
+
 def test_a_resume_that_rank_0_refuses_ends_every_rank_and_a_node_without_the_folder_follows_rank_0(tmp_path):
     run = tmp_path / "node0"
     first = run_resnet("train", *TRAIN_ARGS, "--out", str(run))
