@@ -185,6 +185,31 @@ def test_modern_run_interrupted_and_resumed_ends_with_identical_weights_and_aver
 
 
 @pytest.mark.slow
+def test_a_folder_run_with_mixing_in_loader_workers_resumes_exactly(tmp_path, sigterm_at, one_cpu_thread,
+                                                                    image_tree):
+    """The loader's workers must not draw from torch's global generator, which the mixing draws from: a resumed
+    run starts its workers at another point of that generator's sequence than the uninterrupted run did."""
+    root = image_tree(tmp_path / "images")
+
+    def cfg():
+        return build_config({"model": {"name": "resnet18"},
+                             "data": {"dataset": "imagefolder", "data": str(root), "crop_size": 32, "workers": 2,
+                                      "random_resized_crop": True, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+                                      "auto_augment": "rand-m7-mstd0.5-inc1", "lighting_std": 0.0},
+                             "optim": {"lr": 0.01},
+                             "train": {"iterations": 8, "batch_size": 4, "eval_every": 4, "checkpoint_every": 2,
+                                       "device": "cpu"}}, recipe="quick")
+
+    full = train(cfg(), tmp_path / "full")
+    trainer = make_trainer(cfg(), tmp_path / "cut")
+    sigterm_at(trainer, 5)
+    assert trainer.run() == {"stopped_by_signal": 15, "step": 5}
+    assert train(cfg(), tmp_path / "cut", resume=True) == full
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_ema_cannot_be_switched_on_at_a_resume(tmp_path, run_cfg, sigterm_at):
     trainer = make_trainer(run_cfg(iterations=6, eval_every=6), tmp_path)
     sigterm_at(trainer, 3)

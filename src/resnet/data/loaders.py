@@ -36,7 +36,15 @@ from resnet.data.imagefolder import (
 )
 from resnet.data.policies import build_policy
 from resnet.data.streams import FolderTrainStream, TensorTrainStream, TrainStream
-from resnet.data.transforms import CIFAR_PAD, TORCHVISION_MEAN, TORCHVISION_STD, Normalizer, crop_pad, pixel_mean
+from resnet.data.transforms import (
+    CIFAR_PAD,
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    Normalizer,
+    crop_pad,
+    own_generator,
+    pixel_mean,
+)
 from resnet.errors import ConfigError, DataError
 
 HOLDOUT_SEED = 0
@@ -220,7 +228,7 @@ def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = [samples[i] for i in sorted(order[:MEAN_SAMPLES].tolist())]
     loader = DataLoader(FolderMeanSet(chosen, crop, max_pixels, interpolation), batch_size=50, num_workers=workers,
-                        collate_fn=collate_mean)
+                        collate_fn=collate_mean, generator=own_generator())
     total = torch.zeros(3, crop, crop, dtype=torch.float64)
     count = 0
     for images, bad_items in loader:

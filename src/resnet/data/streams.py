@@ -29,6 +29,7 @@ from resnet.data.transforms import (
     Normalizer,
     draw_crop_flip_params,
     make_generator,
+    own_generator,
     pad_crop_flip,
     upload,
 )
@@ -226,7 +227,7 @@ class LoaderTrainStream(TrainStream):
         self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size,
                                          repeats)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
-                                 pin_memory=pin, persistent_workers=workers > 0)
+                                 pin_memory=pin, persistent_workers=workers > 0, generator=own_generator())
         self._it: Iterator[Any] | None = None
         self._expect: tuple[int, int] | None = None
 
