@@ -59,11 +59,14 @@ def run_resnet(*args: str, fault: dict[str, Any] | None = None, timeout: float =
                           text=True, timeout=timeout)
 
 
-def start_resnet(*args: str, fault: dict[str, Any] | None = None, log: Path) -> subprocess.Popen:
-    """Start ``resnet ARGS`` in the background; stdout and stderr go to ``log`` (never a pipe that could fill)."""
+def start_resnet(*args: str, fault: dict[str, Any] | None = None, log: Path,
+                 own_group: bool = False) -> subprocess.Popen:
+    """Start ``resnet ARGS`` in the background; stdout and stderr go to ``log`` (never a pipe that could fill).
+    ``own_group``: in a process group of its own (``os.killpg(proc.pid, sig)`` signals it and its workers, as
+    ``timeout``, systemd and Slurm do)."""
     with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(resnet_cmd(*args, fault=fault), env=subprocess_env(fault), stdout=handle,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=own_group)
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

@@ -7,6 +7,7 @@ straight through; "identical" means bit-identical ``model.safetensors`` tensors 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -95,3 +96,25 @@ def test_sigterm_and_sigint_checkpoint_exit_cleanly_and_resume_identically(refer
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed from iteration {step}" in proc.stderr
     assert_same_run(reference_run, run)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_a_stop_signal_to_the_whole_process_group_stops_a_run_with_loader_workers_cleanly(tmp_path, image_tree, sig):
+    """``timeout``, systemd and Slurm signal every process of a job: the loader's workers leave the signal to the
+    main process, which checkpoints and exits as for a signal to it alone (before: a worker died of it and the run
+    ended in a "DataLoader worker ... is killed by signal: Terminated" traceback, exit 1)."""
+    root = image_tree(tmp_path / "images")
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    args = ["train", "--dataset", "imagefolder", "--data", str(root), "--crop-size", "32", "--scale-min", "32",
+            "--scale-max", "48", "--workers", "2", "--iterations", "12", "--batch-size", "4", "--eval-every", "6",
+            "--checkpoint-every", "2", "--device", "cpu", "--out", str(run)]
+    proc = start_resnet(*args, fault={"slow": 0.3}, log=log, own_group=True)
+    wait_for(lambda: (run / "checkpoints" / "ckpt-00000004.json").is_file(), 180, "checkpoint 4", proc)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(60) == 128 + sig
+    text = log.read_text()
+    assert "Traceback" not in text and "killed by signal" not in text, text
+    assert re.search(rf"stopped by signal {int(sig)} at iteration \d+; checkpoint written", text), text
+    proc = run_resnet("train", "--resume", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "final.json").read_text())["step"] == 12

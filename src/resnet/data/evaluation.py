@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.data.imagefolder import BadImageLog, FolderEvalSet, Sample, collate_eval
-from resnet.data.transforms import CIFAR_PAD, Normalizer, batch_eval_views, num_views, own_generator
+from resnet.data.transforms import CIFAR_PAD, Normalizer, batch_eval_views, num_views
+from resnet.data.workers import loader_settings
 
 EvalBatch = tuple["Tensor | list[Tensor]", Tensor]
 
@@ -118,7 +119,7 @@ class FolderEvalLoader(EvalLoader):
             num_workers=workers,
             collate_fn=collate_eval,
             pin_memory=device.type == "cuda",
-            generator=own_generator(),
+            **loader_settings(),
         )
 
     def __iter__(self) -> Iterator[EvalBatch]:

@@ -42,9 +42,9 @@ from resnet.data.transforms import (
     TORCHVISION_STD,
     Normalizer,
     crop_pad,
-    own_generator,
     pixel_mean,
 )
+from resnet.data.workers import loader_settings
 from resnet.errors import ConfigError, DataError
 
 HOLDOUT_SEED = 0
@@ -228,7 +228,7 @@ def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = [samples[i] for i in sorted(order[:MEAN_SAMPLES].tolist())]
     loader = DataLoader(FolderMeanSet(chosen, crop, max_pixels, interpolation), batch_size=50, num_workers=workers,
-                        collate_fn=collate_mean, generator=own_generator())
+                        collate_fn=collate_mean, **loader_settings())
     total = torch.zeros(3, crop, crop, dtype=torch.float64)
     count = 0
     for images, bad_items in loader:

@@ -29,10 +29,10 @@ from resnet.data.transforms import (
     Normalizer,
     draw_crop_flip_params,
     make_generator,
-    own_generator,
     pad_crop_flip,
     upload,
 )
+from resnet.data.workers import loader_settings
 from resnet.errors import ConfigError, DataError
 
 Batch = tuple[Tensor, Tensor]
@@ -227,7 +227,7 @@ class LoaderTrainStream(TrainStream):
         self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size,
                                          repeats)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
-                                 pin_memory=pin, persistent_workers=workers > 0, generator=own_generator())
+                                 pin_memory=pin, persistent_workers=workers > 0, **loader_settings())
         self._it: Iterator[Any] | None = None
         self._expect: tuple[int, int] | None = None
 

@@ -80,14 +80,6 @@ def seed_from(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def own_generator() -> torch.Generator:
-    """A generator for a DataLoader of ours: starting its iterator (and its workers) draws a base seed from the
-    loader's generator, from torch's global one without it, and the global one feeds the training's own draws
-    (MixUp/CutMix, the detector's samplers): a resumed run would start its loader at another point of that
-    sequence than the uninterrupted run did. Our samples are seeded by their keys, so this seed decides nothing."""
-    return torch.Generator().manual_seed(0)
-
-
 def make_generator(*parts: int) -> torch.Generator:
     """A CPU generator seeded from ``parts``: the same draws on every machine and device."""
     return torch.Generator().manual_seed(seed_from(*parts))

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.data.imagefolder import BadSample, split_bad, try_decode
 from resnet.data.streams import LoaderTrainStream
-from resnet.data.transforms import make_generator, own_generator, upload
+from resnet.data.transforms import make_generator, upload
+from resnet.data.workers import loader_settings
 from resnet.detection.data import DetectionSource, Record
 from resnet.detection.transforms import Resize, resize_sample, train_sample
 from resnet.errors import ConfigError
@@ -142,7 +143,7 @@ class DetectionEvalLoader:
             shuffle=False,
             num_workers=workers,
             collate_fn=collate_detection,
-            generator=own_generator(),
+            **loader_settings(),
         )
 
     def __len__(self) -> int:
