@@ -78,12 +78,16 @@ def add_config_flags(p: argparse.ArgumentParser, sections: Sequence[str] = tuple
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The flags the user actually gave, as nested overrides."""
+    """The flags the user actually gave, as nested overrides. ``--iterations`` without ``--epochs`` sets the length
+    in iterations: a recipe's (or a resumed run's) ``epochs`` would otherwise override it unseen."""
     out: dict[str, dict[str, Any]] = {}
     for key, value in vars(args).items():
         if key.startswith("cfg__") and value is not None:
             _, section, name = key.split("__", 2)
             out.setdefault(section, {})[name] = value
+    train = out.get("train", {})
+    if "iterations" in train and "epochs" not in train and hasattr(args, "cfg__train__epochs"):
+        train["epochs"] = "none"
     return out
 
 

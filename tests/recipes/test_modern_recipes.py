@@ -92,3 +92,19 @@ def test_modern_recipe_shrunk_trains_a_resnet18d_on_an_image_folder(tmp_path: Pa
     if name == "tv-imagenet-v2":
         assert {"test_error", "test_error_ema"} <= final.keys()
         assert (tmp_path / "run" / "model_ema.safetensors").is_file()
+
+
+def test_iterations_on_the_command_line_win_over_a_recipes_epochs(tmp_path, capsys):
+    import tomllib
+
+    from resnet.cli import main
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    base = ["train", "--recipe", "rsb-a3", "--data", str(tmp_path), "--print-config"]
+    assert main([*base, "--iterations", "4"]) == 0
+    train_ = tomllib.loads(capsys.readouterr().out)["train"]
+    assert train_["iterations"] == 4 and "epochs" not in train_  # before: epochs = 100.0 kept, iterations ignored
+    assert main([*base, "--iterations", "4", "--epochs", "2"]) == 0  # both given: epochs, as the help says
+    assert tomllib.loads(capsys.readouterr().out)["train"]["epochs"] == 2.0
+    assert main(base) == 0
+    assert tomllib.loads(capsys.readouterr().out)["train"]["epochs"] == 100.0  # the recipe's, untouched

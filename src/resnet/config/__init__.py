@@ -304,7 +304,9 @@ class TrainCfg:
     """How long and where to train, and the engine's switches (speed tricks live here, not in the loop)."""
 
     iterations: int = option(64000, "Training iterations (the paper counts iterations).")
-    epochs: float | None = option(None, "If set, overrides iterations: epochs x (training images / batch size).")
+    epochs: float | None = option(None, "If set, overrides iterations: epochs x (training images / batch size). "
+                                        "--iterations on the command line without --epochs unsets it (a recipe's "
+                                        "or a resumed run's).")
     batch_size: int = option(128, "Global batch size (split across processes under torchrun).")
     eval_every: int = option(1000, "Evaluate (and log a metrics.jsonl line) every this many iterations, and at the "
                                    "end.")
