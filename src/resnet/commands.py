@@ -203,8 +203,10 @@ def config_summary(cfg: RunCfg, out: Path) -> str:
         lines.append(f"  detect  Faster R-CNN {det.design}, {det.dataset}{f' from {det.data}' if det.data else ''}, "
                      f"images {det.min_size}-{det.max_size} px, backbone "
                      f"{det.init_from or 'from ' + (det.pretrain or 'scratch')}")
-    lines += [f"  optim   SGD lr {o.lr}, momentum {o.momentum}, weight decay {o.weight_decay}, {schedule}"
-              + (f", warm-up lr {o.warmup_lr}" if o.warmup_lr is not None else ""),
+    optimizer = f"SGD lr {o.lr}, momentum {o.momentum}" if o.optimizer == "sgd" else f"{o.optimizer.upper()} lr {o.lr}"
+    warmup = (f", warm-up lr {o.warmup_lr}" if o.warmup_lr is not None else
+              f", linear warm-up over {o.linear_warmup_frac:g} of the run" if o.linear_warmup_frac else "")
+    lines += [f"  optim   {optimizer}, weight decay {o.weight_decay}, {schedule}{warmup}",
               f"  train   {length}, batch {t.batch_size}, seed {t.seed}, device {t.device}, precision {t.precision}"
               + threads]
     return "\n".join(lines)
