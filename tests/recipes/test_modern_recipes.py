@@ -117,3 +117,23 @@ def test_the_run_summary_names_the_optimizer_the_run_uses(tmp_path):
     assert "optim   LAMB lr 0.008, weight decay 0.02, cosine, linear warm-up over 0.05 of the run" in text
     assert "SGD" not in text  # before: "SGD lr 0.008, momentum 0.9" for a LAMB run
     assert "optim   SGD lr 0.1, momentum 0.9," in config_summary(recipe("paper-imagenet"), tmp_path)
+
+
+def test_a_smaller_crop_beside_a_recipes_absolute_sides_is_warned_of(tmp_path, caplog, image_tree):
+    import logging
+
+    from resnet.data.loaders import view_warnings
+
+    small = recipe("tv-imagenet-v2", data={"data": "/data", "crop_size": 96, "train_crop_size": 64}).data
+    assert view_warnings(small) == ["data.eval_resize=232: evaluation sees the central 41% of each image's shorter "
+                                    "side (a 96 crop; the paper's 224 of 256); set --eval-resize for this crop"]
+    assert view_warnings(recipe("tv-imagenet-v2").data) == []  # 224 of 232, as published
+    paper = build_config({"data": {"dataset": "imagefolder", "data": "/data", "crop_size": 64}}).data
+    assert view_warnings(paper)[0].startswith("data.scale_min=256: the 64-pixel training crops cover at most 25%")
+    assert view_warnings(recipe("paper-imagenet").data) == []
+    root = image_tree(tmp_path / "images")  # a run logs them once, before it trains
+    cfg = build_config({"data": {"dataset": "imagefolder", "data": str(root), "crop_size": 32, "workers": 0},
+                        "train": {"iterations": 1, "batch_size": 4, "eval_every": 1, "device": "cpu"}}, "quick")
+    with caplog.at_level(logging.WARNING, logger="resnet.data"):
+        train(cfg, tmp_path / "run")
+    assert sum("data.scale_min=256: the 32-pixel" in r.getMessage() for r in caplog.records) == 1

@@ -7,6 +7,7 @@ slower backbone.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from resnet.config import DataCfg, ModelCfg, RunCfg
 from resnet.engine.distributed import DistInfo
 from resnet.errors import ConfigError
 from resnet.models.preprocess import Preprocess
+
+log = logging.getLogger("resnet.data")
 
 
 def trained_preprocess(cfg: DataCfg, data: Any) -> Preprocess:
@@ -69,6 +72,11 @@ class ClassificationTask:
                 raise ConfigError(f"data.normalize=imagenet, but the weights in {self.pretrained.path} were trained "
                                   "on images with their mean subtracted only, and a fine-tuning run normalizes as its "
                                   "source did: set --normalize per_pixel")
+        if cfg.data.dataset == "imagefolder" and dist.is_main:
+            from resnet.data.loaders import view_warnings
+
+            for warning in view_warnings(cfg.data):
+                log.warning("%s", warning)
         return build_data(cfg.data, cfg.train.batch_size, device, cfg.train.seed, dist.rank, dist.world_size,
                           **options)
 

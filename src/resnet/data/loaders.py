@@ -42,6 +42,7 @@ from resnet.data.transforms import (
     TORCHVISION_STD,
     Normalizer,
     crop_pad,
+    eval_resize_size,
     pixel_mean,
 )
 from resnet.data.workers import loader_settings
@@ -239,6 +240,23 @@ def folder_mean(samples: list[Sample], crop: int, workers: int, bad: BadImageLog
     if count == 0:
         raise DataError(f"none of the {len(chosen)} training images sampled for the mean could be read")
     return (total / count / 255.0).float()
+
+
+def view_warnings(cfg: DataCfg) -> list[str]:
+    """Crops that see a small part of their images, as when a recipe's absolute sides (the paper's scale_min 256,
+    torchvision's eval_resize 232) are kept beside a smaller ``--crop-size``: legal, but rarely meant."""
+    warnings = []
+    train_crop = cfg.train_crop_size or cfg.crop_size
+    if not cfg.random_resized_crop and train_crop < 0.5 * cfg.scale_min:
+        warnings.append(f"data.scale_min={cfg.scale_min}: the {train_crop}-pixel training crops cover at most "
+                        f"{100 * train_crop / cfg.scale_min:.0f}% of the rescaled images' shorter side (the paper's "
+                        "224 of [256, 480]); set --scale-min and --scale-max for this crop")
+    resize = eval_resize_size(cfg.crop_size, cfg.eval_resize)
+    if cfg.protocol != "multiscale" and cfg.crop_size < 0.6 * resize:
+        warnings.append(f"data.eval_resize={resize}: evaluation sees the central {100 * cfg.crop_size / resize:.0f}% "
+                        f"of each image's shorter side (a {cfg.crop_size} crop; the paper's 224 of 256); set "
+                        "--eval-resize for this crop")
+    return warnings
 
 
 def _build_folder(s: _Setup) -> DataBundle:
