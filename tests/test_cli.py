@@ -190,3 +190,21 @@ def test_a_run_folder_name_with_escape_codes_is_printed_escaped(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "run folder: run\\x1b[2J\\nforged line" in printed
     assert not any(line.startswith("forged") for line in printed.splitlines())
+
+
+def test_eval_of_a_run_folder_takes_its_views_unless_the_flags_change_the_data_or_the_crop():
+    from resnet.commands import eval_data_flags
+
+    run = {"dataset": "imagefolder", "data": "images", "crop_size": 96, "eval_resize": 104, "interpolation": "bicubic",
+           "mixup_alpha": 0.2, "auto_augment": "rand-m7-mstd0.5-inc1", "train_crop_size": 64}
+    assert eval_data_flags(run, {}) == {"dataset": "imagefolder", "data": "images", "crop_size": 96,
+                                        "eval_resize": 104, "interpolation": "bicubic"}  # augmentation is training's
+    assert eval_data_flags(run, {"crop_size": 64}) == {"dataset": "imagefolder", "data": "images", "crop_size": 64,
+                                                       "interpolation": "bicubic"}  # 64's own resize, as for a file
+    assert eval_data_flags(run, {"dataset": "digits"}) == {"dataset": "digits"}  # not the folder's settings
+
+
+def test_eval_refuses_training_only_data_flags(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "run", "--mixup-alpha", "0.2"])
+    assert stop.value.code == 2 and "unrecognized arguments: --mixup-alpha" in capsys.readouterr().err

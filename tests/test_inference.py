@@ -280,3 +280,17 @@ def test_eval_predict_and_export_read_a_torchvision_file_as_import_does(tmp_path
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_python_api_takes_a_run_folder_as_the_cli_does(tmp_path):
+    from resnet.models.weights import WEIGHTS_FILE
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    resnet.save_weights(create_model("resnet20"), run / WEIGHTS_FILE, extra={"input_mean": torch.zeros(3, 32, 32)})
+    model = resnet.load_model(run)  # before: "weights file run is a folder, not a file"
+    assert model.arch == "resnet20" and resnet.data_config(run)["mean"] == "per_pixel"
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(resnet.errors.WeightsError, match="has no model.safetensors .*resnet train --resume"):
+        resnet.load_model(tmp_path / "unfinished")

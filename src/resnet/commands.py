@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, max_pixels_flag, out_dir, positive_int
 from resnet.config import (
@@ -225,9 +226,26 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test (default) or the validation images a run held out (--val-split)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)")
-    add_config_flags(p, sections=("data",))
+    add_config_flags(p, sections=("data",), only=EVAL_DATA_FIELDS)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_eval)
+
+
+EVAL_DATA_FIELDS = ("dataset", "data", "digits_size", "download", "val_split", "crop_size", "eval_resize",
+                    "interpolation", "protocol", "scales", "workers", "bad_images", "max_pixels", "gpu_resident")
+"""The [data] fields that decide an evaluation (the weights decide the normalization; augmentation is training's)."""
+
+
+def eval_data_flags(run_data: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's data settings under the command's flags: the run's dataset and views unless the flags name
+    another dataset (then the run's settings are not that data's), and a ``--crop-size`` without ``--eval-resize``
+    takes its own resize (as for a weights file), not the one the run kept for its crop."""
+    if "dataset" in flags and flags["dataset"] != run_data.get("dataset"):
+        return dict(flags)
+    base = {k: v for k, v in run_data.items() if k in EVAL_DATA_FIELDS}
+    if "crop_size" in flags and "eval_resize" not in flags:
+        base.pop("eval_resize", None)
+    return {**base, **flags}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -236,7 +254,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     flags = config_overrides(args).get("data", {})
     runs = [Path(t) for t in args.targets if (Path(t) / "config.toml").is_file()]
     if runs:  # a run folder: its dataset (and data settings) unless flags say otherwise
-        flags = {**read_run_config(runs[0])["data"], **flags}
+        flags = eval_data_flags(read_run_config(runs[0])["data"], flags)
     result = evaluate_ensemble(args.targets, flags, split=args.split, batch_size=args.batch_size,
                                device=args.device, arch=args.arch)
     for warning in result["warnings"]:

@@ -22,6 +22,7 @@ from resnet.config import DEFAULT_MAX_PIXELS
 from resnet.errors import ConfigError, DataError, WeightsError
 from resnet.fsutil import input_file_problem
 from resnet.models.preprocess import Preprocess
+from resnet.models.weights import run_weights
 from resnet.printable import safe_name
 
 log = logging.getLogger("resnet.inference")
@@ -107,18 +108,8 @@ def _resolve_path(target: str) -> Path:
 
     if is_published_name(target):  # a published name: its file in the local cache, fetched first
         return resolve(target)
-    p = Path(target)
-    if p.is_dir():
-        members = sorted(m.parent.name for m in p.glob("seed*/model.safetensors"))
-        if members and not (p / "model.safetensors").is_file():  # a --seeds group: its nets are its members'
-            names = " ".join(str(Path(target) / m) for m in members)
-            raise WeightsError(f"{target} is a group of {len(members)} nets trained with --seeds: name its members "
-                               f"({names}); several names score each and their ensemble")
-        p = p / "model.safetensors"
-        if not p.is_file():
-            raise WeightsError(f"{target} has no model.safetensors (the run did not finish?); "
-                               "pass a weights file, or resume the run with resnet train --resume")
-    elif problem := input_file_problem(p, "weights file"):
+    p = run_weights(target)
+    if problem := input_file_problem(p, "weights file"):
         raise WeightsError(problem)
     return p
 

@@ -20,6 +20,7 @@ from resnet.config import DetectCfg, build_section
 from resnet.errors import WeightsError
 from resnet.fsutil import input_file_problem
 from resnet.limits import MAX_CLASSES, check_count
+from resnet.models.weights import run_weights
 
 
 @torch.no_grad()
@@ -44,12 +45,7 @@ def run_detector(model: nn.Module, loader: Iterable[Any], device: torch.device,
 
 def weights_file(target: str | os.PathLike[str]) -> Path:
     """A detection run folder's model.safetensors, or the file itself."""
-    path = Path(target).expanduser()
-    if path.is_dir():
-        path = path / "model.safetensors"
-        if not path.is_file():
-            raise WeightsError(f"{target}: no model.safetensors there (the run has not finished; "
-                               f"`resnet detect train --resume {target}` finishes it)")
+    path = run_weights(target, finish="resnet detect train --resume")
     if problem := input_file_problem(path, "weights file"):
         raise WeightsError(problem)
     return path

@@ -271,6 +271,27 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, st
     return metadata
 
 
+WEIGHTS_FILE = "model.safetensors"
+"""A finished run folder's weights."""
+
+
+def run_weights(target: str | os.PathLike[str], finish: str = "resnet train --resume") -> Path:
+    """A run folder's model.safetensors; any other path as it is. A folder without one is one error line (a
+    ``--seeds`` group names its members; an unfinished run, the ``finish`` command that finishes it)."""
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        return path
+    if (path / WEIGHTS_FILE).is_file():
+        return path / WEIGHTS_FILE
+    members = sorted(m.parent.name for m in path.glob(f"seed*/{WEIGHTS_FILE}"))
+    if members:  # a --seeds group: its nets are its members'
+        names = " ".join(str(Path(target) / m) for m in members)
+        raise WeightsError(f"{target} is a group of {len(members)} nets trained with --seeds: name its members "
+                           f"({names}); several names score each and their ensemble")
+    raise WeightsError(f"{target} has no {WEIGHTS_FILE} (the run has not finished: `{finish} {target}` finishes "
+                       "it); or pass a weights file")
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model a ``save_weights`` file describes and load it strictly; returned in eval mode, with the
     file's preprocessing record as ``model.pretrained_cfg`` (see ``resnet.data_config``).
@@ -278,8 +299,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     The net's layout options travel with the file. Never load a foreign state dict into ``create_model(name)`` by
     hand: torchvision's and timm's ResNet-50 put the stride in the 3x3 (v1.5), and their state dict loads strictly
     into our default (v1, stride in the first 1x1) resnet50 and computes another function. ``resnet.import_weights``
-    builds the layout a file was trained with.
+    builds the layout a file was trained with. A run folder means its model.safetensors.
     """
+    path = run_weights(path)
     metadata, header = inspect_weights(path)
     arch = metadata.get(ARCH_KEY)
     if arch is None:

@@ -28,10 +28,11 @@ from torchvision.transforms import v2
 from resnet.errors import WeightsError
 from resnet.models.metadata import MEAN_KEY, OPTIONS_KEY
 from resnet.models.preprocess import MEAN_TENSOR, Preprocess
-from resnet.models.weights import check_finite, inspect_weights, unwrap_model
+from resnet.models.weights import check_finite, inspect_weights, run_weights, unwrap_model
 
 
 def _file_preprocess(path: Path) -> Preprocess:
+    path = run_weights(path)
     metadata, header = inspect_weights(path)
     extra: dict[str, Tensor] = {}
     if MEAN_KEY in header:  # just this tensor, not the weights
