@@ -75,11 +75,12 @@ def test_torchscript_carries_preprocess_json_and_takes_other_sizes(run_weights, 
 
 
 @pytest.mark.slow
-def test_torch_export_program_runs_in_a_fresh_process_without_resnet(run_weights, tmp_path):
+def test_torch_export_program_runs_in_a_fresh_process_without_resnet(run_weights, tmp_path, capfd):
     weights = run_weights()
     out = tmp_path / "m.pt2"
     report = export_model(str(weights), "pt2", out=str(out))
     assert report["format"] == "pt2" and report["checked_sizes"] == [32, 48]
+    assert "Unable to load package" not in capfd.readouterr().err  # torch's warning about the temporary file
     inputs = [torch.randn(1, 3, 32, 32), torch.randn(3, 3, 48, 48), torch.randn(2, 3, 40, 56)]
     torch.save(inputs, tmp_path / "inputs.pt")
     child = textwrap.dedent(f"""

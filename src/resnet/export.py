@@ -9,6 +9,7 @@ names; timm's ``pretrained_cfg`` fields) travels inside the file: ONNX ``metadat
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -158,8 +159,11 @@ def export_program(model: nn.Module, path: Path, input_size: int, in_chans: int 
         # the strided convolution's for every side, so that check becomes a run-time assert instead of a refusal.
         program = torch.export.export(model, (inputs[0],), dynamic_shapes=dims,
                                       prefer_deferred_runtime_asserts_over_guards=True)
-        torch.export.save(program, str(path), extra_files={EXTRA_FILE: json.dumps(record or {})})
-        loaded = torch.export.load(str(path)).module()
+        # Through a buffer: torch.export.save/load log a warning for a file not named .pt2 (the temporary file).
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer, extra_files={EXTRA_FILE: json.dumps(record or {})})
+        path.write_bytes(buffer.getvalue())
+        loaded = torch.export.load(io.BytesIO(path.read_bytes())).module()
     checked = verify(model, loaded, inputs if _dynamic(dims) else inputs[:1], "torch.export", path, 1e-4)
     return {"format": "pt2", "path": str(path), **checked}
 
