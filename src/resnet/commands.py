@@ -11,6 +11,7 @@ from typing import Any
 
 from resnet.cliargs import add_config_flags, config_overrides, max_pixels_flag, out_dir, positive_int
 from resnet.config import (
+    EVAL_DATA_FIELDS,
     SECTIONS,
     RunCfg,
     build_config,
@@ -229,11 +230,6 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, sections=("data",), only=EVAL_DATA_FIELDS)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(handler=cmd_eval)
-
-
-EVAL_DATA_FIELDS = ("dataset", "data", "digits_size", "download", "val_split", "crop_size", "eval_resize",
-                    "interpolation", "protocol", "scales", "workers", "bad_images", "max_pixels", "gpu_resident")
-"""The [data] fields that decide an evaluation (the weights decide the normalization; augmentation is training's)."""
 
 
 def eval_data_flags(run_data: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:

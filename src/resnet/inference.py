@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet.config import DEFAULT_MAX_PIXELS
+from resnet.config import DEFAULT_MAX_PIXELS, EVAL_DATA_FIELDS
 from resnet.errors import ConfigError, DataError, WeightsError
 from resnet.fsutil import input_file_problem
 from resnet.models.preprocess import Preprocess
@@ -359,8 +359,8 @@ def _eval_data(info: InferenceInfo, data_flags: dict[str, Any], split: str, batc
         if "crop_size" not in data_flags:
             views.update(crop_size=info.input_size, eval_resize=pre.resize_side())
         data_flags = {**views, **data_flags}
-    # The training stream is never drawn from here: its image policies (timm's, say) are not built.
-    data_flags = {**data_flags, "auto_augment": "none", "random_erasing": 0.0}
+    # Augmentation is training's: its fields (timm's RandAugment, say) are left out, so its policies are not built.
+    data_flags = {k: v for k, v in data_flags.items() if k in EVAL_DATA_FIELDS}
     data_cfg: DataCfg = build_config({"data": data_flags}).data
     if split == "test":
         data_cfg = replace(data_cfg, val_split=0)

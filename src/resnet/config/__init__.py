@@ -47,6 +47,9 @@ TENSOR_DATASETS = ("digits", "cifar10", "cifar100")
 IMAGE_FOLDER_ONLY = ("crop_size", "scale_min", "scale_max", "lighting_std", "gpu_decode", "max_pixels", "auto_augment",
                      "randaugment_magnitude", "random_erasing", "random_resized_crop", "train_crop_size",
                      "eval_resize", "repeated_augment", "interpolation")
+EVAL_DATA_FIELDS = ("dataset", "data", "digits_size", "download", "val_split", "crop_size", "eval_resize",
+                    "interpolation", "protocol", "scales", "workers", "bad_images", "max_pixels", "gpu_resident")
+"""The [data] fields that decide an evaluation (the weights decide the normalization; augmentation is training's)."""
 SIZE_RANGE = (8, 4096)
 """Image sides (crops, scales) in pixels a run may ask for: larger ones only exhaust memory."""
 MAX_REPEATS = 16
