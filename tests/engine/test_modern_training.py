@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,8 @@ def test_a_folder_run_with_mixing_in_loader_workers_resumes_exactly(tmp_path, si
     trainer = make_trainer(cfg(), tmp_path / "cut")
     sigterm_at(trainer, 5)
     assert trainer.run() == {"stopped_by_signal": 15, "step": 5}
+    trainer.close()
+    assert multiprocessing.active_children() == []  # the trainer, still referenced, stopped its loader's workers
     assert train(cfg(), tmp_path / "cut", resume=True) == full
     a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)

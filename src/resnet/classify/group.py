@@ -76,6 +76,10 @@ class GroupStream:
         for stream, member in zip(self.streams, state["members"], strict=True):
             stream.load_state_dict(member)
 
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.close()
+
 
 class GroupTask(ClassificationTask):
     """Classification for ``len(seeds)`` members at once (see the module docstring)."""

@@ -72,6 +72,10 @@ class TrainStream:
         self._epoch = 0
         self._position = 0
 
+    def close(self) -> None:
+        """Let go of what serves the stream (a loader's workers): a run's end, not the interpreter's exit, ends
+        them."""
+
     @property
     def epoch(self) -> int:
         """Epochs completed (the epoch the next batch comes from)."""
@@ -233,6 +237,11 @@ class LoaderTrainStream(TrainStream):
 
     def _reset(self) -> None:
         self._expect = None
+
+    def close(self) -> None:
+        """The persistent workers end with the last reference to their iterator (the loader holds one too)."""
+        self._it = None
+        self.loader = None  # type: ignore[assignment]
 
     def _load(self, epoch: int, position: int) -> Any:
         """The loader's batch for (epoch, position)."""

@@ -34,6 +34,9 @@ class TrainStream(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def close(self) -> None:
+        """Stop what serves the batches (a loader's workers) at the run's end."""
+
 
 class TaskData(Protocol):
     """The data side of a run as the loop reads it."""

@@ -404,7 +404,9 @@ class Trainer:
             barrier()
 
     def close(self) -> None:
-        """Give up the run folder (the lock also goes with the process, however it ends)."""
+        """Stop the training loader's workers and give up the run folder (the lock also goes with the process,
+        however it ends)."""
+        self.data.train.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
