@@ -38,7 +38,12 @@ def _act_on_the_main_process_signals_only(main_pid: int) -> None:
 
 
 def leave_stop_signals_to_main(worker_id: int, main_pid: int) -> None:
-    """``worker_init_fn``: a stop signal from anyone but the main process is the main process's to act on."""
+    """``worker_init_fn``: a stop signal from anyone but the main process is the main process's to act on.
+
+    Where Python has no ``sigwaitinfo`` (macOS) the workers keep torch's own behaviour: a signal to the whole
+    process group ends them."""
+    if not hasattr(signal, "sigwaitinfo"):
+        return
     for sig in STOP_SIGNALS:  # a handler forked from the main process would act in the worker
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # threads started later inherit the mask
