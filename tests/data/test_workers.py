@@ -3,7 +3,6 @@ process ends them, and a process that exits with its loader's workers still runn
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
@@ -36,14 +35,14 @@ def test_a_process_exiting_with_its_loader_workers_alive_ends():
     assert done.stdout.strip() == "exiting"
 
 
-@pytest.mark.parametrize("sig", ["TERM", "HUP", "USR2"])
-def test_a_stop_signal_from_another_process_leaves_the_worker_serving(sig):
-    done = _run(f"""
-        subprocess.run(["kill", "-{sig}", str(worker.pid)], check=True)
-        time.sleep(0.5)
-        assert worker.is_alive(), "the worker died of another process's signal"
-        for _ in range(20):
-            next(it)
+def test_a_stop_signal_from_another_process_leaves_the_worker_serving():
+    done = _run("""
+        for sig in ("TERM", "HUP", "USR2"):
+            subprocess.run(["kill", f"-{sig}", str(worker.pid)], check=True)
+            time.sleep(0.3)
+            assert worker.is_alive(), f"the worker died of another process's SIG{sig}"
+            for _ in range(20):
+                next(it)
         print("served", flush=True)
         """)
     assert done.returncode == 0, done.stderr
@@ -52,11 +51,9 @@ def test_a_stop_signal_from_another_process_leaves_the_worker_serving(sig):
 
 def test_sigterm_from_the_main_process_ends_the_worker():
     done = _run("""
-        from torch.utils.data._utils import signal_handling
-        signal_handling._remove_worker_pids(id(it))  # torch's SIGCHLD check would report the death we cause
         os.kill(worker.pid, signal.SIGTERM)
         worker.join(30)
         print(worker.exitcode, flush=True)
         """)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(-signal.SIGTERM)
+    assert done.stdout.strip() == "0"  # torch's own handler exits 0 for its main process's SIGTERM

@@ -7,11 +7,11 @@ randomness and its signals to the main process.
   uninterrupted run did. Our samples are seeded by their keys, so this seed decides nothing.
 - Workers that leave the stop signals (SIGTERM, SIGHUP, SIGUSR2) to the main process: ``timeout``, systemd and
   Slurm signal every process of a job, and a worker dying of it would end the run in a "DataLoader worker is killed
-  by signal" traceback before the main process could checkpoint (:mod:`resnet.engine.guards`). A stop signal sent
-  by the main process itself still ends a worker as it always did: Python's ``multiprocessing`` stops the workers
-  of a loader still alive at exit with SIGTERM and waits for them, so a worker ignoring every SIGTERM would hang
-  the process's exit. The sender is known only to ``sigwaitinfo``: the workers block the stop signals and a thread
-  takes them. torch's workers also exit on their own when the main process dies.
+  by signal" traceback before the main process could checkpoint (:mod:`resnet.engine.guards`). A stop signal from
+  the main process itself ends a worker at once, with exit status 0 as torch's own SIGTERM handler does: Python's
+  ``multiprocessing`` stops the workers of a loader still alive at exit with SIGTERM and waits for them, so a worker
+  ignoring every SIGTERM would hang the process's exit. Only ``sigwaitinfo`` tells the sender: the workers block the
+  stop signals and a thread takes them. torch's workers also exit on their own when the main process dies.
 """
 
 from __future__ import annotations
@@ -30,11 +30,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 def _act_on_the_main_process_signals_only(main_pid: int) -> None:
     while True:
         info = signal.sigwaitinfo(STOP_SIGNALS)
-        if info.si_pid == main_pid:
-            # Still blocked in every thread: raise it again and unblock it in this one, where its default action
-            # ends the worker as if nothing had been blocked.
-            os.kill(os.getpid(), info.si_signo)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {info.si_signo})
+        if info.si_pid == main_pid:  # as torch's own SIGTERM handler in its workers does for the main process
+            os._exit(0)
 
 
 def leave_stop_signals_to_main(worker_id: int, main_pid: int) -> None:
