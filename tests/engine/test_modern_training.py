@@ -29,6 +29,32 @@ PAPER_QUICK_SHA256 = "31c8049ce0c08dc8557847dfde18996e95e7751e4fd9c32217f0edb68f
 REFERENCE_PLATFORM = ("2.14", "AVX512")
 
 
+# The same, of the weights (tensors only) of the two commands below on conftest's image tree: the paper's image-folder
+# recipe and the detection recipe, whose loaders draw from torch's global generator where they always did.
+PAPER_FOLDER_ARGS = ["train", "--recipe", "paper-imagenet", "--model", "resnet18", "--iterations", "2",
+                     "--batch-size", "6", "--crop-size", "32", "--scale-min", "36", "--scale-max", "48",
+                     "--workers", "0", "--device", "cpu", "--threads", "1", "--eval-every", "2"]
+PAPER_FOLDER_SHA256 = "17ea28dffbc0be4e"
+DETECT_ARGS = ["detect", "train", "--recipe", "detect-quick", "--iterations", "3", "--pretrain-iterations", "2",
+               "--device", "cpu", "--threads", "1"]
+DETECT_SHA256 = "1cc76f56cb24a4c1"
+
+
+def on_reference_platform() -> None:
+    platform = (".".join(torch.__version__.split(".")[:2]), torch.backends.cpu.get_cpu_capability())
+    if platform != REFERENCE_PLATFORM:
+        pytest.skip(f"the reference hash was computed with torch {REFERENCE_PLATFORM[0]} on {REFERENCE_PLATFORM[1]}")
+
+
+def weights_sha256(path: Path) -> str:
+    weights = load_file(str(path))
+    digest = hashlib.sha256()
+    for key in sorted(weights):
+        digest.update(key.encode())
+        digest.update(weights[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def modern_run(**train_fields) -> object:
     """small_run with every modern feature on that the digits take: mixing, smoothing, stochastic depth, AdamW,
     warm-up + cosine, no decay on norms and biases, a weight average."""
@@ -52,19 +78,25 @@ def test_every_new_field_defaults_to_the_paper():
 
 @pytest.mark.slow
 def test_paper_quick_run_trains_the_same_weights_as_before_the_modern_features(tmp_path, run_cfg, one_cpu_thread):
-    platform = (".".join(torch.__version__.split(".")[:2]), torch.backends.cpu.get_cpu_capability())
-    if platform != REFERENCE_PLATFORM:
-        pytest.skip(f"the reference hash was computed with torch {REFERENCE_PLATFORM[0]} on {REFERENCE_PLATFORM[1]}")
+    on_reference_platform()
     train(run_cfg(iterations=8, eval_every=8, checkpoint_every=0), tmp_path)
-    weights = load_file(str(tmp_path / "model.safetensors"))
-    digest = hashlib.sha256()
-    for key in sorted(weights):
-        digest.update(key.encode())
-        digest.update(weights[key].contiguous().numpy().tobytes())
-    assert digest.hexdigest() == PAPER_QUICK_SHA256
+    assert weights_sha256(tmp_path / "model.safetensors") == PAPER_QUICK_SHA256
 
 
-# -- the loss ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_paper_folder_and_detection_runs_train_the_same_weights_as_before_the_modern_features(tmp_path, image_tree):
+    """A loader of the training stream has a generator of its own (exact resume with MixUp/CutMix); the draw
+    torch made from the global generator is still made where it was, or the paper's nets would start elsewhere."""
+    from resnet.cli import main
+
+    on_reference_platform()
+    root = image_tree(tmp_path / "images")
+    assert main([*PAPER_FOLDER_ARGS, "--data", str(root), "--out", str(tmp_path / "folder")]) == 0
+    assert main([*DETECT_ARGS, "--out", str(tmp_path / "detect")]) == 0
+    assert weights_sha256(tmp_path / "folder" / "model.safetensors")[:16] == PAPER_FOLDER_SHA256
+    assert weights_sha256(tmp_path / "detect" / "model.safetensors")[:16] == DETECT_SHA256
+
+
 def _logits_model(logits: torch.Tensor) -> nn.Module:
     class Fixed(nn.Module):
         def forward(self, x):

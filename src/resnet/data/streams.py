@@ -32,7 +32,7 @@ from resnet.data.transforms import (
     pad_crop_flip,
     upload,
 )
-from resnet.data.workers import loader_settings
+from resnet.data.workers import epoch_start_draw, loader_settings
 from resnet.errors import ConfigError, DataError
 
 Batch = tuple[Tensor, Tensor]
@@ -231,7 +231,8 @@ class LoaderTrainStream(TrainStream):
         self.sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.rank, self.world_size,
                                          repeats)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
-                                 pin_memory=pin, persistent_workers=workers > 0, **loader_settings())
+                                 pin_memory=pin, persistent_workers=workers > 0,
+                                 **loader_settings(own_generator=True))
         self._it: Iterator[Any] | None = None
         self._expect: tuple[int, int] | None = None
 
@@ -246,6 +247,10 @@ class LoaderTrainStream(TrainStream):
     def _load(self, epoch: int, position: int) -> Any:
         """The loader's batch for (epoch, position)."""
         if self._it is None or self._expect != (epoch, position):
+            # torch's draw where an uninterrupted run's loader made it: every epoch's new iterator, or the persistent
+            # workers' first (see resnet.data.workers)
+            if position == 0 and (epoch == 0 or not self.loader.persistent_workers):
+                epoch_start_draw()
             self.sampler.start(epoch, position)
             self._it = iter(self.loader)
         batch = next(self._it)

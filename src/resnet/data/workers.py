@@ -1,10 +1,13 @@
 """What every DataLoader of the engine is built with (:func:`loader_settings`): workers that leave the run's
 randomness and its signals to the main process.
 
-- A generator of its own: starting a loader's iterator (and its workers) draws a base seed from the loader's
-  generator, from torch's global one without it, and the global one feeds the training's own draws (MixUp/CutMix,
-  a detector's samplers): a resumed run would start its loader at another point of that sequence than the
-  uninterrupted run did. Our samples are seeded by their keys, so this seed decides nothing.
+- Where each loader's workers get their base seed. torch draws it from the global generator whenever an iterator
+  starts, and that generator also feeds the training's own draws (MixUp/CutMix, a detector's samplers): a resumed
+  run starts its training loader mid-epoch, where the uninterrupted run drew nothing, and would go on from another
+  point of that sequence. The training stream's loader therefore has a generator of its own, and the stream makes
+  torch's draw itself where an uninterrupted run's loader made it (:func:`epoch_start_draw`), so the paper's image-
+  folder and detection runs keep their arithmetic. Loaders started at the same point of every run (evaluations, the
+  mean image) keep torch's default. Our samples are seeded by their keys, so the base seed decides nothing else.
 - Workers that leave the stop signals (SIGTERM, SIGHUP, SIGUSR2) to the main process: ``timeout``, systemd and
   Slurm signal every process of a job, and a worker dying of it would end the run in a "DataLoader worker is killed
   by signal" traceback before the main process could checkpoint (:mod:`resnet.engine.guards`). A stop signal from
@@ -48,10 +51,16 @@ def leave_stop_signals_to_main(worker_id: int, main_pid: int) -> None:
                      name="resnet-stop-signals").start()
 
 
-def loader_settings() -> dict[str, Any]:
-    """``DataLoader(..., **loader_settings())``, called in the process that iterates the loader."""
-    return {"generator": torch.Generator().manual_seed(0),
+def loader_settings(own_generator: bool = False) -> dict[str, Any]:
+    """``DataLoader(..., **loader_settings())``, called in the process that iterates the loader; ``own_generator``
+    for a loader whose iterators a resumed run starts elsewhere than the uninterrupted run did."""
+    return {"generator": torch.Generator().manual_seed(0) if own_generator else None,
             "worker_init_fn": functools.partial(leave_stop_signals_to_main, main_pid=os.getpid())}
 
 
-__all__ = ["STOP_SIGNALS", "leave_stop_signals_to_main", "loader_settings"]
+def epoch_start_draw() -> None:
+    """The global generator's draw a DataLoader without a generator of its own makes when an iterator starts."""
+    torch.empty((), dtype=torch.int64).random_()
+
+
+__all__ = ["STOP_SIGNALS", "epoch_start_draw", "leave_stop_signals_to_main", "loader_settings"]
