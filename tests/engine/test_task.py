@@ -141,3 +141,14 @@ def test_a_second_task_killed_mid_run_resumes_to_the_uninterrupted_weights(tmp_p
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_evaluation_line_shows_errors_and_leaves_every_evaluation_loss_to_metrics_jsonl(tmp_path, capsys):
+    from resnet.engine.runlog import RunLog
+
+    with RunLog(tmp_path, total=4, start=0) as log:
+        log.record({"step": 4, "lr": 0.1, "train_loss": 0.5, "test_error": 10.0, "test_loss": 0.3,
+                    "test_error_ema": 9.0, "test_loss_ema": 0.25})
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "step=4 lr=0.1 train_loss=0.5 test_error=10 test_error_ema=9"
+    assert "test_loss_ema" in (tmp_path / "metrics.jsonl").read_text()

@@ -10,7 +10,7 @@ import pytest
 from resnet.analysis.report import Section, write_report
 from resnet.analysis.responses import LayerResponse
 from resnet.errors import ConfigError
-from resnet.experiments import degradation, depth, preact, responses, shortcuts
+from resnet.experiments import degradation, depth, preact, recipes, responses, shortcuts
 from resnet.experiments.claims import HELD, NOT_HELD, NOT_SHOWN
 from resnet.experiments.common import Context, RunResult, by_name
 from resnet.experiments.runner import default_jobs
@@ -119,3 +119,29 @@ def test_report_opens_with_the_claims_and_their_count(tmp_path):
     smoke = lead(dataclasses.replace(DIGITS, scale="smoke"), ["degradation"], [Section("s")])
     assert smoke is not None and "Not tested at smoke scale" in smoke.blocks[0]
     assert lead(dataclasses.replace(DIGITS, scale="smoke"), ["norms"], [Section("s")]) is None
+
+
+def test_recipes_claim_on_known_numbers(tmp_path):
+    """The modern recipe's claim per net: at or below the paper recipe's test error, held, not held, or within the
+    seeds' noise; the modern arm changes the recipe only."""
+    ctx = dataclasses.replace(DIGITS, nets=("resnet20",))
+    specs = recipes.plan(ctx)
+    paper, new = (next(s.cfg for s in specs if s.name == name) for name in ("resnet20", "resnet20-modern"))
+    assert paper.model == new.model and paper.train.iterations == new.train.iterations
+    assert (paper.train.label_smoothing, paper.data.mixup_alpha, paper.optim.schedule) == (0.0, 0.0, "step")
+    assert (new.train.label_smoothing, new.data.mixup_alpha, new.optim.schedule) == (0.1, 0.2, "cosine")
+
+    def verdict(modern: list[float]) -> tuple[str, str]:
+        errors = {"resnet20": [1.5, 1.7, 1.6], "resnet20-modern": modern}
+        results = {}
+        for spec in specs:
+            final = {"test_error": errors[spec.name][spec.seed]}
+            results[spec.folder] = RunResult(spec, tmp_path / spec.folder, final=final)
+        (claim,) = recipes.claims(by_name(specs, results))
+        return claim.verdict, claim.evidence
+
+    assert verdict([1.2, 1.3, 1.25])[0] == HELD
+    worse, evidence = verdict([3.0, 3.2, 3.1])
+    assert worse == NOT_HELD and "Worse by more than 2 standard errors" in evidence
+    noisy, evidence = verdict([1.6, 1.8, 1.5])  # higher, within the seeds' noise: not shown to be worse
+    assert noisy == HELD and "within the seeds' noise" in evidence

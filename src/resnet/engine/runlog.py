@@ -92,7 +92,8 @@ class RunLog:
             # evaluation and the epoch stay in metrics.jsonl)
             msg = " ".join(f"{k.replace('test_', split + '_', 1)}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in clean.items()
-                           if k in ("step", "lr") or (k.startswith(("train_", "test_")) and k != "test_loss"))
+                           if k in ("step", "lr")
+                           or (k.startswith(("train_", "test_")) and not k.startswith("test_loss")))
             self.bar.write(msg, file=sys.stderr)
 
     def __enter__(self) -> RunLog:

@@ -82,12 +82,14 @@ def differences(ctx: Context, iterations: int | None) -> str:
 
 
 def lead(ctx: Context, names: Sequence[str], sections: Sequence[Section]) -> Section | None:
-    """The report's first lines: which of the paper's claims held on these runs, with the statistic behind each."""
+    """The report's first lines: which of the paper's claims (and a study beyond the paper's own) held on these
+    runs, with the statistic behind each."""
     lines = [line for sec in sections for line in sec.headline]
+    whose = "The paper's claims" if all(getattr(STUDIES[n], "FROM_THE_PAPER", True) for n in names) else "The claims"
     if not SCALES[ctx.scale].claims:
         if not any(hasattr(STUDIES[n], "claims") for n in names):
             return None
-        return Section("The paper's claims", ["Not tested at smoke scale: the nets have barely started to learn, "
+        return Section(whose, ["Not tested at smoke scale: the nets have barely started to learn, "
                                               "so any ordering is noise. `--scale digits` tests them on the "
                                               "embedded digits in minutes."])
     if not lines:
@@ -96,7 +98,7 @@ def lead(ctx: Context, names: Sequence[str], sections: Sequence[Section]) -> Sec
     rule = (f"{held} of {len(lines)} held. Each claim compares final values over independent seeds: the difference "
             f"of means and its standard error; held = in the claimed direction by more than {Z:g} standard errors "
             "(for 'not worse' claims: not worse by more than that); not shown = within the seeds' noise or one seed.")
-    return Section("The paper's claims on these runs", [rule, *lines])
+    return Section(f"{whose} on these runs", [rule, *lines])
 
 
 def _iterations(results: dict[str, RunResult]) -> int | None:
