@@ -118,3 +118,26 @@ def test_a_stop_signal_to_the_whole_process_group_stops_a_run_with_loader_worker
     proc = run_resnet("train", "--resume", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "final.json").read_text())["step"] == 12
+
+
+def test_a_modern_recipe_on_an_image_folder_killed_then_resumed_ends_as_the_uninterrupted_run(tmp_path, image_tree):
+    """timm's A1 procedure, shrunk (LAMB, BCE, timm's RandAugment, MixUp/CutMix, repeated augmentation, stochastic
+    depth) with random erasing and a weight average, in 2 loader workers: SIGKILLed as iteration 3 begins, then
+    resumed mid-epoch (4 batches of 2), its weights, weight average and metrics equal those of the run straight
+    through."""
+    pytest.importorskip("timm")
+    root = image_tree(tmp_path / "images")
+    args = ["train", "--recipe", "rsb-a1", "--data", str(root), "--model", "resnet18", "--iterations", "6",
+            "--batch-size", "2", "--crop-size", "32", "--eval-resize", "36", "--eval-every", "3",
+            "--checkpoint-every", "2", "--workers", "2", "--device", "cpu", "--threads", "1", "--ema-decay", "0.9",
+            "--ema-every", "1", "--random-erasing", "0.25"]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    proc = run_resnet(*args, "--out", str(reference))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_resnet(*args, "--out", str(run), fault={"kill": "step", "step": 3})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert checkpoint_steps(run) == [2]
+    proc = run_resnet("train", "--resume", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(reference, run)
+    assert_same_tensors(reference / "model_ema.safetensors", run / "model_ema.safetensors")
