@@ -255,7 +255,7 @@ def test_ema_cannot_be_switched_on_at_a_resume(tmp_path, run_cfg, sigterm_at):
 
 def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
     """One of two gloo processes training modern_run() into ROOT/run (stopped at ``stop_at`` as a SIGTERM stops it,
-    0: never), then, if stopped, resuming it to the end."""
+    0: never), then, if stopped, resuming it to the end; ROOT/final.json: the result and each rank's next draws."""
     import os
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -279,8 +279,10 @@ def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
         trainer.close()
         trainer = make_trainer(modern_run(threads=1), out, resume=True).setup()
     final = trainer.run()
+    draws: list[list[float] | None] = [None, None]  # where each rank's generator stands at the end
+    torch.distributed.all_gather_object(draws, torch.rand(4).tolist())
     if rank == 0:
-        Path(root, "final.json").write_text(json.dumps(final))
+        Path(root, "final.json").write_text(json.dumps({**final, "draws": draws}))
     shutdown()
 
 
@@ -300,7 +302,8 @@ def test_modern_features_under_ddp_keep_replicas_identical_and_resume_exactly(tm
         mp.spawn(_ddp_worker, args=(str(tmp_path / name), port, stop_at), nprocs=2)
         finals.append(json.loads((tmp_path / name / "final.json").read_text()))
     assert finals[0]["replicas_identical"] is True and finals[1]["replicas_identical"] is True
-    assert "test_error_ema" in finals[0] and finals[0] == finals[1]
+    assert "test_error_ema" in finals[0] and finals[0] == finals[1]  # the resumed ranks drew as the uninterrupted
+    assert finals[0]["draws"][0] != finals[0]["draws"][1]  # each rank its own MixUp and stochastic depth draws
     for weights in ("model.safetensors", "model_ema.safetensors"):
         a, b = (load_file(str(tmp_path / name / "run" / weights)) for name in ("full", "cut"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,23 @@ def rng_state() -> dict[str, torch.Tensor]:
     return out
 
 
-def restore_rng(rng: dict[str, torch.Tensor]) -> None:
-    if "rng.cpu" in rng:
-        torch.set_rng_state(rng["rng.cpu"])
-    if "rng.cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["rng.cuda"])
+def ranks_rng(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every rank's :func:`rng_state` under one checkpoint's keys: rank 0's as a single process writes them, rank
+    r's as ``rng.rank{r}.*``."""
+    out = dict(states[0])
+    for rank, state in enumerate(states[1:], start=1):
+        out.update({f"rng.rank{rank}.{k[len('rng.'):]}": v for k, v in state.items()})
+    return out
+
+
+def restore_rng(rng: dict[str, torch.Tensor], rank: int = 0) -> None:
+    """This rank's generators as saved (rank 0's where the checkpoint has none of its own: it predates per-rank
+    generators, when every rank drew what rank 0 drew)."""
+    prefix = f"rng.rank{rank}." if rank and f"rng.rank{rank}.cpu" in rng else "rng."
+    if prefix + "cpu" in rng:
+        torch.set_rng_state(rng[prefix + "cpu"])
+    if prefix + "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng[prefix + "cuda"])
 
 
 def save_checkpoint(folder: Path, ckpt: Checkpoint, keep: int = 2) -> Path:

@@ -162,6 +162,16 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def gather_to_rank0(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank 0 (None on the others); ``[obj]`` in a single process. Peers of
+    one job, never files from elsewhere."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def agree_on_checkpoint(state: Any) -> Any:
     """Every rank resumes from rank 0's checkpoint, whatever its own disk holds.
 

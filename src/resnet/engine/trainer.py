@@ -26,6 +26,7 @@ from resnet.engine.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_buffers,
+    gather_to_rank0,
     init_distributed,
     peer_loss_is_training_error,
     shutdown,
@@ -116,6 +117,8 @@ class Trainer:
         self.data = self.task.build_data(cfg, self.device, self.dist)
         self.total = total_iterations(cfg, self.data.num_train)
         self.model = self._build_model(cfg)
+        if self.dist.rank > 0:  # the same net on every rank, then draws of its own (MixUp, stochastic depth, a
+            torch.manual_seed(cfg.train.seed + self.dist.rank)  # detector's samplers): timm's seed + rank
         self.cfg = apply_recipe_rules(task.as_trained(cfg, self.model), self.model)
         self.optimizer = build_optimizer(self.model, self.cfg.optim, fused=self.sw.fused_sgd,
                                          scales=task.lr_scales(self.cfg, self.model))
@@ -235,7 +238,7 @@ class Trainer:
                 raise ConfigError("the checkpoint holds no weight average: --ema-decay cannot be turned on when "
                                   "resuming; start a new run for it")
             self.average.load_state_dict(state.ema)
-        ckpt.restore_rng(state.rng)
+        ckpt.restore_rng(state.rng, self.dist.rank)
         if self.dist.is_main and "window" in state.extra:  # global sums: held by rank 0 alone, zeros elsewhere
             self.window += torch.tensor(state.extra["window"], dtype=torch.float64, device=self.device)
         self.step = state.step
@@ -383,6 +386,7 @@ class Trainer:
         self.guard.check()
         self.guard.check_weights(self.model, self.step)
         window = all_reduce_sum(self.window.clone())
+        rngs = gather_to_rank0(ckpt.rng_state())
         if not self.dist.is_main:
             barrier()
             return
@@ -393,7 +397,7 @@ class Trainer:
             extra["grad_scaler"] = self.scaler.state_dict()  # plain floats and ints: JSON-able
         # optimizer_state_dict: tensor learning rates (CUDA graphs) become floats for the JSON sidecar.
         state = ckpt.Checkpoint(step=self.step, model=self.model.state_dict(),
-                                optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.rng_state(),
+                                optimizer=optimizer_state_dict(self.optimizer), extra=extra, rng=ckpt.ranks_rng(rngs),
                                 ema=self.average.state_dict() if self.average is not None else {})
         try:
             ckpt.save_checkpoint(self.out / "checkpoints", state, keep=self.cfg.train.keep_checkpoints)
