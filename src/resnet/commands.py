@@ -211,6 +211,14 @@ def config_summary(cfg: RunCfg, out: Path) -> str:
     lines += [f"  optim   {optimizer}, weight decay {o.weight_decay}, {schedule}{warmup}",
               f"  train   {length}, batch {t.batch_size}, seed {t.seed}, device {t.device}, precision {t.precision}"
               + threads]
+    modern = [text for text, on in (
+        (f"label smoothing {t.label_smoothing:g}", t.label_smoothing), ("BCE loss", t.loss == "bce"),
+        (f"MixUp {d.mixup_alpha:g}", d.mixup_alpha), (f"CutMix {d.cutmix_alpha:g}", d.cutmix_alpha),
+        (d.auto_augment, d.auto_augment != "none"), (f"random erasing {d.random_erasing:g}", d.random_erasing),
+        (f"repeated augmentation x{d.repeated_augment}", d.repeated_augment != 1),
+        (f"stochastic depth {m.drop_path_rate:g}", m.drop_path_rate), (f"EMA {t.ema_decay:g}", t.ema_decay)) if on]
+    if modern:  # the training refinements beyond the paper's recipe that this run uses
+        lines.append(f"  modern  {', '.join(modern)}")
     return "\n".join(lines)
 
 

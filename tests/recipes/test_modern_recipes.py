@@ -110,13 +110,15 @@ def test_iterations_on_the_command_line_win_over_a_recipes_epochs(tmp_path, caps
     assert tomllib.loads(capsys.readouterr().out)["train"]["epochs"] == 100.0  # the recipe's, untouched
 
 
-def test_the_run_summary_names_the_optimizer_the_run_uses(tmp_path):
+def test_the_run_summary_names_the_optimizer_and_the_refinements_the_run_uses(tmp_path):
     from resnet.commands import config_summary
 
     text = config_summary(recipe("rsb-a3"), tmp_path)
     assert "optim   LAMB lr 0.008, weight decay 0.02, cosine, linear warm-up over 0.05 of the run" in text
     assert "SGD" not in text  # before: "SGD lr 0.008, momentum 0.9" for a LAMB run
     assert "optim   SGD lr 0.1, momentum 0.9," in config_summary(recipe("paper-imagenet"), tmp_path)
+    assert "  modern  BCE loss, MixUp 0.1, CutMix 1, rand-m6-mstd0.5-inc1" in text  # the refinements it trains with
+    assert "modern" not in config_summary(recipe("paper-imagenet"), tmp_path)
 
 
 def test_a_smaller_crop_beside_a_recipes_absolute_sides_is_warned_of(tmp_path, caplog, image_tree):
