@@ -139,8 +139,9 @@ def test_timm_top1_agrees_with_torchvisions_for_the_same_weights_and_names_its_c
 
 def test_timm_names_are_timms_pretrained_in1k_resnet_tags():
     timm = pytest.importorskip("timm")
-    theirs = {f"timm:{n}" for a in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-              for n in timm.list_pretrained(f"{a}.*") if n.endswith("_in1k")}
+    archs = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50c", "resnet101c", "resnet152c",
+             "resnet18d", "resnet26d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "resnet200d")
+    theirs = {f"timm:{n}" for a in archs for n in timm.list_pretrained(f"{a}.*") if n.endswith("_in1k")}
     ours = {n for n in hub.PUBLISHED if n.startswith("timm:")}
     assert ours == theirs
     assert hub.lookup("timm:resnet50.tv2_in1k").location == "timm/resnet50.tv2_in1k"
@@ -283,25 +284,28 @@ def test_torchvision_name_gives_torchvisions_logits_everywhere(server: Server, m
 
 
 @pytest.mark.slow
-def test_timm_name_downloads_through_huggingface_hub_with_its_config(server: Server, tmp_path: Path, random_bn):
+@pytest.mark.parametrize("arch, tag", [("resnet18", "a1_in1k"), ("resnet26d", "bt_in1k")])
+def test_timm_name_downloads_through_huggingface_hub_with_its_config(server: Server, tmp_path: Path, random_bn,
+                                                                     arch: str, tag: str):
+    """A plain net and a Bag-of-Tricks one (deep stem, average-pooled shortcuts), by timm's name."""
     timm = pytest.importorskip("timm")
-    theirs = random_bn(timm.create_model("resnet18", pretrained=False), seed=1)
-    repo = "timm/resnet18.a1_in1k"
+    theirs = random_bn(timm.create_model(arch, pretrained=False), seed=1)
+    name, repo = f"timm:{arch}.{tag}", f"timm/{arch}.{tag}"
     weights = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(weights))
-    config = {"architecture": "resnet18", "pretrained_cfg": {
+    config = {"architecture": arch, "pretrained_cfg": {
         "input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
         "crop_pct": 0.95, "interpolation": "bicubic", "crop_mode": "center"}}
     server.add_hub_file(repo, "model.safetensors", weights.read_bytes(), lfs=True)
     server.add_hub_file(repo, "config.json", json.dumps(config).encode(), lfs=False)
-    model = resnet.create_model("timm:resnet18.a1_in1k", pretrained=True)
+    model = resnet.create_model(name, pretrained=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), theirs(x), rtol=1e-4, atol=1e-4)
     assert (resnet.data_config(model)["crop_pct"], resnet.data_config(model)["interpolation"]) == (0.95, "bicubic")
-    assert hub.cached(hub.lookup("timm:resnet18.a1_in1k")) is not None
+    assert hub.cached(hub.lookup(name)) is not None
     asked = len(server.requests)
-    resnet.import_weights("timm:resnet18.a1_in1k")  # from the cache: not even the Hub's freshness check
+    resnet.import_weights(name)  # from the cache: not even the Hub's freshness check
     assert len(server.requests) == asked
 
 

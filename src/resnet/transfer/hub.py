@@ -96,7 +96,8 @@ def _torchvision() -> list[Published]:
                       224 / (232 if tag == "IMAGENET1K_V2" else 256)) for arch, tag, sha, top1, size in rows]
 
 
-# timm's pretrained tags of its resnet18..152 (timm.list_pretrained), each a Hub repository timm/ARCH.TAG, with the
+# timm's pretrained tags of its resnet18..152 and of its Bag-of-Tricks ResNet-C and -D nets (timm.list_pretrained),
+# each a Hub repository timm/ARCH.TAG, with the
 # top-1 and crop side that huggingface/pytorch-image-models publishes for it in results/results-imagenet.csv
 # (None: the file has no row for the tag)
 TIMM_TOP1: dict[str, dict[str, tuple[float, int] | None]] = {
@@ -117,6 +118,17 @@ TIMM_TOP1: dict[str, dict[str, tuple[float, int] | None]] = {
     "resnet152": {"a1_in1k": (82.732, 288), "a2_in1k": (82.608, 288), "a3_in1k": (80.546, 224),
                   "a1h_in1k": (83.450, 288), "gluon_in1k": (79.694, 224), "tv_in1k": (78.322, 224),
                   "tv2_in1k": (82.288, 224)},
+    "resnet50c": {"gluon_in1k": (78.012, 224)},
+    "resnet101c": {"gluon_in1k": (79.542, 224)},
+    "resnet152c": {"gluon_in1k": (79.910, 224)},
+    "resnet18d": {"ra2_in1k": (73.794, 288), "ra4_e3600_r224_in1k": None},
+    "resnet26d": {"bt_in1k": (77.408, 288)},
+    "resnet34d": {"ra2_in1k": (78.436, 288)},
+    "resnet50d": {"a1_in1k": (81.450, 288), "a2_in1k": (81.164, 288), "a3_in1k": (78.722, 224),
+                  "gluon_in1k": (79.078, 224), "ra2_in1k": (81.356, 288), "ra4_e3600_r224_in1k": None},
+    "resnet101d": {"gluon_in1k": (80.426, 224), "ra2_in1k": (83.016, 320)},
+    "resnet152d": {"gluon_in1k": (80.476, 224), "ra2_in1k": (83.684, 320)},
+    "resnet200d": {"ra2_in1k": (83.964, 320)},
 }  # fmt: skip
 
 
