@@ -253,10 +253,27 @@ def test_ema_cannot_be_switched_on_at_a_resume(tmp_path, run_cfg, sigterm_at):
         train(modern_run(), tmp_path, resume=True)
 
 
-def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
-    """One of two gloo processes training modern_run() into ROOT/run (stopped at ``stop_at`` as a SIGTERM stops it,
-    0: never), then, if stopped, resuming it to the end; ROOT/final.json: the result and each rank's next draws."""
+def folder_run(images: str) -> object:
+    """The image-folder side of the modern features: RandomResizedCrop, TrivialAugment, random erasing, repeated
+    augmentation, MixUp/CutMix, stochastic depth and a weight average."""
+    return build_config({"model": {"name": "resnet18", "drop_path_rate": 0.1},
+                         "data": {"dataset": "imagefolder", "data": images, "crop_size": 32, "workers": 0,
+                                  "random_resized_crop": True, "auto_augment": "trivialaugment",
+                                  "random_erasing": 0.25, "repeated_augment": 2, "mixup_alpha": 0.2,
+                                  "cutmix_alpha": 1.0, "lighting_std": 0.0},
+                         "optim": {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine"},
+                         "train": {"iterations": 8, "batch_size": 4, "eval_every": 8, "checkpoint_every": 4,
+                                   "device": "cpu", "threads": 1, "ema_decay": 0.9}}, recipe="quick")
+
+
+def _ddp_worker(rank: int, root: str, port: int, stop_at: int, images: str) -> None:
+    """One of two gloo processes training modern_run() (folder_run(IMAGES) where given) into ROOT/run (stopped at
+    ``stop_at`` as a SIGTERM stops it, 0: never), then, if stopped, resuming it to the end; ROOT/final.json: the
+    result and each rank's next draws."""
     import os
+
+    def config():
+        return folder_run(images) if images else modern_run(threads=1)
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -264,7 +281,7 @@ def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
     from resnet.engine.distributed import shutdown
 
     out = Path(root) / "run"
-    trainer = make_trainer(modern_run(threads=1), out).setup()
+    trainer = make_trainer(config(), out).setup()
     if stop_at:
         step = trainer.train_step
 
@@ -277,7 +294,7 @@ def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
         trainer.train_step = stepping
         assert trainer.run()["step"] == stop_at
         trainer.close()
-        trainer = make_trainer(modern_run(threads=1), out, resume=True).setup()
+        trainer = make_trainer(config(), out, resume=True).setup()
     final = trainer.run()
     draws: list[list[float] | None] = [None, None]  # where each rank's generator stands at the end
     torch.distributed.all_gather_object(draws, torch.rand(4).tolist())
@@ -288,18 +305,20 @@ def _ddp_worker(rank: int, root: str, port: int, stop_at: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.dist
-def test_modern_features_under_ddp_keep_replicas_identical_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("data", ["digits", "imagefolder"])
+def test_modern_features_under_ddp_keep_replicas_identical_and_resume_exactly(tmp_path, image_tree, data):
     import socket
 
     import torch.multiprocessing as mp
 
+    images = str(image_tree(tmp_path / "images")) if data == "imagefolder" else ""
     finals = []
-    for name, stop_at in (("full", 0), ("cut", 8)):
+    for name, stop_at in (("full", 0), ("cut", 3 if images else 8)):  # the folder run: mid-epoch (2 batches each)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         (tmp_path / name).mkdir()
-        mp.spawn(_ddp_worker, args=(str(tmp_path / name), port, stop_at), nprocs=2)
+        mp.spawn(_ddp_worker, args=(str(tmp_path / name), port, stop_at, images), nprocs=2)
         finals.append(json.loads((tmp_path / name / "final.json").read_text()))
     assert finals[0]["replicas_identical"] is True and finals[1]["replicas_identical"] is True
     assert "test_error_ema" in finals[0] and finals[0] == finals[1]  # the resumed ranks drew as the uninterrupted
