@@ -44,9 +44,7 @@ def leave_stop_signals_to_main(worker_id: int, main_pid: int) -> None:
     process group ends them."""
     if not hasattr(signal, "sigwaitinfo"):
         return
-    for sig in STOP_SIGNALS:  # a handler forked from the main process would act in the worker
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # threads started later inherit the mask
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the worker's only thread: later ones inherit the mask
     threading.Thread(target=_act_on_the_main_process_signals_only, args=(main_pid,), daemon=True,
                      name="resnet-stop-signals").start()
 

@@ -89,9 +89,8 @@ def lead(ctx: Context, names: Sequence[str], sections: Sequence[Section]) -> Sec
     if not SCALES[ctx.scale].claims:
         if not any(hasattr(STUDIES[n], "claims") for n in names):
             return None
-        return Section(whose, ["Not tested at smoke scale: the nets have barely started to learn, "
-                                              "so any ordering is noise. `--scale digits` tests them on the "
-                                              "embedded digits in minutes."])
+        return Section(whose, ["Not tested at smoke scale: the nets have barely started to learn, so any ordering "
+                               "is noise. `--scale digits` tests them on the embedded digits in minutes."])
     if not lines:
         return None
     held = sum(line.startswith(f"**{HELD.upper()}**") for line in lines)
