@@ -85,11 +85,12 @@ def _leave_process_group() -> None:
     """A torchrun rank that ends on an error leaves its process group before the interpreter does: a gloo group
     torn down at exit, its threads still running, can abort the process ("terminate called without an active
     exception", SIGABRT) after the error line was printed, so the exit status would no longer be 2."""
-    dist = sys.modules.get("torch.distributed")  # never imported just for this
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if "resnet.engine.distributed" not in sys.modules:  # no process group was ever joined: never imported for this
         return
+    from resnet.engine.distributed import shutdown
+
     with contextlib.suppress(Exception):  # a group already broken by a lost peer: the exit goes on regardless
-        dist.destroy_process_group()
+        shutdown()
 
 
 _OOM = ("can't allocate memory", "out of memory", "not enough memory", "std::bad_alloc")

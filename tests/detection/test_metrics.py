@@ -151,13 +151,15 @@ def test_model_outputs_are_mapped_back_to_the_files_pixels() -> None:
 def _gather_worker(rank: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
+    from resnet.engine.distributed import shutdown
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         mine = [_det(2 * k + rank + 1, [[0, 0, 1 + rank, 1]], [0.5], [1]) for k in range(2)]
         torch.save(gather_detections(mine), f"{out}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 @pytest.mark.dist

@@ -39,6 +39,7 @@ def _worker(rank: int, root: str, port: int) -> None:
     resumed_at = trainer.step
     final = trainer.run()
     Path(root, f"rank{rank}.json").write_text(json.dumps({"resumed_at": resumed_at, "final": final}))
+    del trainer  # the DDP wrapper holds the process group: dropped first, so shutdown() ends its threads
     shutdown()
 
 

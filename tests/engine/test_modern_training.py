@@ -300,6 +300,7 @@ def _ddp_worker(rank: int, root: str, port: int, stop_at: int, images: str) -> N
     torch.distributed.all_gather_object(draws, torch.rand(4).tolist())
     if rank == 0:
         Path(root, "final.json").write_text(json.dumps({**final, "draws": draws}))
+    trainer = step = None  # the DDP wrappers hold the process group: dropped first, so shutdown() ends its threads
     shutdown()
 
 

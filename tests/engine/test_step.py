@@ -169,6 +169,8 @@ def _ddp_skip_worker(rank: int, init: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from resnet.engine.distributed import shutdown  # before the group exists: see its import of torch.distributed.nn
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
@@ -182,7 +184,8 @@ def _ddp_skip_worker(rank: int, init: str, out: str) -> None:
         torch.save({"finite": bool(torch.isfinite(loss)), "before": before, "after": model.state_dict()},
                    f"{out}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        net = step = None  # the DDP wrapper holds the group: dropped first, so shutdown() ends its threads
+        shutdown()
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from resnet.classify.task import ClassificationTask
 from resnet.config import OptimCfg
 from resnet.data.streams import TensorTrainStream
 from resnet.data.transforms import Normalizer, pixel_mean
-from resnet.engine.distributed import wrap_ddp
+from resnet.engine.distributed import shutdown, wrap_ddp
 from resnet.engine.graphs import capture_inference
 from resnet.engine.optim import build_optimizer
 from resnet.engine.precision import autocast_for as step_autocast
@@ -169,7 +169,7 @@ def single_process_group(device: torch.device) -> Iterator[None]:
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def ours_train(spec: BenchSpec, ddp: bool = False, cuda_graphs: bool | None = None) -> Built:

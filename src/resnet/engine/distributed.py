@@ -7,6 +7,7 @@ them the run is a single process and nothing here does any communication.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ import torch
 import torch.distributed as dist
 
 from resnet.errors import ConfigError, ResNetError, TrainingError
+
+if dist.is_available():
+    # Imported before any process group exists, on purpose: torch.distributed.nn's functions take
+    # ``group=group.WORLD`` as a default argument, so a first import after init_process_group (DDP's construction
+    # makes one) keeps the default group alive for ever. destroy_process_group then leaves gloo's threads running,
+    # and one still releasing a finished collective's tensors when the interpreter exits aborts the process
+    # ("terminate called without an active exception", SIGABRT) after a run that ended well.
+    import torch.distributed.nn  # noqa: F401
 
 T = TypeVar("T")
 
@@ -157,8 +166,15 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (the end of a torchrun job's training)."""
+    """Leave the process group and end its threads, while the interpreter is still whole.
+
+    Call it once the model is dropped: a DistributedDataParallel wrapper holds the group, and the group's threads
+    end only with its last holder. The collection first frees wrappers caught in reference cycles, so that
+    destroy_process_group drops the last reference and joins gloo's threads here, not during interpreter exit
+    (where a thread releasing tensors aborts the process; see the import of torch.distributed.nn above).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -458,7 +458,9 @@ def train(cfg: RunCfg, out: Path, task: Task, resume: bool = False,
             result = trainer.run()
         finally:
             trainer.close()
-    if trainer.dist.enabled:  # after a clean end only: a lost peer's error is read while the group still exists
+    distributed = trainer.dist.enabled
+    del trainer  # its DDP wrapper holds the process group: dropped first, so leaving the group ends its threads
+    if distributed:  # after a clean end only: a lost peer's error is read while the group still exists
         shutdown()
     return result
 
